@@ -1,0 +1,204 @@
+// Package redis is a tollgate.Store on Redis, standalone or Cluster, through
+// github.com/redis/rueidis.
+//
+// Each call is one Lua script run (EVALSHA, falling back to EVAL when the
+// server lacks the script), so a check is atomic and one round trip;
+// concurrent calls share connections through rueidis's auto-pipelining.
+// The scripts (scripts/*.lua) implement exactly the semantics of
+// store/memory. Scripts that write are never retried by the client, since a
+// replay could count a request twice.
+//
+// # Keys
+//
+// A limiter key k is stored under Prefix + "{" + escape(k) + "}" + suffix,
+// one Redis key per algorithm (two for the sliding log). escape replaces
+// '%', '{' and '}' by %25, %7B and %7D, so a user key can neither end the
+// hash tag early, which would change its slot, nor collide with another
+// key. Every key of one limiter key therefore sits in one hash slot, as a
+// Cluster requires of a script's keys. Keys expire by themselves once their
+// usage has fallen to 0.
+package redis
+
+import (
+	"context"
+	"crypto/tls"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/tollgate/tollgate"
+)
+
+// DefaultPrefix starts every key when Options.Prefix is empty.
+const DefaultPrefix = "tg:"
+
+// ErrBadReply is wrapped (with tollgate.ErrUnavailable) when Redis answers a
+// script with something other than the documented reply.
+var ErrBadReply = errors.New("redis: unexpected reply")
+
+var (
+	//go:embed scripts/sliding_log.lua
+	slidingLogLua string
+	//go:embed scripts/sliding_window.lua
+	slidingWindowLua string
+	//go:embed scripts/gcra.lua
+	gcraLua string
+)
+
+// Options configures a Store.
+type Options struct {
+	// Addrs are the addresses, host:port, of the server or, for a Cluster,
+	// of one or more seed nodes. Required.
+	Addrs []string
+	// Cluster selects Redis Cluster. False means a single server.
+	Cluster bool
+	// Username and Password authenticate (Redis ACL; Username "" means the
+	// default user). Empty Password means no AUTH.
+	Username, Password string
+	// TLS, when non-nil, makes every connection use TLS with this config.
+	// For a Cluster that redirects to IP addresses set ServerName to the
+	// certificates' host name, so that verification uses it.
+	TLS *tls.Config
+	// Prefix starts every key; "" means DefaultPrefix. It must not contain
+	// '{' or '}'.
+	Prefix string
+	// DialTimeout bounds connecting to a node; 0 means
+	// rueidis.DefaultDialTimeout (5 s).
+	DialTimeout time.Duration
+}
+
+// Store is a tollgate.Store on Redis. It is safe for concurrent use; Close
+// releases its connections.
+type Store struct {
+	client  rueidis.Client
+	prefix  string
+	scripts [3]*rueidis.Lua // by tollgate.Algorithm
+}
+
+// New connects to Redis. It fails when no address answers.
+func New(ctx context.Context, opts Options) (*Store, error) {
+	if len(opts.Addrs) == 0 {
+		return nil, errors.New("redis: no address")
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("redis: prefix %q contains a brace", opts.Prefix)
+	}
+	client, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:       opts.Addrs,
+		ForceSingleClient: !opts.Cluster,
+		Username:          opts.Username,
+		Password:          opts.Password,
+		TLSConfig:         opts.TLS,
+		Dialer:            net.Dialer{Timeout: opts.DialTimeout},
+		DisableCache:      true, // no client-side caching: every check must reach the server
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis: connect %v: %w", opts.Addrs, err)
+	}
+	s := &Store{client: client, prefix: opts.Prefix}
+	s.scripts[tollgate.SlidingLog] = rueidis.NewLuaScript(slidingLogLua)
+	s.scripts[tollgate.SlidingWindow] = rueidis.NewLuaScript(slidingWindowLua)
+	s.scripts[tollgate.GCRA] = rueidis.NewLuaScript(gcraLua)
+	if err := s.Ping(ctx); err != nil {
+		client.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Do implements tollgate.Store.
+func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+	now := "" // the script reads TIME
+	if !req.Now.IsZero() {
+		now = strconv.FormatInt(req.Now.UnixMicro(), 10)
+	}
+	args := []string{
+		strconv.Itoa(int(req.Op)),
+		strconv.FormatInt(req.Cost, 10),
+		strconv.FormatInt(req.Limit.Units, 10),
+		strconv.FormatInt(req.Limit.Window.Microseconds(), 10),
+		now,
+	}
+	keys := s.keys(req.Key, req.Limit.Algorithm)
+	reply, err := s.scripts[req.Limit.Algorithm].Exec(ctx, s.client, keys, args).AsIntSlice()
+	if err != nil {
+		return tollgate.Result{}, s.fail(err)
+	}
+	if len(reply) != 4 {
+		return tollgate.Result{}, fmt.Errorf("%w: %w: %d values, want 4", tollgate.ErrUnavailable, ErrBadReply, len(reply))
+	}
+	allowed, used, retry, reset := reply[0] == 1, reply[1], reply[2], reply[3]
+	res := tollgate.Result{
+		Allowed:    allowed,
+		Limit:      req.Limit.Units,
+		Used:       used,
+		Remaining:  max(0, req.Limit.Units-used),
+		ResetAfter: time.Duration(max(0, reset)) * time.Microsecond,
+	}
+	if !allowed {
+		res.RetryAfter = time.Duration(retry) * time.Microsecond
+	}
+	return res, nil
+}
+
+// Reset implements tollgate.Store: it deletes every key of key.
+func (s *Store) Reset(ctx context.Context, key string) error {
+	log := s.keys(key, tollgate.SlidingLog)
+	keys := append(log, s.keys(key, tollgate.SlidingWindow)[0], s.keys(key, tollgate.GCRA)[0])
+	if err := s.client.Do(ctx, s.client.B().Del().Key(keys...).Build()).Error(); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// Ping checks that Redis answers; for a Cluster, that one node does.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Do(ctx, s.client.B().Ping().Build()).Error(); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// Close closes every connection.
+func (s *Store) Close() error {
+	s.client.Close()
+	return nil
+}
+
+// Key returns the Redis key that holds state of key under a; for the sliding
+// log, the first of its two keys. Useful for inspecting state with MEMORY
+// USAGE or TTL.
+func (s *Store) Key(key string, a tollgate.Algorithm) string { return s.keys(key, a)[0] }
+
+func (s *Store) keys(key string, a tollgate.Algorithm) []string {
+	base := s.prefix + "{" + escape(key) + "}"
+	switch a {
+	case tollgate.SlidingWindow:
+		return []string{base + ":w"}
+	case tollgate.GCRA:
+		return []string{base + ":g"}
+	}
+	return []string{base + ":l", base + ":m"}
+}
+
+var escaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
+
+func escape(key string) string {
+	if !strings.ContainsAny(key, "%{}") {
+		return key
+	}
+	return escaper.Replace(key)
+}
+
+func (s *Store) fail(err error) error {
+	return fmt.Errorf("%w: %w", tollgate.ErrUnavailable, err)
+}

@@ -1,0 +1,109 @@
+-- sliding_log.lua: the exact sliding log, one atomic check.
+--
+-- KEYS[1]  log:  sorted set; score = when the request was allowed (Unix µs),
+--                member = "<cost>:<seq>" (seq makes members unique, even for
+--                requests in the same microsecond)
+-- KEYS[2]  meta: hash; t = running total of the log's costs, s = last seq
+-- ARGV[1]  op: "0" consume, "1" peek, "2" refund
+-- ARGV[2]  cost, 1 to 10^15
+-- ARGV[3]  units, 1 to 10^15
+-- ARGV[4]  window, µs
+-- ARGV[5]  now, Unix µs; "" reads the server's TIME
+-- Reply:   {allowed 0|1, used, retry_after µs, reset_after µs}
+--
+-- Invariant: meta.t is the sum of the costs in log. An entry allowed at t
+-- counts while now < t + window. Both keys expire one window after the newest
+-- entry. Mirrors logState in store/memory; numbers are formatted with %d
+-- because Lua's default formatting keeps only 14 digits.
+
+local op, cost, units, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = tonumber(ARGV[5])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function d(n) return string.format('%d', n) end
+local function cost_of(member) return tonumber(string.match(member, '^(%d+):')) end
+
+local total = tonumber(redis.call('HGET', KEYS[2], 't') or '0')
+local dirty = false
+
+local cutoff = d(now - window)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+if #expired > 0 then
+  for i = 1, #expired do total = total - cost_of(expired[i]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+  dirty = true
+end
+
+local allowed
+if op == 0 then
+  allowed = total + cost <= units
+  if allowed then
+    local seq = redis.call('HINCRBY', KEYS[2], 's', 1)
+    redis.call('ZADD', KEYS[1], d(now), d(cost) .. ':' .. d(seq))
+    total = total + cost
+    dirty = true
+    local ttl = d(math.ceil(window / 1000))
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+else
+  if op == 2 then
+    -- Newest first; entries of one instant are interchangeable.
+    local r = cost
+    while r > 0 do
+      local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+      if #top == 0 then break end
+      local c = cost_of(top[1])
+      redis.call('ZREM', KEYS[1], top[1])
+      if c > r then
+        redis.call('ZADD', KEYS[1], top[2], d(c - r) .. ':' .. string.match(top[1], ':(%d+)$'))
+        total = total - r
+        r = 0
+      else
+        total = total - c
+        r = r - c
+      end
+      dirty = true
+    end
+  end
+  allowed = total + 1 <= units
+end
+
+if dirty then
+  if total == 0 then
+    redis.call('DEL', KEYS[1], KEYS[2])
+  else
+    redis.call('HSET', KEYS[2], 't', d(total))
+  end
+end
+
+local retry = 0
+if not allowed then
+  -- The oldest entries leave first: find the one whose departure frees
+  -- enough for the checked cost to fit.
+  local check = 1
+  if op == 0 then check = cost end
+  local need, freed, from = total + check - units, 0, 0
+  while retry == 0 do
+    local page = redis.call('ZRANGE', KEYS[1], from, from + 63, 'WITHSCORES')
+    if #page == 0 then break end
+    for i = 1, #page, 2 do
+      freed = freed + cost_of(page[i])
+      if freed >= need then
+        retry = tonumber(page[i + 1]) + window - now
+        break
+      end
+    end
+    from = from + 64
+  end
+  if retry < 1 then retry = 1 end
+end
+
+local reset = 0
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #newest > 0 then reset = tonumber(newest[2]) + window - now end
+
+return {allowed and 1 or 0, total, retry, reset}

@@ -1,0 +1,257 @@
+package storetest
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/tollgate/tollgate"
+)
+
+// testModel drives a store and a reference model with the same random
+// operations on a fake clock and requires identical Results. The models keep
+// a plain event log (sliding log, sliding window) or the textbook formula
+// (GCRA) and recompute every figure from scratch.
+func testModel(t *testing.T, backend Backend) {
+	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
+		t.Run(a.String(), func(t *testing.T) {
+			open := backend(t)
+			store := open()
+			rapid.Check(t, func(rt *rapid.T) {
+				window := rapid.SampledFrom([]time.Duration{time.Second, 10 * time.Second, time.Minute}).Draw(rt, "window")
+				units := rapid.Int64Range(1, 20).Draw(rt, "units")
+				limit := tollgate.Limit{Units: units, Window: window, Algorithm: a}
+				start := time.Duration(rapid.Int64Range(0, int64(window)).Draw(rt, "start"))
+				clk := &clock{now: t0.Add(start).Truncate(time.Microsecond)}
+				lim := tollgate.New(store, tollgate.Options{Now: clk.Now})
+				key := uniqueKey(t, "model")
+				m := newModel(a)
+				steps := rapid.IntRange(1, 40).Draw(rt, "steps")
+				for i := range steps {
+					// Mostly short steps, sometimes past a window edge.
+					adv := rapid.OneOf(
+						rapid.Int64Range(0, 3),
+						rapid.Int64Range(0, int64(window/time.Microsecond)/4),
+						rapid.Int64Range(int64(window/time.Microsecond)-2, int64(window/time.Microsecond)+2),
+					).Draw(rt, "advance_us")
+					clk.Set(clk.Now().Add(time.Duration(adv) * time.Microsecond))
+					op := rapid.SampledFrom([]tollgate.Op{tollgate.OpConsume, tollgate.OpConsume, tollgate.OpPeek, tollgate.OpRefund}).Draw(rt, "op")
+					cost := rapid.Int64Range(1, units).Draw(rt, "cost")
+					if op == tollgate.OpPeek {
+						cost = 1
+					}
+					got, err := do(context.Background(), lim, op, key, cost, limit)
+					if err != nil {
+						rt.Fatalf("step %d: %v", i, err)
+					}
+					want := m.apply(op, cost, units, window.Microseconds(), clk.Now().UnixMicro())
+					if got != want {
+						rt.Fatalf("step %d: %s %d at +%dµs:\n store %+v\n model %+v", i, op, cost, adv, got, want)
+					}
+				}
+			})
+		})
+	}
+}
+
+type model interface {
+	apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result
+}
+
+func newModel(a tollgate.Algorithm) model {
+	switch a {
+	case tollgate.SlidingWindow:
+		return &windowModel{}
+	case tollgate.GCRA:
+		return &gcraModel{}
+	}
+	return &logModel{}
+}
+
+type event struct{ at, cost int64 }
+
+// refundEvents removes cost units from the newest events.
+func refundEvents(events []event, cost int64) []event {
+	for cost > 0 && len(events) > 0 {
+		last := &events[len(events)-1]
+		take := min(cost, last.cost)
+		last.cost -= take
+		cost -= take
+		if last.cost == 0 {
+			events = events[:len(events)-1]
+		}
+	}
+	return events
+}
+
+func res(allowed bool, units, used, retry, reset int64) tollgate.Result {
+	r := tollgate.Result{Allowed: allowed, Limit: units, Used: used, Remaining: max(0, units-used), ResetAfter: time.Duration(reset) * time.Microsecond}
+	if !allowed {
+		r.RetryAfter = time.Duration(max(1, retry)) * time.Microsecond
+	}
+	return r
+}
+
+// logModel: every allowed request, forever; the window is a filter.
+type logModel struct{ events []event }
+
+func (m *logModel) live(now, window int64) []event {
+	var live []event
+	for _, e := range m.events {
+		if e.at > now-window {
+			live = append(live, e)
+		}
+	}
+	return live
+}
+
+func sum(events []event) (n int64) {
+	for _, e := range events {
+		n += e.cost
+	}
+	return n
+}
+
+func (m *logModel) apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result {
+	m.events = m.live(now, window)
+	check := int64(1)
+	allowed := false
+	switch op {
+	case tollgate.OpConsume:
+		check = cost
+		if allowed = sum(m.events)+cost <= units; allowed {
+			m.events = append(m.events, event{now, cost})
+		}
+	case tollgate.OpRefund:
+		m.events = refundEvents(m.events, cost)
+	}
+	used := sum(m.events)
+	if op != tollgate.OpConsume {
+		allowed = used+1 <= units
+	}
+	var retry, reset int64
+	if !allowed {
+		// The earliest instant at which the units still live then, plus
+		// check, fit: scan candidate instants (each entry's expiry).
+		for _, e := range m.events {
+			at := e.at + window
+			if sum(m.live(at, window))+check <= units {
+				retry = at - now
+				break
+			}
+		}
+	}
+	if len(m.events) > 0 {
+		reset = m.events[len(m.events)-1].at + window - now
+	}
+	return res(allowed, units, used, retry, reset)
+}
+
+// windowModel: every allowed request; each figure recomputed from the
+// events that fall in the current and the previous bucket.
+type windowModel struct{ events []event }
+
+func (m *windowModel) usedAt(now, window, extra int64) int64 {
+	start := now - now%window
+	var curr, prev int64
+	for _, e := range m.events {
+		switch {
+		case e.at >= start:
+			curr += e.cost
+		case e.at >= start-window:
+			prev += e.cost
+		}
+	}
+	return curr + extra + int64(math.Ceil(float64(prev)*float64(window-(now-start))/float64(window)))
+}
+
+func (m *windowModel) apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result {
+	start := now - now%window
+	// Events older than the previous bucket can never count again.
+	var kept []event
+	for _, e := range m.events {
+		if e.at >= start-window {
+			kept = append(kept, e)
+		}
+	}
+	m.events = kept
+	check := int64(1)
+	allowed := false
+	switch op {
+	case tollgate.OpConsume:
+		check = cost
+		if allowed = m.usedAt(now, window, 0)+cost <= units; allowed {
+			m.events = append(m.events, event{now, cost})
+		}
+	case tollgate.OpRefund:
+		m.events = refundEvents(m.events, cost)
+	}
+	if op != tollgate.OpConsume {
+		allowed = m.usedAt(now, window, 0)+1 <= units
+	}
+	var retry, reset int64
+	if !allowed {
+		// Search the first instant, to the microsecond, at which check fits,
+		// by bisection over [now, end of the next bucket].
+		lo, hi := now, start+2*window
+		for lo < hi {
+			mid := lo + (hi-lo)/2
+			if m.usedAt(mid, window, 0)+check <= units {
+				hi = mid
+			} else {
+				lo = mid + 1
+			}
+		}
+		retry = lo - now
+	}
+	var curr, prev int64
+	for _, e := range m.events {
+		if e.at >= start {
+			curr += e.cost
+		} else {
+			prev += e.cost
+		}
+	}
+	switch {
+	case curr > 0:
+		reset = start + 2*window - now
+	case prev > 0:
+		reset = start + window - now
+	}
+	return res(allowed, units, m.usedAt(now, window, 0), retry, reset)
+}
+
+// gcraModel: a token bucket of capacity units draining units per window,
+// as in the GCRA literature (the level is the bucket's content).
+type gcraModel struct {
+	level float64
+	at    int64
+}
+
+func (m *gcraModel) apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result {
+	level := m.level
+	if now > m.at {
+		level = math.Max(0, level-float64(now-m.at)*float64(units)/float64(window))
+	}
+	check := int64(1)
+	switch op {
+	case tollgate.OpConsume:
+		check = cost
+		if level+float64(cost) <= float64(units) {
+			m.level, m.at = level+float64(cost), now
+			return res(true, units, int64(math.Ceil(m.level)), 0, int64(math.Ceil(m.level*float64(window)/float64(units))))
+		}
+	case tollgate.OpRefund:
+		level = math.Max(0, level-float64(cost))
+		m.level, m.at = level, max(now, m.at)
+	}
+	allowed := level+float64(check) <= float64(units)
+	var retry int64
+	if !allowed {
+		retry = int64(math.Ceil((level + float64(check) - float64(units)) * float64(window) / float64(units)))
+	}
+	return res(allowed, units, int64(math.Ceil(level)), retry, int64(math.Ceil(level*float64(window)/float64(units))))
+}
