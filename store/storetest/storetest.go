@@ -47,7 +47,7 @@ type clock struct {
 	now time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 
 // uniqueKey gives each test its own keys on a shared server, so no test
@@ -83,9 +83,9 @@ func deny(used, remaining int64, retry, reset time.Duration) tollgate.Result {
 }
 
 const (
-	us  = time.Microsecond
-	ms  = time.Millisecond
-	sec = time.Second
+	us     = time.Microsecond
+	ms     = time.Millisecond
+	sec    = time.Second
 	minute = time.Minute
 )
 
