@@ -24,7 +24,7 @@ local function d(n) return string.format('%d', n) end
 
 local st = redis.call('HMGET', KEYS[1], 's', 'c', 'p')
 local start, curr, prev = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or 0
-local c0, p0 = curr, prev
+local s0, c0, p0 = start, curr, prev
 
 local bucket = now - now % window
 if bucket == start + window then
@@ -78,7 +78,7 @@ elseif prev > 0 then
   reset = window - elapsed
 end
 
-if curr ~= c0 or prev ~= p0 then
+if start ~= s0 or curr ~= c0 or prev ~= p0 then
   if reset == 0 then
     redis.call('DEL', KEYS[1])
   else
