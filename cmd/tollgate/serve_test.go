@@ -1,0 +1,342 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// wait bounds every wait in these tests.
+const wait = 5 * time.Second
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	addrs := make(chan net.Addr, 1)
+	cfg := serveConfig{
+		Listen:          "127.0.0.1:0",
+		ShutdownTimeout: wait,
+		onListening:     func(a net.Addr) { addrs <- a },
+	}
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, cfg, logger) }()
+
+	var addr net.Addr
+	select {
+	case addr = <-addrs:
+	case err := <-done:
+		t.Fatalf("runServe returned before listening: %v", err)
+	case <-time.After(wait):
+		t.Fatal("runServe did not start listening")
+	}
+
+	client := &http.Client{Timeout: wait}
+	resp, err := client.Post("http://"+addr.String()+"/v1/consume", "application/json",
+		strings.NewReader(`{"key":"cust-42","cost":3,"limit":100,"window":"1h","algorithm":"sliding_log"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"allowed":true,"limit":100,"used":3,"remaining":97,"retry_after_ms":0,"reset_after_ms":3600000}` + "\n"
+	if resp.StatusCode != http.StatusOK || string(body) != want {
+		t.Errorf("consume: %d %s, want 200 %s", resp.StatusCode, body, want)
+	}
+	// The keep-alive connection stays open: shutdown must close it.
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("runServe: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("runServe did not return after cancel")
+	}
+	client.CloseIdleConnections()
+
+	var first struct{ Level, Msg, Addr, Store string }
+	line, _, _ := strings.Cut(logs.String(), "\n")
+	if err := json.Unmarshal([]byte(line), &first); err != nil {
+		t.Fatalf("first log line %q: %v", line, err)
+	}
+	if first.Level != "INFO" || first.Msg != "listening" || first.Addr != addr.String() || first.Store != "memory" {
+		t.Errorf("first log record %+v, want INFO listening on %s with the memory store", first, addr)
+	}
+	if strings.Contains(logs.String(), "cust-42") {
+		t.Errorf("key logged at info: %s", logs.String())
+	}
+}
+
+// startServe runs runServe in the background and returns its bound address
+// and a channel with its result.
+func startServe(t *testing.T, ctx context.Context, shutdownTimeout time.Duration) (string, <-chan error) {
+	t.Helper()
+	addrs := make(chan net.Addr, 1)
+	cfg := serveConfig{
+		Listen:          "127.0.0.1:0",
+		ShutdownTimeout: shutdownTimeout,
+		onListening:     func(a net.Addr) { addrs <- a },
+	}
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, cfg, nil) }()
+	select {
+	case a := <-addrs:
+		return a.String(), done
+	case err := <-done:
+		t.Fatalf("runServe returned before listening: %v", err)
+	case <-time.After(wait):
+		t.Fatal("runServe did not start listening")
+	}
+	return "", nil
+}
+
+// startSlowRequest sends a consume whose body is still incomplete once the
+// server has begun reading it, and returns the connection and the rest of
+// the body.
+func startSlowRequest(t *testing.T, addr string) (net.Conn, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(wait))
+	body := `{"key":"k","limit":10,"window":"1m"}`
+	head := "POST /v1/consume HTTP/1.1\r\nHost: tollgate\r\nContent-Type: application/json\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+	if _, err := io.WriteString(conn, head+body[:5]); err != nil {
+		t.Fatal(err)
+	}
+	// Let the server read the headers, so the connection is active.
+	time.Sleep(100 * time.Millisecond)
+	return conn, body[5:]
+}
+
+func TestServeDrainsInFlightRequests(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, done := startServe(t, ctx, wait)
+	conn, rest := startSlowRequest(t, addr)
+
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("runServe returned with a request in flight: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if _, err := io.WriteString(conn, rest); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"allowed":true`) {
+		t.Errorf("in-flight request: %d %s", resp.StatusCode, body)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("runServe: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("runServe did not return after draining")
+	}
+}
+
+func TestServeShutdownTimeout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, done := startServe(t, ctx, 200*time.Millisecond)
+	startSlowRequest(t, addr) // never finished
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "shutdown") {
+			t.Errorf("runServe: %v, want a shutdown timeout error", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("runServe took %s to give up, want about 200ms", d)
+		}
+	case <-time.After(wait):
+		t.Fatal("runServe did not return after the shutdown timeout")
+	}
+}
+
+func TestServeErrors(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	ok := serveConfig{Listen: "127.0.0.1:0", ShutdownTimeout: time.Second}
+	tests := []struct {
+		name    string
+		edit    func(*serveConfig)
+		wantErr string
+	}{
+		{"redis and cluster", func(c *serveConfig) {
+			c.Store = storeConfig{Redis: "127.0.0.1:6379", RedisCluster: []string{"127.0.0.1:7000"}}
+		}, "mutually exclusive"},
+		// Port 1 on loopback: nothing listens there.
+		{"redis unreachable", func(c *serveConfig) { c.Store.Redis = "127.0.0.1:1" }, "open redis store"},
+		{"cluster unreachable", func(c *serveConfig) { c.Store.RedisCluster = []string{"127.0.0.1:1", "127.0.0.2:1"} }, "open redis-cluster store"},
+		{"redis without port", func(c *serveConfig) { c.Store.Redis = "127.0.0.1" }, "--redis"},
+		{"cluster with empty seed", func(c *serveConfig) { c.Store.RedisCluster = []string{"127.0.0.1:7000", ""} }, "--redis-cluster"},
+		{"empty listen", func(c *serveConfig) { c.Listen = "" }, "--listen"},
+		{"bad listen", func(c *serveConfig) { c.Listen = "127.0.0.1:http-alt-nope" }, "listen"},
+		{"listen address in use", func(c *serveConfig) { c.Listen = busy.Addr().String() }, "listen"},
+		{"zero shutdown timeout", func(c *serveConfig) { c.ShutdownTimeout = 0 }, "--shutdown-timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := ok
+			tt.edit(&cfg)
+			cfg.onListening = func(net.Addr) { t.Error("listening despite a bad config") }
+			done := make(chan error, 1)
+			go func() { done <- runServe(context.Background(), cfg, nil) }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("runServe: %v, want an error containing %q", err, tt.wantErr)
+				}
+			case <-time.After(wait):
+				t.Fatal("runServe did not return")
+			}
+		})
+	}
+}
+
+func TestServeCommand(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string // "" for a clean run
+		wantLog string
+	}{
+		{"serves memory until the context ends", []string{"serve", "--listen", "127.0.0.1:0", "--log-level", "warn"}, "", ""},
+		{"logs the listen address at info", []string{"serve", "--listen", "127.0.0.1:0", "--shutdown-timeout", "1s"}, "", `"msg":"listening","addr":"127.0.0.1:`},
+		{"bad log level", []string{"serve", "--log-level", "loud"}, "--log-level", ""},
+		{"both redis flags", []string{"serve", "--redis", "127.0.0.1:6379", "--redis-cluster", "127.0.0.1:7000,127.0.0.1:7001"}, "mutually exclusive", ""},
+		{"redis unreachable", []string{"serve", "--redis", "127.0.0.1:1"}, "connection refused", ""},
+		{"bad shutdown timeout", []string{"serve", "--shutdown-timeout", "soon"}, "shutdown-timeout", ""},
+		{"arguments", []string{"serve", "now"}, "unknown command", ""},
+		{"unknown flag", []string{"serve", "--port", "8080"}, "unknown flag", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// An ended context makes serve shut down as soon as it listens.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var out, errOut syncBuffer
+			cmd := newRootCmd()
+			cmd.SetArgs(tt.args)
+			cmd.SetOut(&out)
+			cmd.SetErr(&errOut)
+			done := make(chan error, 1)
+			go func() { done <- cmd.ExecuteContext(ctx) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(wait):
+				t.Fatal("command did not return")
+			}
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("err %v, want nil; stderr %s", err, errOut.String())
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("err %v, want one containing %q", err, tt.wantErr)
+			}
+			if !strings.Contains(errOut.String(), tt.wantLog) {
+				t.Errorf("stderr %s, want %s", errOut.String(), tt.wantLog)
+			}
+			if tt.wantLog == "" && tt.wantErr == "" && errOut.String() != "" {
+				t.Errorf("stderr at --log-level warn: %s", errOut.String())
+			}
+		})
+	}
+}
+
+func TestParseLevel(t *testing.T) {
+	tests := []struct {
+		in   string
+		want slog.Level
+		err  bool
+	}{
+		{"debug", slog.LevelDebug, false},
+		{"info", slog.LevelInfo, false},
+		{"warn", slog.LevelWarn, false},
+		{"error", slog.LevelError, false},
+		{"WARN", slog.LevelWarn, false},
+		{"warning", 0, true},
+		{"info+2", 0, true},
+		{"", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := parseLevel(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("parseLevel(%q) = %v, %v; want %v, error %t", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestOpenStoreMemory(t *testing.T) {
+	st, _, closeStore, err := openStore(context.Background(), storeConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st == nil || closeStore == nil {
+		t.Fatal("nil store or close func")
+	}
+	if err := closeStore(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if _, _, _, err := openStore(context.Background(), storeConfig{Redis: "127.0.0.1:6379", RedisCluster: []string{"127.0.0.1:7000"}}); err == nil || !strings.Contains(err.Error(), "mutually exclusive") {
+		t.Errorf("both redis flags: err %v, want mutually exclusive", err)
+	}
+}
