@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test of Tollgate on this machine.
+#
+# It installs redis-server (Debian's package) when it is missing, then runs
+# go vet and go test -race over the whole module. Tests that need Redis
+# start their own real servers through internal/testcluster, from TestMain:
+# a 6-node Cluster (3 masters, 3 replicas, one loopback address per node,
+# 127.0.0.11-16) plus a standalone node, each on free ports, and stop them
+# (and remove their data) when the package's tests end, pass or fail.
+# Exits with the tests' status.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+	echo "test.sh: redis-server missing; installing Debian's redis-server" >&2
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+if ! command -v go >/dev/null 2>&1; then
+	echo "test.sh: Go is not installed (Tollgate needs Go $(sed -n 's/^go //p' go.mod))" >&2
+	exit 1
+fi
+echo "test.sh: $(go version), $(redis-server --version | cut -d' ' -f1-3)"
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "test.sh: gofmt needed: $unformatted" >&2
+	exit 1
+fi
+go vet ./...
+# -p 2: the machines have 2 cores; Redis servers share them with the tests.
+go test -race -count=1 -p 2 -timeout 12m ./... "$@"
