@@ -1,0 +1,148 @@
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/store/redis"
+	"github.com/tollgate/tollgate/store/storetest"
+)
+
+// targets are the deployments every Redis test runs against.
+func targets() []struct {
+	name string
+	opts redis.Options
+} {
+	return []struct {
+		name string
+		opts redis.Options
+	}{
+		{"Standalone", redis.Options{Addrs: []string{standalone.Addr}}},
+		{"Cluster", redis.Options{Addrs: cluster.Addrs(), Cluster: true}},
+	}
+}
+
+func open(t testing.TB, opts redis.Options) *redis.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := redis.New(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestContract(t *testing.T) {
+	for _, tg := range targets() {
+		t.Run(tg.name, func(t *testing.T) {
+			storetest.Run(t, func(t *testing.T) func() tollgate.Store {
+				return func() tollgate.Store { return open(t, tg.opts) }
+			})
+		})
+	}
+}
+
+// The cluster's keys of one limiter key share a slot, whatever braces the
+// key holds, and the hash tag is the escaped key itself.
+func TestKeysShareOneSlot(t *testing.T) {
+	s := open(t, redis.Options{Addrs: cluster.Addrs(), Cluster: true, Prefix: "p:"})
+	for _, tc := range []struct{ key, want string }{
+		{"cust-42", "p:{cust-42}:l"},
+		{"a{b}c", "p:{a%7Bb%7Dc}:l"},
+		{"}{", "p:{%7D%7B}:l"},
+		{"100%", "p:{100%25}:l"},
+	} {
+		if got := s.Key(tc.key, tollgate.SlidingLog); got != tc.want {
+			t.Errorf("Key(%q) = %q, want %q", tc.key, got, tc.want)
+		}
+	}
+	for _, a := range []tollgate.Algorithm{tollgate.SlidingWindow, tollgate.GCRA} {
+		k := s.Key("a{b}", a)
+		if !strings.HasPrefix(k, "p:{a%7Bb%7D}:") {
+			t.Errorf("%s key %q", a, k)
+		}
+	}
+}
+
+// A consume writes keys that expire by themselves, one window after the
+// newest entry (rounded up to the millisecond).
+func TestKeysExpire(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, redis.Options{Addrs: []string{standalone.Addr}})
+	lim := tollgate.New(s, tollgate.Options{})
+	key := t.Name() + time.Now().String()
+	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
+		if _, err := lim.Consume(ctx, key, 1, tollgate.Limit{Units: 10, Window: 10 * time.Second, Algorithm: a}); err != nil {
+			t.Fatal(err)
+		}
+		v, err := standalone.Do(ctx, "PTTL", s.Key(key, a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Sliding log: one window; sliding window: up to two buckets; GCRA:
+		// one unit's drain time (1 s) past the level's.
+		ttl, _ := v.(int64)
+		if ttl <= 0 || ttl > 20_000 {
+			t.Errorf("%s: PTTL %v ms, want in (0, 20000]", a, v)
+		}
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := redis.New(ctx, redis.Options{}); err == nil {
+		t.Error("no address: want an error")
+	}
+	if _, err := redis.New(ctx, redis.Options{Addrs: []string{standalone.Addr}, Prefix: "a{"}); err == nil {
+		t.Error("brace in prefix: want an error")
+	}
+	if _, err := redis.New(ctx, redis.Options{Addrs: []string{"127.0.0.1:1"}}); err == nil {
+		t.Error("nothing listening: want an error")
+	}
+}
+
+// A store whose server went away fails with ErrUnavailable, and answers
+// again once the server is back, with no help from the caller.
+func TestUnavailable(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, redis.Options{Addrs: []string{standalone.Addr}})
+	lim := tollgate.New(s, tollgate.Options{})
+	if err := standalone.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			standalone.Restart(context.Background())
+		}
+	})
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err := lim.Consume(cctx, "k", 1, tollgate.PerSecond(5))
+	cancel()
+	if !errors.Is(err, tollgate.ErrUnavailable) {
+		t.Fatalf("server down: got %v, want ErrUnavailable", err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := standalone.Restart(rctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	for {
+		_, err := lim.Consume(rctx, "k", 1, tollgate.PerSecond(5))
+		if err == nil {
+			break
+		}
+		if rctx.Err() != nil {
+			t.Fatalf("no recovery after restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
