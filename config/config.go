@@ -1,0 +1,183 @@
+// Package config loads Tollgate's rate-limit rules from YAML: named policies
+// for the HTTP API and library users, and envoyproxy/ratelimit descriptor
+// configs for the Envoy rate limit service (package server/rls).
+//
+// # Policies
+//
+// A policy file names Limits:
+//
+//	policies:
+//	  - name: api-hourly          # required, unique
+//	    units: 100                # required, 1 to tollgate.MaxUnits
+//	    window: 1h                # required, a Go duration, tollgate.MinWindow to tollgate.MaxWindow
+//	    algorithm: sliding_log    # sliding_log (default), sliding_window or gcra
+//	    shadow: false             # decide and report, never deny; default false
+//	    failure_mode: fail_closed # fail_closed (default) or fail_open
+//
+// Load and Parse read it; Config.Policy looks a policy up by name.
+//
+// # Envoy descriptor configs
+//
+// LoadEnvoy reads the configs of envoyproxy/ratelimit (a file, or a
+// directory of *.yaml and *.yml files, one domain each) and
+// EnvoyConfig.Match finds the rule for a request's descriptor the way
+// envoyproxy/ratelimit does. See EnvoyConfig for the format.
+//
+// # Errors
+//
+// Parsing is strict: unknown fields, duplicate keys, values of the wrong
+// type and more than one YAML document are errors. Every error is returned,
+// never panicked, and starts with "file:line: " where the position is known
+// ("line N: " from Parse and ParseEnvoy). Errors about a Limit wrap
+// tollgate.ErrInvalidLimit; file system errors wrap the *fs.PathError.
+//
+// # Reloading
+//
+// Holder and EnvoyHolder keep the current config behind an atomic pointer,
+// swap in a new one only when it loads and validates, and can poll the
+// file(s) for changes (Watch).
+package config
+
+import (
+	"time"
+
+	"github.com/tollgate/tollgate"
+)
+
+// Policy is a named Limit and how to apply it.
+type Policy struct {
+	// Name is the policy's unique, non-empty name.
+	Name string
+	// Limit is valid (Limit.Validate returns nil).
+	Limit tollgate.Limit
+	// Shadow means decide and report, but never deny: a caller should let a
+	// denied request through (and may log or count it).
+	Shadow bool
+	// FailOpen means let requests through when the store is unavailable;
+	// false (failure_mode: fail_closed, the default) means refuse them.
+	FailOpen bool
+}
+
+// Config is a validated set of policies. It is immutable, so safe for
+// concurrent use. A nil *Config has no policies.
+type Config struct {
+	policies []Policy
+	byName   map[string]int
+}
+
+// Policy returns the policy called name and whether there is one.
+func (c *Config) Policy(name string) (Policy, bool) {
+	if c == nil {
+		return Policy{}, false
+	}
+	i, ok := c.byName[name]
+	if !ok {
+		return Policy{}, false
+	}
+	return c.policies[i], true
+}
+
+// Policies returns a copy of all policies in file order.
+func (c *Config) Policies() []Policy {
+	if c == nil {
+		return nil
+	}
+	return append([]Policy(nil), c.policies...)
+}
+
+// Failure modes, as spelled in policy files.
+const (
+	FailClosed = "fail_closed"
+	FailOpen   = "fail_open"
+)
+
+type policyFile struct {
+	Policies []policyYAML `yaml:"policies"`
+}
+
+type policyYAML struct {
+	Name        string `yaml:"name"`
+	Units       int64  `yaml:"units"`
+	Window      string `yaml:"window"`
+	Algorithm   string `yaml:"algorithm"`
+	Shadow      bool   `yaml:"shadow"`
+	FailureMode string `yaml:"failure_mode"`
+}
+
+// Load reads and validates the policy file at path. Errors name the file.
+func Load(path string) (*Config, error) {
+	src, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parsePolicies(src)
+}
+
+// Parse validates a policy file's content. Errors give lines as "line N: ".
+// An empty policy list is valid; an empty document is not.
+func Parse(data []byte) (*Config, error) {
+	return parsePolicies(source{data: data})
+}
+
+func parsePolicies(src source) (*Config, error) {
+	var f policyFile
+	root, err := decodeStrict(src, &f)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{policies: make([]Policy, 0, len(f.Policies)), byName: make(map[string]int, len(f.Policies))}
+	for i, p := range f.Policies {
+		at := func(field string, format string, args ...any) error {
+			line := lineOf(root, "policies", i, field)
+			if p.Name == "" {
+				return errorAt(src.name, line, "policy #%d: "+format, append([]any{i + 1}, args...)...)
+			}
+			return errorAt(src.name, line, "policy %q: "+format, append([]any{p.Name}, args...)...)
+		}
+		pol, err := policyOf(p, at)
+		if err != nil {
+			return nil, err
+		}
+		if j, dup := c.byName[p.Name]; dup {
+			return nil, at("name", "duplicate name (first at line %d)", lineOf(root, "policies", j, "name"))
+		}
+		c.byName[p.Name] = len(c.policies)
+		c.policies = append(c.policies, pol)
+	}
+	return c, nil
+}
+
+// policyOf validates p; at reports an error at a field of p.
+func policyOf(p policyYAML, at func(field, format string, args ...any) error) (Policy, error) {
+	if p.Name == "" {
+		return Policy{}, at("name", "name is required")
+	}
+	if p.Window == "" {
+		return Policy{}, at("window", "%w: window is required (a Go duration such as \"1h\")", tollgate.ErrInvalidLimit)
+	}
+	window, err := time.ParseDuration(p.Window)
+	if err != nil {
+		return Policy{}, at("window", "%w: window %q is not a Go duration such as \"1h\"", tollgate.ErrInvalidLimit, p.Window)
+	}
+	alg, err := tollgate.ParseAlgorithm(p.Algorithm)
+	if err != nil {
+		return Policy{}, at("algorithm", "%w", err)
+	}
+	lim := tollgate.Limit{Units: p.Units, Window: window, Algorithm: alg}
+	if err := lim.Validate(); err != nil {
+		field := "window"
+		if p.Units < 1 || p.Units > tollgate.MaxUnits {
+			field = "units"
+		}
+		return Policy{}, at(field, "%w", err)
+	}
+	pol := Policy{Name: p.Name, Limit: lim, Shadow: p.Shadow}
+	switch p.FailureMode {
+	case "", FailClosed:
+	case FailOpen:
+		pol.FailOpen = true
+	default:
+		return Policy{}, at("failure_mode", "unknown failure_mode %q (want %s or %s)", p.FailureMode, FailClosed, FailOpen)
+	}
+	return pol, nil
+}

@@ -1,0 +1,59 @@
+package config
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// FuzzParse feeds arbitrary bytes to both parsers: they must return, never
+// panic, and what they accept must be usable.
+func FuzzParse(f *testing.F) {
+	err := filepath.WalkDir("testdata", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		f.Add(data)
+		return nil
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if c, err := Parse(data); err == nil {
+			for _, p := range c.Policies() {
+				if err := p.Limit.Validate(); err != nil {
+					t.Errorf("policy %q has an invalid limit: %v", p.Name, err)
+				}
+				if got, ok := c.Policy(p.Name); !ok || got != p {
+					t.Errorf("Policy(%q) = %+v, %t", p.Name, got, ok)
+				}
+			}
+		}
+		c, err := ParseEnvoy(data)
+		if err != nil {
+			return
+		}
+		for _, d := range c.Domains() {
+			for _, es := range [][]Entry{
+				nil, {{"", ""}}, {{"key1", "value1"}}, {{"key1", "value1"}, {"subkey1", "x"}},
+				{{"wild", "foo1"}}, {{"k", string(data)}},
+			} {
+				r, ok := c.Match(d, es)
+				if !ok || r.Unlimited {
+					continue
+				}
+				check := r.Limit
+				check.Units = max(check.Units, 1)
+				if err := check.Validate(); err != nil || r.Key == "" || len(r.Key) > MaxKeyLen {
+					t.Errorf("Match(%q, %v) = %+v: %v", d, es, r, err)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,310 @@
+// Package rls serves a tollgate.Limiter as Envoy's rate limit service
+// (envoy.service.ratelimit.v3.RateLimitService) over gRPC, with rules in
+// envoyproxy/ratelimit's descriptor format (package config), so that an
+// Envoy configured for envoyproxy/ratelimit can use Tollgate unchanged.
+//
+// # Requests
+//
+// A request names a domain and lists descriptors, each a list of key/value
+// entries. For each descriptor the Server asks its Rules for a rule
+// (config.EnvoyConfig.Match describes the matching) and then:
+//
+//   - no rule, or a rule whose name another matched rule of the request
+//     replaces: OK, with no current limit;
+//   - an unlimited rule: OK, with LimitRemaining 2^32-1;
+//   - otherwise it charges the descriptor's hits to the rule's key with
+//     Limiter.Consume: OK if they fit, else OVER_LIMIT. The hits are the
+//     descriptor's own hits_addend when set (0 is allowed), else the
+//     request's hits_addend, where 0 means 1.
+//
+// Hits above the rule's requests per unit can never fit: the descriptor is
+// OVER_LIMIT and nothing is charged (the figures come from Limiter.Peek).
+// Zero hits charge nothing either; the descriptor is OVER_LIMIT only if the
+// units in use already exceed the limit (after a limit was lowered), as in
+// envoyproxy/ratelimit. A rule of requests_per_unit 0 is OVER_LIMIT without
+// touching the store. Descriptors are checked one after another, in request
+// order, and each that fits is charged even when another is over its limit,
+// as in envoyproxy/ratelimit.
+//
+// A rule in shadow mode never denies: its descriptor reports OK even when
+// over the limit (with the true LimitRemaining), as envoyproxy/ratelimit
+// does. The overall code is OVER_LIMIT if any descriptor is, else OK.
+//
+// # Statuses
+//
+// A checked descriptor's status carries the rule as CurrentLimit: Name,
+// RequestsPerUnit (the rule's units, at most 2^32-1) and the window as Unit
+// plus UnitMultiplier: the largest of month (30 days), week, day, hour,
+// minute and second that divides the window, with UnitMultiplier set only
+// when it is not 1 (so a 90s window is 90 × SECOND, 2h is 2 × HOUR); a
+// window that is not a whole number of seconds has Unit UNKNOWN.
+// LimitRemaining is the Result's Remaining (at most 2^32-1) and
+// DurationUntilReset its ResetAfter, rounded up to whole seconds, as
+// envoyproxy/ratelimit sends whole seconds and Envoy reads seconds only.
+//
+// # Errors
+//
+// An empty domain or descriptor list is InvalidArgument. When the store is
+// unavailable the Server fails closed by default, answering Unavailable; with
+// Options.FailOpen it answers OK for that descriptor (CurrentLimit set, no
+// LimitRemaining or DurationUntilReset) and goes on. A cancelled or expired
+// request context gives Canceled or DeadlineExceeded. Any other Limiter
+// error (for example a key longer than the Limiter's MaxKeyLen) is Internal.
+package rls
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"time"
+
+	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/config"
+)
+
+// Rules finds the rule for a request descriptor. *config.EnvoyConfig and
+// *config.EnvoyHolder (which follows reloads) implement it. Match must be
+// safe for concurrent use.
+type Rules interface {
+	// Match returns the rule for entries in domain and whether one applies.
+	Match(domain string, entries []config.Entry) (config.Rule, bool)
+}
+
+// Options configures a Server. The zero value is ready to use.
+type Options struct {
+	// FailOpen makes a descriptor whose check failed because the store is
+	// unavailable count as OK. False (the default) fails the whole request
+	// with gRPC code Unavailable, so that Envoy applies its own
+	// failure_mode_deny setting.
+	FailOpen bool
+	// Logger receives store failures at Warn (with the domain and rule name,
+	// never descriptor values), unexpected errors at Error, and one record
+	// per checked descriptor at Debug (with the key). Nothing is logged per
+	// request at Info. Nil discards.
+	Logger *slog.Logger
+}
+
+// Server implements rlspb.RateLimitServiceServer over a Limiter. It is safe
+// for concurrent use.
+type Server struct {
+	rlspb.UnimplementedRateLimitServiceServer
+
+	lim      *tollgate.Limiter
+	rules    Rules
+	failOpen bool
+	log      *slog.Logger
+}
+
+// New returns a Server that checks descriptors matched by rules against lim.
+// lim must not be nil; nil rules match nothing, so every request is OK.
+func New(lim *tollgate.Limiter, rules Rules, opts Options) *Server {
+	s := &Server{lim: lim, rules: rules, failOpen: opts.FailOpen, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// Register registers the Server on g, with the gRPC health service (its
+// returned *health.Server reports SERVING for "" and for the rate limit
+// service until the caller changes it, for example with Shutdown before
+// g.GracefulStop) and server reflection. Call it once per grpc.Server, before
+// g.Serve.
+func (s *Server) Register(g *grpc.Server) *health.Server {
+	rlspb.RegisterRateLimitServiceServer(g, s)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(rlspb.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+	return hs
+}
+
+// ShouldRateLimit answers one request as described in the package
+// documentation.
+func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitRequest) (*rlspb.RateLimitResponse, error) {
+	domain := req.GetDomain()
+	if domain == "" {
+		return nil, status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	}
+	ds := req.GetDescriptors()
+	if len(ds) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+
+	// Match every descriptor first: a rule may replace one matched earlier.
+	rules := make([]config.Rule, len(ds))
+	matched := make([]bool, len(ds))
+	var replaced map[string]bool
+	if s.rules != nil {
+		for i, d := range ds {
+			es := d.GetEntries()
+			entries := make([]config.Entry, len(es))
+			for j, e := range es {
+				entries[j] = config.Entry{Key: e.GetKey(), Value: e.GetValue()}
+			}
+			rules[i], matched[i] = s.rules.Match(domain, entries)
+			for _, name := range rules[i].Replaces {
+				if replaced == nil {
+					replaced = make(map[string]bool)
+				}
+				replaced[name] = true
+			}
+		}
+	}
+
+	resp := &rlspb.RateLimitResponse{
+		OverallCode: rlspb.RateLimitResponse_OK,
+		Statuses:    make([]*rlspb.RateLimitResponse_DescriptorStatus, len(ds)),
+	}
+	for i, d := range ds {
+		r := rules[i]
+		switch {
+		case !matched[i]:
+			resp.Statuses[i] = &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK}
+		case r.Unlimited:
+			resp.Statuses[i] = &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK, LimitRemaining: math.MaxUint32}
+		case r.Name != "" && replaced[r.Name]:
+			resp.Statuses[i] = &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK}
+		default:
+			st, err := s.check(ctx, domain, r, hits(req, d.GetHitsAddend()))
+			if err != nil {
+				return nil, err
+			}
+			resp.Statuses[i] = st
+			if st.Code == rlspb.RateLimitResponse_OVER_LIMIT {
+				resp.OverallCode = rlspb.RateLimitResponse_OVER_LIMIT
+			}
+		}
+	}
+	return resp, nil
+}
+
+// hits returns a descriptor's cost: its own hits_addend when set, else the
+// request's, where 0 means 1.
+func hits(req *rlspb.RateLimitRequest, own *wrapperspb.UInt64Value) uint64 {
+	if own != nil {
+		return own.GetValue()
+	}
+	return max(1, uint64(req.GetHitsAddend()))
+}
+
+// check applies rule r to n hits and returns the descriptor's status.
+func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint64) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
+	lim := r.Limit
+	cur := &rlspb.RateLimitResponse_RateLimit{Name: r.Name, RequestsPerUnit: clamp32(lim.Units)}
+	cur.Unit, cur.UnitMultiplier = unitOf(lim.Window)
+
+	var (
+		res  tollgate.Result
+		err  error
+		over bool
+	)
+	switch {
+	case lim.Units == 0: // requests_per_unit: 0 denies all
+		res, over = tollgate.Result{ResetAfter: lim.Window}, true
+	case n == 0:
+		res, err = s.lim.Peek(ctx, r.Key, lim)
+		over = res.Used > res.Limit
+	case n > uint64(lim.Units):
+		res, err = s.lim.Peek(ctx, r.Key, lim)
+		over = true
+	default:
+		res, err = s.lim.Consume(ctx, r.Key, int64(n), lim)
+		over = !res.Allowed
+	}
+	if err != nil {
+		return s.failure(ctx, domain, r, cur, err)
+	}
+
+	code := rlspb.RateLimitResponse_OK
+	if over && !r.Shadow {
+		code = rlspb.RateLimitResponse_OVER_LIMIT
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.LogAttrs(ctx, slog.LevelDebug, "descriptor",
+			slog.String("domain", domain), slog.String("rule", r.Name), slog.String("key", r.Key),
+			slog.String("limit", lim.String()), slog.Uint64("hits", n),
+			slog.Bool("over_limit", over), slog.Bool("shadow", r.Shadow), slog.Int64("used", res.Used))
+	}
+	return &rlspb.RateLimitResponse_DescriptorStatus{
+		Code:               code,
+		CurrentLimit:       cur,
+		LimitRemaining:     clamp32(res.Remaining),
+		DurationUntilReset: &durationpb.Duration{Seconds: ceilSeconds(res.ResetAfter)},
+	}, nil
+}
+
+// failure turns a Limiter error into a fail-open status or a gRPC error.
+func (s *Server) failure(ctx context.Context, domain string, r config.Rule, cur *rlspb.RateLimitResponse_RateLimit, err error) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return nil, status.FromContextError(ctxErr).Err()
+	}
+	if !errors.Is(err, tollgate.ErrUnavailable) {
+		s.log.LogAttrs(ctx, slog.LevelError, "unexpected error",
+			slog.String("domain", domain), slog.String("rule", r.Name), slog.Any("error", err))
+		return nil, status.Errorf(codes.Internal, "checking a descriptor: %v", err)
+	}
+	s.log.LogAttrs(ctx, slog.LevelWarn, "store unavailable",
+		slog.String("domain", domain), slog.String("rule", r.Name), slog.Bool("fail_open", s.failOpen), slog.Any("error", err))
+	if s.failOpen {
+		return &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK, CurrentLimit: cur}, nil
+	}
+	return nil, status.Error(codes.Unavailable, "rate limit store unavailable")
+}
+
+// units are the Envoy units from the longest, as envoyproxy/ratelimit counts
+// them (a month is 30 days).
+var units = []struct {
+	d time.Duration
+	u rlspb.RateLimitResponse_RateLimit_Unit
+}{
+	{30 * 24 * time.Hour, rlspb.RateLimitResponse_RateLimit_MONTH},
+	{7 * 24 * time.Hour, rlspb.RateLimitResponse_RateLimit_WEEK},
+	{24 * time.Hour, rlspb.RateLimitResponse_RateLimit_DAY},
+	{time.Hour, rlspb.RateLimitResponse_RateLimit_HOUR},
+	{time.Minute, rlspb.RateLimitResponse_RateLimit_MINUTE},
+	{time.Second, rlspb.RateLimitResponse_RateLimit_SECOND},
+}
+
+// unitOf expresses a window as the largest unit that divides it and a
+// multiplier, nil when 1; UNKNOWN when no unit divides it.
+func unitOf(w time.Duration) (rlspb.RateLimitResponse_RateLimit_Unit, *wrapperspb.UInt32Value) {
+	for _, u := range units {
+		if w >= u.d && w%u.d == 0 {
+			n := w / u.d
+			if n == 1 {
+				return u.u, nil
+			}
+			return u.u, wrapperspb.UInt32(uint32(min(n, math.MaxUint32)))
+		}
+	}
+	return rlspb.RateLimitResponse_RateLimit_UNKNOWN, nil
+}
+
+func clamp32(n int64) uint32 {
+	return uint32(max(0, min(n, math.MaxUint32)))
+}
+
+// ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	s := int64(d / time.Second)
+	if d%time.Second != 0 {
+		s++
+	}
+	return s
+}
