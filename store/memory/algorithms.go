@@ -2,6 +2,7 @@ package memory
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/tollgate/tollgate"
@@ -82,7 +83,7 @@ func (s *logState) apply(op tollgate.Op, cost, units, window, now int64) (tollga
 	switch op {
 	case tollgate.OpConsume:
 		if allowed = s.total+cost <= units; allowed {
-			s.entries = append(s.entries, logEntry{at: now, cost: cost})
+			s.insert(logEntry{at: now, cost: cost})
 			s.total += cost
 		}
 	case tollgate.OpRefund:
@@ -119,6 +120,16 @@ func (s *logState) apply(op tollgate.Op, cost, units, window, now int64) (tollga
 		reset = live[len(live)-1].at + window - now
 	}
 	return result(allowed, units, s.total, retry, reset), now + reset
+}
+
+// insert adds e after every entry not later than it: at the end, unless the
+// clock went back.
+func (s *logState) insert(e logEntry) {
+	i := len(s.entries)
+	for i > s.head && s.entries[i-1].at > e.at {
+		i--
+	}
+	s.entries = slices.Insert(s.entries, i, e)
 }
 
 // windowState is the sliding-window counter: counts of the current and the
@@ -206,6 +217,10 @@ type gcraState struct {
 
 func (s *gcraState) apply(op tollgate.Op, cost, units, window, now int64) (tollgate.Result, int64) {
 	level, at := s.level, s.at
+	if now >= s.idleAt(units, window) {
+		// Expired: empty, even if the clock later goes back.
+		level, at = 0, 0
+	}
 	if now > at {
 		level = math.Max(0, level-float64(now-at)*float64(units)/float64(window))
 		at = now
@@ -239,7 +254,7 @@ func (s *gcraState) apply(op tollgate.Op, cost, units, window, now int64) (tollg
 // past the exact instant, so that float rounding cannot leave a residue.
 func (s *gcraState) idleAt(units, window int64) int64 {
 	if s.level == 0 {
-		return s.at
+		return math.MinInt64 // empty now, even if at is ahead of the clock
 	}
 	return s.at + int64(math.Ceil((s.level+1)*float64(window)/float64(units)))
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tollgate/tollgate"
@@ -34,16 +33,10 @@ type Options struct {
 // spread over shards, each with its own lock, so calls on different keys
 // rarely contend. Call Close to stop its sweeper.
 type Store struct {
-	now    func() time.Time
-	seed   maphash.Seed
-	shards [shardCount]shard
-
-	// Eviction time: the latest request time seen, advanced by real time
-	// elapsed since, so that a fake clock in the past or future never makes
-	// live state look idle.
-	lastReq  atomic.Int64 // µs, request clock
-	lastReal atomic.Int64 // ns, monotonic since start
-	started  time.Time
+	now     func() time.Time
+	seed    maphash.Seed
+	shards  [shardCount]shard
+	started time.Time // origin of the shards' monotonic readings
 
 	stop chan struct{}
 	done chan struct{}
@@ -53,6 +46,12 @@ type Store struct {
 type shard struct {
 	mu   sync.Mutex
 	keys map[stateKey]*entry
+	// The time of the shard's latest request and when (monotonic ns since
+	// Store.started) it came: Sweep's notion of now is that time advanced by
+	// the real time since, so that a fake clock in the past or future never
+	// makes live state look idle.
+	lastReq, lastReal int64
+	_                 [32]byte // 64 bytes, a cache line per shard: no false sharing
 }
 
 type stateKey struct {
@@ -97,13 +96,12 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 		now = s.now()
 	}
 	nowUS := now.UnixMicro()
-	s.lastReq.Store(nowUS)
-	s.lastReal.Store(int64(time.Since(s.started)))
 
 	k := stateKey{key: req.Key, alg: req.Limit.Algorithm}
 	sh := s.shard(req.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	sh.lastReq, sh.lastReal = nowUS, int64(time.Since(s.started))
 	e := sh.keys[k]
 	if e == nil {
 		if req.Op != tollgate.OpConsume {
@@ -179,14 +177,10 @@ func (s *Store) sweepLoop(every time.Duration) {
 // Sweep evicts every key whose state has become empty. The sweeper calls it
 // periodically; it is exported for callers that want memory back at once.
 func (s *Store) Sweep() {
-	if s.lastReal.Load() == 0 && s.lastReq.Load() == 0 {
-		return // no request yet
-	}
-	elapsed := time.Duration(int64(time.Since(s.started)) - s.lastReal.Load())
-	cutoff := s.lastReq.Load() + elapsed.Microseconds()
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
+		cutoff := sh.lastReq + time.Duration(int64(time.Since(s.started))-sh.lastReal).Microseconds()
 		for k, e := range sh.keys {
 			if e.idleAt <= cutoff {
 				delete(sh.keys, k)

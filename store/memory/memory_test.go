@@ -61,14 +61,42 @@ func TestEviction(t *testing.T) {
 	if got := s.Len(); got != 8 {
 		t.Fatalf("mid-window Len = %d, want 8", got)
 	}
-	// Three windows on (the sliding window keeps two buckets), nothing is.
+	// Three windows on (the sliding window keeps two buckets), a call that
+	// finds a key empty drops it.
 	now = now.Add(3 * time.Second)
-	if _, err := lim.Peek(ctx, "never", tollgate.PerSecond(5)); err != nil { // the store learns the time
+	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
+		if _, err := lim.Peek(ctx, "b", tollgate.Limit{Units: 5, Window: time.Second, Algorithm: a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Len(); got != 5 {
+		t.Fatalf("after peeks Len = %d, want 5", got)
+	}
+}
+
+// Sweep drops keys nobody asks about once their usage is surely 0, judged by
+// the requests' clock advanced by real time.
+func TestSweep(t *testing.T) {
+	s := memory.New(memory.Options{})
+	defer s.Close()
+	lim := tollgate.New(s, tollgate.Options{})
+	ctx := context.Background()
+	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
+		for _, k := range []string{"a", "b", "c", "d"} {
+			if _, err := lim.Consume(ctx, k, 1, tollgate.Limit{Units: 5, Window: time.Millisecond, Algorithm: a}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := lim.Consume(ctx, "hour", 1, tollgate.PerHour(5)); err != nil {
 		t.Fatal(err)
 	}
+	// Every 1 ms window is over after 3 ms (the sliding window's two
+	// buckets, GCRA's extra unit); waiting longer only adds margin.
+	time.Sleep(10 * time.Millisecond)
 	s.Sweep()
-	if got := s.Len(); got != 0 {
-		t.Fatalf("idle Len = %d, want 0", got)
+	if got := s.Len(); got != 1 {
+		t.Fatalf("Len = %d, want 1 (the hour-long key)", got)
 	}
 }
 

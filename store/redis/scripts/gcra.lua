@@ -23,6 +23,11 @@ end
 
 local st = redis.call('HMGET', KEYS[1], 'l', 't')
 local level, at = tonumber(st[1]) or 0, tonumber(st[2]) or 0
+if level > 0 and now >= at + math.ceil((level + 1) * window / units) then
+  -- Expired (the TTL runs on the server's clock, a caller's may differ):
+  -- empty, even if the clock later goes back.
+  level, at = 0, 0
+end
 if now > at then
   level = math.max(0, level - (now - at) * units / window)
   at = now

@@ -3,7 +3,8 @@
 -- KEYS[1]  log:  sorted set; score = when the request was allowed (Unix µs),
 --                member = "<cost>:<seq>" (seq makes members unique, even for
 --                requests in the same microsecond)
--- KEYS[2]  meta: hash; t = running total of the log's costs, s = last seq
+-- KEYS[2]  meta: hash; t = running total of the log's costs, s = last seq,
+--                n = score of the newest entry
 -- ARGV[1]  op: "0" consume, "1" peek, "2" refund
 -- ARGV[2]  cost, 1 to 10^15
 -- ARGV[3]  units, 1 to 10^15
@@ -11,9 +12,10 @@
 -- ARGV[5]  now, Unix µs; "" reads the server's TIME
 -- Reply:   {allowed 0|1, used, retry_after µs, reset_after µs}
 --
--- Invariant: meta.t is the sum of the costs in log. An entry allowed at t
+-- Invariant: meta.t is the sum of the costs in log and meta.n its newest
+-- score, so an allowed consume needs no extra read. An entry allowed at t
 -- counts while now < t + window. Both keys expire one window after the newest
--- entry. Mirrors logState in store/memory; numbers are formatted with %d
+-- entry (by score: a caller's clock may go back). Mirrors logState in store/memory; numbers are formatted with %d
 -- because Lua's default formatting keeps only 14 digits.
 
 local op, cost, units, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -26,7 +28,8 @@ end
 local function d(n) return string.format('%d', n) end
 local function cost_of(member) return tonumber(string.match(member, '^(%d+):')) end
 
-local total = tonumber(redis.call('HGET', KEYS[2], 't') or '0')
+local meta = redis.call('HMGET', KEYS[2], 't', 's', 'n')
+local total, seq, newest = tonumber(meta[1]) or 0, tonumber(meta[2]) or 0, tonumber(meta[3])
 local dirty = false
 
 local cutoff = d(now - window)
@@ -41,11 +44,12 @@ local allowed
 if op == 0 then
   allowed = total + cost <= units
   if allowed then
-    local seq = redis.call('HINCRBY', KEYS[2], 's', 1)
+    seq = seq + 1
     redis.call('ZADD', KEYS[1], d(now), d(cost) .. ':' .. d(seq))
     total = total + cost
+    if not newest or now > newest then newest = now end
     dirty = true
-    local ttl = d(math.ceil(window / 1000))
+    local ttl = d(math.ceil((newest + window - now) / 1000))
     redis.call('PEXPIRE', KEYS[1], ttl)
     redis.call('PEXPIRE', KEYS[2], ttl)
   end
@@ -68,6 +72,10 @@ else
       end
       dirty = true
     end
+    if dirty then
+      local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+      newest = tonumber(top[2])
+    end
   end
   allowed = total + 1 <= units
 end
@@ -75,8 +83,9 @@ end
 if dirty then
   if total == 0 then
     redis.call('DEL', KEYS[1], KEYS[2])
+    newest = nil
   else
-    redis.call('HSET', KEYS[2], 't', d(total))
+    redis.call('HSET', KEYS[2], 't', d(total), 's', d(seq), 'n', d(newest))
   end
 end
 
@@ -103,7 +112,6 @@ if not allowed then
 end
 
 local reset = 0
-local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #newest > 0 then reset = tonumber(newest[2]) + window - now end
+if newest and total > 0 then reset = newest + window - now end
 
 return {allowed and 1 or 0, total, retry, reset}
