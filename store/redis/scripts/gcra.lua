@@ -27,6 +27,7 @@ if level > 0 and now >= at + math.ceil((level + 1) * window / units) then
   -- Expired (the TTL runs on the server's clock, a caller's may differ):
   -- empty, even if the clock later goes back.
   level, at = 0, 0
+  redis.call('DEL', KEYS[1])
 end
 if now > at then
   level = math.max(0, level - (now - at) * units / window)
