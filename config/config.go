@@ -7,14 +7,17 @@
 // A policy file names Limits:
 //
 //	policies:
-//	  - name: api-hourly          # required, unique
+//	  - name: api-hourly          # required, unique; 1 to MaxPolicyNameLen printable ASCII characters, no spaces
 //	    units: 100                # required, 1 to tollgate.MaxUnits
 //	    window: 1h                # required, a Go duration, tollgate.MinWindow to tollgate.MaxWindow
 //	    algorithm: sliding_log    # sliding_log (default), sliding_window or gcra
 //	    shadow: false             # decide and report, never deny; default false
 //	    failure_mode: fail_closed # fail_closed (default) or fail_open
 //
-// Load and Parse read it; Config.Policy looks a policy up by name.
+// Load and Parse read it; Config.Policy looks a policy up by name. The file
+// may also hold a server section with the settings of `tollgate serve` (see
+// Server); it is validated with the policies, so that a reload of a file
+// whose server section is broken is rejected as a whole.
 //
 // # Envoy descriptor configs
 //
@@ -58,12 +61,19 @@ type Policy struct {
 	FailOpen bool
 }
 
-// Config is a validated set of policies. It is immutable, so safe for
-// concurrent use. A nil *Config has no policies.
+// Config is a validated set of policies, with the file's server section. It
+// is immutable, so safe for concurrent use. A nil *Config has no policies
+// and an empty Server.
 type Config struct {
 	policies []Policy
 	byName   map[string]int
+	server   Server
 }
+
+// MaxPolicyNameLen is the longest policy name in bytes. Names are printable
+// ASCII without spaces, so that they fit in HTTP header fields and logs as
+// they are.
+const MaxPolicyNameLen = 128
 
 // Policy returns the policy called name and whether there is one.
 func (c *Config) Policy(name string) (Policy, bool) {
@@ -92,6 +102,7 @@ const (
 )
 
 type policyFile struct {
+	Server   *serverYAML  `yaml:"server"`
 	Policies []policyYAML `yaml:"policies"`
 }
 
@@ -144,6 +155,11 @@ func parsePolicies(src source) (*Config, error) {
 		c.byName[p.Name] = len(c.policies)
 		c.policies = append(c.policies, pol)
 	}
+	if f.Server != nil {
+		if c.server, err = serverOf(src, root, *f.Server); err != nil {
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -151,6 +167,9 @@ func parsePolicies(src source) (*Config, error) {
 func policyOf(p policyYAML, at func(field, format string, args ...any) error) (Policy, error) {
 	if p.Name == "" {
 		return Policy{}, at("name", "name is required")
+	}
+	if !validName(p.Name) {
+		return Policy{}, at("name", "name must be 1 to %d printable ASCII characters without spaces", MaxPolicyNameLen)
 	}
 	if p.Window == "" {
 		return Policy{}, at("window", "%w: window is required (a Go duration such as \"1h\")", tollgate.ErrInvalidLimit)
@@ -180,4 +199,17 @@ func policyOf(p policyYAML, at func(field, format string, args ...any) error) (P
 		return Policy{}, at("failure_mode", "unknown failure_mode %q (want %s or %s)", p.FailureMode, FailClosed, FailOpen)
 	}
 	return pol, nil
+}
+
+// validName reports whether name is a valid policy name.
+func validName(name string) bool {
+	if name == "" || len(name) > MaxPolicyNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] <= ' ' || name[i] > '~' {
+			return false
+		}
+	}
+	return true
 }

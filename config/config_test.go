@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,16 @@ var badConfigs = []struct {
 	{"policy_empty.yaml", 0, `empty file: no YAML document`, false},
 	{"policy_syntax.yaml", 1, `did not find expected '-' indicator`, false},
 	{"policy_not_a_list.yaml", 2, `cannot unmarshal !!map into a list`, false},
+	{"policy_name_with_space.yaml", 2, `policy "api hourly": name must be 1 to 128 printable ASCII characters without spaces`, false},
+	{"policy_name_not_ascii.yaml", 5, `policy "café": name must be 1 to 128 printable ASCII`, false},
+	{"policy_name_too_long.yaml", 2, `name must be 1 to 128 printable ASCII`, false},
+	{"policy_server_unknown_field.yaml", 3, `unknown field "grpc"`, false},
+	{"policy_server_bad_duration.yaml", 3, `server: check_timeout "100" is not a Go duration`, false},
+	{"policy_server_zero_duration.yaml", 3, `server: shutdown_timeout 0s: must be positive`, false},
+	{"policy_server_bad_listen.yaml", 2, `server: listen "localhost": want HOST:PORT`, false},
+	{"policy_server_both_redis.yaml", 4, `server: redis and redis_cluster are mutually exclusive`, false},
+	{"policy_server_bad_cluster_node.yaml", 4, `server: redis_cluster node "127.0.0.1": want HOST:PORT`, false},
+	{"policy_server_bad_log_level.yaml", 2, `server: unknown log_level "loud"`, false},
 	{"policy_top_level_list.yaml", 1, `cannot unmarshal !!seq into a mapping`, false},
 
 	{"envoy_bad_yaml.yaml", 0, `found unexpected end of stream`, false},
@@ -69,6 +80,8 @@ var badConfigs = []struct {
 	{"envoy_window_too_short.yaml", 5, `window 100µs out of range [1ms, 720h0m0s]`, true},
 	{"envoy_window_too_long.yaml", 5, `window 721h0m0s out of range`, true},
 	{"envoy_bad_algorithm.yaml", 7, `unknown algorithm "fixed_window"`, true},
+	{"envoy_bad_failure_mode.yaml", 7, `rate_limit: unknown failure_mode "fail_sometimes" (want fail_closed or fail_open)`, false},
+	{"envoy_unlimited_with_failure_mode.yaml", 6, `rate_limit: unlimited takes no failure_mode`, false},
 	{"envoy_two_documents.yaml", 2, `more than one YAML document`, false},
 	{"envoy_duplicate_domain", 2, `duplicate domain "test-domain" (first in testdata/bad/envoy_duplicate_domain/a.yaml:1)`, false},
 	{"envoy_empty_dir", 0, `no *.yaml or *.yml files in directory`, false},
@@ -173,6 +186,60 @@ func TestLoadPolicies(t *testing.T) {
 	got[0].Name = "changed"
 	if c.Policies()[0].Name != "api-hourly" {
 		t.Error("Policies() does not return a copy")
+	}
+}
+
+func TestServerSection(t *testing.T) {
+	path := filepath.Join("testdata", "good", "policy_server.yaml")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join("testdata", "good")
+	want := Server{
+		Listen:          "127.0.0.1:8080",
+		GRPCListen:      "127.0.0.1:8081",
+		EnvoyConfig:     filepath.Join(dir, "envoy"),
+		RedisCluster:    []string{"127.0.0.11:7000", "127.0.0.12:7000"},
+		CheckTimeout:    100 * time.Millisecond,
+		ShutdownTimeout: 10 * time.Second,
+		ReloadInterval:  2 * time.Second,
+		APITokenFile:    "/etc/tollgate/api-tokens",
+		AdminTokenFile:  filepath.Join(dir, "admin-tokens"),
+		LogLevel:        "WARN",
+	}
+	if got := c.Server(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Server() =\n%+v\nwant\n%+v", got, want)
+	}
+	if _, ok := c.Policy("api-hourly"); !ok {
+		t.Error("policy api-hourly missing")
+	}
+	c.Server().RedisCluster[0] = "changed"
+	if c.Server().RedisCluster[0] != "127.0.0.11:7000" {
+		t.Error("Server() does not copy RedisCluster")
+	}
+
+	// Parse keeps relative paths; a file without a server section has the
+	// zero Server.
+	c, err = Parse([]byte("server:\n  envoy_config: envoy\npolicies: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Server(); !reflect.DeepEqual(got, Server{EnvoyConfig: "envoy"}) {
+		t.Errorf("Server() = %+v", got)
+	}
+	for _, src := range []string{"policies: []\n", "server: {}\n", "server:\n"} {
+		c, err = Parse([]byte(src))
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if got := c.Server(); !reflect.DeepEqual(got, Server{}) {
+			t.Errorf("%q: Server() = %+v, want the zero Server", src, got)
+		}
+	}
+	var nilConfig *Config
+	if got := nilConfig.Server(); !reflect.DeepEqual(got, Server{}) {
+		t.Errorf("nil Config: Server() = %+v", got)
 	}
 }
 

@@ -50,6 +50,7 @@ var envoyUnits = map[string]time.Duration{
 //	      replaces: [{name: other}]  # optional: drop the matched rules with these names
 //	      window: 90s                # Tollgate extension: a Go duration; overrides unit (which, if given, must still be valid)
 //	      algorithm: sliding_log     # Tollgate extension: sliding_log (default), sliding_window or gcra
+//	      failure_mode: fail_closed  # Tollgate extension: fail_closed (default) or fail_open when the store is unavailable
 //	    shadow_mode: false           # report, never deny
 //	    share_threshold: false       # all values matching this glob value share one counter
 //	    detailed_metric: false       # accepted for compatibility; Tollgate keeps no per-descriptor metrics
@@ -81,6 +82,10 @@ type Rule struct {
 	Unlimited bool
 	// Shadow (shadow_mode) means report the outcome but never deny.
 	Shadow bool
+	// FailOpen (failure_mode: fail_open) means count the descriptor as
+	// allowed when the store is unavailable; false (fail_closed, the
+	// default) leaves the failure to the server.
+	FailOpen bool
 	// Name is the rate_limit's name, if any.
 	Name string
 	// Replaces are the names of rules this one replaces: when a request
@@ -256,6 +261,7 @@ type (
 		Replaces        []replacesYAML `yaml:"replaces"`
 		Window          string         `yaml:"window"`
 		Algorithm       string         `yaml:"algorithm"`
+		FailureMode     string         `yaml:"failure_mode"`
 	}
 	replacesYAML struct {
 		Name string `yaml:"name"`
@@ -455,7 +461,7 @@ func (p *envoyParser) rule(rl *rateLimitYAML, dpath []any, name string) (*Rule, 
 	}
 	if rl.Unlimited {
 		for _, f := range []struct{ field, value string }{
-			{"unit", rl.Unit}, {"window", rl.Window}, {"algorithm", rl.Algorithm},
+			{"unit", rl.Unit}, {"window", rl.Window}, {"algorithm", rl.Algorithm}, {"failure_mode", rl.FailureMode},
 		} {
 			if f.value != "" {
 				return nil, at(f.field, "unlimited takes no %s", f.field)
@@ -497,6 +503,13 @@ func (p *envoyParser) rule(rl *rateLimitYAML, dpath []any, name string) (*Rule, 
 	alg, err := tollgate.ParseAlgorithm(rl.Algorithm)
 	if err != nil {
 		return nil, at("algorithm", "%w", err)
+	}
+	switch rl.FailureMode {
+	case "", FailClosed:
+	case FailOpen:
+		r.FailOpen = true
+	default:
+		return nil, at("failure_mode", "unknown failure_mode %q (want %s or %s)", rl.FailureMode, FailClosed, FailOpen)
 	}
 	r.Limit = tollgate.Limit{Units: units, Window: window, Algorithm: alg}
 	check := r.Limit

@@ -170,6 +170,15 @@ func TestMatchExtensions(t *testing.T) {
 	if r, _ := c.Match(d, e("shadow=x")); !r.Shadow {
 		t.Errorf("shadow rule = %+v", r)
 	}
+	if r, _ := c.Match(d, e("open=x")); !r.FailOpen {
+		t.Errorf("open rule = %+v", r)
+	}
+	if r, _ := c.Match(d, e("closed=x")); r.FailOpen {
+		t.Errorf("closed rule = %+v", r)
+	}
+	if r, _ := c.Match(d, e("window=x")); r.FailOpen {
+		t.Errorf("rules fail closed by default: %+v", r)
+	}
 	if r, _ := c.Match(d, e("free=x")); !r.Unlimited {
 		t.Errorf("free rule = %+v", r)
 	}

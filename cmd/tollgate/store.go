@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/store/memory"
@@ -78,4 +79,25 @@ func openStore(ctx context.Context, cfg storeConfig) (st tollgate.Store, ready f
 		return nil, nil, nil, err
 	}
 	return r, r.Ping, r.Close, nil
+}
+
+// deadlineStore bounds each call of a store by a timeout (--check-timeout),
+// so that a store that hangs fails as unavailable (the Limiter wraps the
+// context error in ErrUnavailable) and the failure mode applies, rather than
+// the request waiting for the server's write timeout.
+type deadlineStore struct {
+	store   tollgate.Store
+	timeout time.Duration
+}
+
+func (s deadlineStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.store.Do(ctx, req)
+}
+
+func (s deadlineStore) Reset(ctx context.Context, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.store.Reset(ctx, key)
 }

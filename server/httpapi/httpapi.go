@@ -2,19 +2,55 @@
 //
 // Endpoints (all bodies are JSON objects; Content-Type is not checked):
 //
-//	POST /v1/consume  {"key","cost"?,"limit","window","algorithm"?} → result; 200 allowed, 429 denied
-//	POST /v1/peek     {"key","limit","window","algorithm"?}         → result; 200 allowed, 429 denied
-//	POST /v1/refund   {"key","cost"?,"limit","window","algorithm"?} → result; always 200
-//	POST /v1/reset    {"key"}                                       → {}; 200
-//	GET  /healthz                                                   → {"status":"ok"}; 200
-//	GET  /readyz                                                    → {"status":"ok"}; 200, or 503 error
+//	POST /v1/consume  {"key","cost"?, "policy" | "limit","window","algorithm"?} → result; 200 allowed, 429 denied
+//	POST /v1/peek     {"key",         "policy" | "limit","window","algorithm"?} → result; 200 allowed, 429 denied
+//	POST /v1/refund   {"key","cost"?, "policy" | "limit","window","algorithm"?} → result; always 200
+//	POST /v1/reset    {"key","policy"?}                                          → {}; 200
+//	GET  /healthz                                                                → {"status":"ok"}; 200
+//	GET  /readyz                                                                 → {"status":"ok"}; 200, or 503 error
 //
 // In requests, "cost" defaults to 1, "limit" is a JSON integer (no fraction
 // or exponent), "window" is a Go duration string such as "1h" or "250ms"
 // between tollgate.MinWindow and tollgate.MaxWindow, and "algorithm" is one
 // of "sliding_log" (the default), "sliding_window" or "gcra". A null field
-// counts as absent. Field names are case-sensitive; unknown fields and data
-// after the object are rejected.
+// counts as absent, and so does an empty "policy" or "algorithm". Field
+// names are case-sensitive; unknown fields and data after the object are
+// rejected.
+//
+// # Policies
+//
+// A request gives either an inline limit ("limit" and "window", and
+// optionally "algorithm") or the name of a policy from Options.Policies
+// ("policy"), never both: a policy with any of "limit", "window" or
+// "algorithm" is invalid_limit, a name that is not a policy
+// unknown_policy. A policy's name is looked up per request, so a Policies
+// that follows its file (config.Holder) applies reloads at once.
+//
+// Each policy counts on its own: key K under policy P is stored under a key
+// derived from both (a NUL byte, P, a NUL byte and K; hashed with SHA-256
+// when longer than tollgate.DefaultMaxKeyLen), so two policies never share a
+// counter, and K under a policy never shares one with the inline K. Reset
+// with "policy" forgets K under that policy; without, the inline K. Keys
+// with a policy are at most tollgate.DefaultMaxKeyLen bytes, like inline
+// keys under a Limiter with default Options.
+//
+// A shadow policy decides and reports but never denies: a consume or peek it
+// would deny answers 200 with "allowed":true, "shadow_denied":true and the
+// header Tollgate-Shadow-Denied: true, keeping the true used, remaining and
+// retry_after_ms (what an enforcing policy would have answered). As with any
+// denied consume, nothing is recorded. A cost above the policy's units,
+// which an enforcing policy rejects as cost_exceeds_limit, is reported the
+// same way, with the figures of a peek.
+//
+// When the store is unavailable (including when it does not answer within
+// the deadline the caller puts on the Limiter's store), an inline limit or a
+// fail_closed policy answers 503 unavailable. A fail_open policy answers 200
+// with the header Tollgate-Degraded: store-unavailable and the body
+// {"allowed":true,"limit":100,"degraded":"store-unavailable"} (the usage is
+// unknown, so used, remaining and the durations are left out). Reset always
+// fails closed.
+//
+// # Results and headers
 //
 // A result is
 //
@@ -24,15 +60,54 @@
 // retry_after_ms never retries too early. A 429 also carries a Retry-After
 // header in whole seconds, rounded up.
 //
+// Every result (200 or 429) carries the RateLimit header fields of
+// draft-ietf-httpapi-ratelimit-headers-11, named after the policy, or
+// "default" for an inline limit:
+//
+//	RateLimit-Policy: "default";q=100;w=3600
+//	RateLimit: "default";r=97;t=3600
+//
+// q is the limit's units and w its window in seconds (left out when the
+// window is not a whole number of seconds, as the draft has no sub-second
+// windows); r is the remaining units and t, in seconds rounded up, the time
+// until usage falls to 0 (a full window when nothing is in use), within
+// which a client that uses no more than r units will not be throttled. On a
+// 429, t equals Retry-After, as the draft asks that Retry-After not end
+// before the effective window. Integers are capped at 999999999999999, the
+// largest the Structured Fields syntax allows. A degraded answer carries
+// RateLimit-Policy only.
+//
+// Every response carries X-Request-Id: the request's own when it is 1 to 128
+// visible ASCII characters, else a new random one. Log records about a
+// request carry it as request_id; RequestID returns it from the request's
+// context.
+//
+// # Authentication
+//
+// With Options.APITokens set, every /v1/ request needs the header
+// Authorization: Bearer TOKEN with one of them or of Options.AdminTokens;
+// otherwise it is 401 unauthorized (with WWW-Authenticate). With
+// Options.AdminTokens set, or with APITokens set, /v1/reset needs an admin
+// token: a valid non-admin token is 403 forbidden, a missing or unknown one
+// 401 (so with APITokens but no AdminTokens, nobody may reset). Tokens are
+// compared in constant time. /healthz and /readyz need no token.
+// Authentication comes before routing within /v1/, so an unauthenticated
+// client learns nothing about the paths there.
+//
+// # Errors
+//
 // Every failure has the body {"error":{"code":"…","message":"…"}}, where code
 // is one of the Code constants: 400 for bad input (which never touches the
-// store), 404 for an unknown path, 405 with an Allow header for a wrong
-// method, 503 when the store or readiness check fails, 500 otherwise.
+// store), 401 and 403 as above, 404 for an unknown path, 405 with an Allow
+// header for a wrong method, 503 when the store or readiness check fails, 500
+// otherwise.
 package httpapi
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,11 +120,27 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/config"
 )
 
 // DefaultMaxBodyBytes is the largest request body when Options.MaxBodyBytes
 // is 0: 64 KiB.
 const DefaultMaxBodyBytes = 64 << 10
+
+// Response header fields set by the handler, besides RateLimit-Policy,
+// RateLimit and Retry-After.
+const (
+	// HeaderRequestID carries the request id, both ways.
+	HeaderRequestID = "X-Request-Id"
+	// HeaderShadowDenied is "true" when a shadow policy would have denied.
+	HeaderShadowDenied = "Tollgate-Shadow-Denied"
+	// HeaderDegraded is "store-unavailable" when a fail_open policy let a
+	// request through without the store.
+	HeaderDegraded = "Tollgate-Degraded"
+)
+
+// InlinePolicyName names an inline limit in the RateLimit header fields.
+const InlinePolicyName = "default"
 
 // Code is the stable, machine-readable code of an error response.
 type Code string
@@ -60,7 +151,7 @@ const (
 	// endpoint's shape: malformed, empty, not an object, an unknown field
 	// (names are case-sensitive), or data after the object. A field of the
 	// wrong type gets the field's own code (invalid_key, invalid_cost,
-	// invalid_limit).
+	// invalid_limit, unknown_policy).
 	CodeInvalidJSON Code = "invalid_json"
 	// CodeBodyTooLarge (400): the body is longer than Options.MaxBodyBytes.
 	CodeBodyTooLarge Code = "body_too_large"
@@ -69,11 +160,20 @@ const (
 	// CodeInvalidCost (400): the cost is not an integer of at least 1.
 	CodeInvalidCost Code = "invalid_cost"
 	// CodeInvalidLimit (400): the limit, window or algorithm is missing,
-	// malformed or out of range.
+	// malformed or out of range, or given together with a policy.
 	CodeInvalidLimit Code = "invalid_limit"
+	// CodeUnknownPolicy (400): the policy is not one of Options.Policies,
+	// or not a JSON string.
+	CodeUnknownPolicy Code = "unknown_policy"
 	// CodeCostExceedsLimit (400): a consume or peek cost above the limit,
 	// which could never be allowed.
 	CodeCostExceedsLimit Code = "cost_exceeds_limit"
+	// CodeUnauthorized (401): a /v1/ request without a valid bearer token,
+	// when tokens are required.
+	CodeUnauthorized Code = "unauthorized"
+	// CodeForbidden (403): a reset with a valid token that is not an admin
+	// token.
+	CodeForbidden Code = "forbidden"
 	// CodeMethodNotAllowed (405): the path exists but not for this method;
 	// the Allow header lists the methods it takes.
 	CodeMethodNotAllowed Code = "method_not_allowed"
@@ -86,12 +186,21 @@ const (
 	CodeInternal Code = "internal"
 )
 
-// Options configures the handler. The zero value is ready to use.
+// Policies looks up named policies. *config.Config and *config.Holder
+// (which follows reloads) implement it. Policy must be safe for concurrent
+// use.
+type Policies interface {
+	// Policy returns the policy called name and whether there is one.
+	Policy(name string) (config.Policy, bool)
+}
+
+// Options configures the handler. The zero value is ready to use: no
+// policies, no authentication.
 type Options struct {
 	// Logger receives store and readiness failures at Warn (with the error,
 	// never the key), and one record per answered consume, peek, refund or
 	// reset at Debug (with the key). Nothing is logged per request at Info.
-	// Nil discards.
+	// Every record about a request has its request_id. Nil discards.
 	Logger *slog.Logger
 	// Ready is called by GET /readyz with the request's context; an error
 	// makes it answer 503 with code unavailable and the error's text in the
@@ -100,26 +209,46 @@ type Options struct {
 	// MaxBodyBytes is the largest request body accepted; 0 (or less) means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Policies resolves the "policy" field of requests. Nil means none: a
+	// request naming a policy is unknown_policy.
+	Policies Policies
+	// APITokens are the bearer tokens that /v1/ requests need. Empty means
+	// consume, peek and refund need no token. Empty strings are ignored.
+	APITokens []string
+	// AdminTokens are bearer tokens good for every /v1/ request, reset
+	// included. When AdminTokens or APITokens is set, reset needs one of
+	// these. Empty strings are ignored.
+	AdminTokens []string
 }
 
 type handler struct {
-	lim     *tollgate.Limiter
-	log     *slog.Logger
-	ready   func(context.Context) error
-	maxBody int64
-	routes  map[string]route
+	lim      *tollgate.Limiter
+	log      *slog.Logger
+	ready    func(context.Context) error
+	maxBody  int64
+	policies Policies
+	tokens   tokens
+	routes   map[string]route
 }
 
 type route struct {
 	methods []string // methods served
 	allow   string   // the Allow header for any other method
+	admin   bool     // needs an admin token when tokens are configured
 	serve   func(http.ResponseWriter, *http.Request)
 }
 
 // New returns an http.Handler serving l as described in the package
 // documentation. l must not be nil.
 func New(l *tollgate.Limiter, opts Options) http.Handler {
-	h := &handler{lim: l, log: opts.Logger, ready: opts.Ready, maxBody: opts.MaxBodyBytes}
+	h := &handler{
+		lim:      l,
+		log:      opts.Logger,
+		ready:    opts.Ready,
+		maxBody:  opts.MaxBodyBytes,
+		policies: opts.Policies,
+		tokens:   newTokens(opts.APITokens, opts.AdminTokens),
+	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -132,11 +261,13 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 	get := func(f func(http.ResponseWriter, *http.Request)) route {
 		return route{methods: []string{http.MethodGet, http.MethodHead}, allow: "GET, HEAD", serve: f}
 	}
+	reset := post(h.reset)
+	reset.admin = true
 	h.routes = map[string]route{
 		"/v1/consume": post(h.consume),
 		"/v1/peek":    post(h.peek),
 		"/v1/refund":  post(h.refund),
-		"/v1/reset":   post(h.reset),
+		"/v1/reset":   reset,
 		"/healthz":    get(h.healthz),
 		"/readyz":     get(h.readyz),
 	}
@@ -144,48 +275,64 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := requestID(r.Header.Get(HeaderRequestID))
+	w.Header().Set(HeaderRequestID, id)
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+
+	v1 := strings.HasPrefix(r.URL.Path, "/v1/")
+	if v1 && h.tokens.apiRequired() && h.tokens.check(r) < apiToken {
+		unauthorized(w, r)
+		return
+	}
 	rt, ok := h.routes[r.URL.Path]
 	if !ok {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such path: "+r.URL.Path)
 		return
 	}
-	for _, m := range rt.methods {
-		if r.Method == m {
-			rt.serve(w, r)
+	if !slices.Contains(rt.methods, r.Method) {
+		w.Header().Set("Allow", rt.allow)
+		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			fmt.Sprintf("method %s not allowed; use %s", r.Method, rt.allow))
+		return
+	}
+	if rt.admin && h.tokens.adminRequired() {
+		switch h.tokens.check(r) {
+		case adminToken:
+		case apiToken:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tollgate", error="insufficient_scope"`)
+			writeError(w, http.StatusForbidden, CodeForbidden, "this endpoint needs an admin token")
+			return
+		default:
+			unauthorized(w, r)
 			return
 		}
 	}
-	w.Header().Set("Allow", rt.allow)
-	writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
-		fmt.Sprintf("method %s not allowed; use %s", r.Method, rt.allow))
+	rt.serve(w, r)
 }
 
 // Request bodies. Integers are decoded by hand from the raw JSON so that
 // floats, strings and overflowing numbers get a precise error code.
 type (
-	consumeRequest struct {
+	// limitRequest is the body of consume, peek (without cost) and refund.
+	limitRequest struct {
 		Key       string          `json:"key"`
 		Cost      json.RawMessage `json:"cost"`
 		Limit     json.RawMessage `json:"limit"`
 		Window    string          `json:"window"`
 		Algorithm string          `json:"algorithm"`
-	}
-	peekRequest struct {
-		Key       string          `json:"key"`
-		Limit     json.RawMessage `json:"limit"`
-		Window    string          `json:"window"`
-		Algorithm string          `json:"algorithm"`
+		Policy    string          `json:"policy"`
 	}
 	resetRequest struct {
-		Key string `json:"key"`
+		Key    string `json:"key"`
+		Policy string `json:"policy"`
 	}
 )
 
 // The field names of each request body, exactly as the struct tags spell them.
 var (
-	consumeFields = []string{"key", "cost", "limit", "window", "algorithm"}
-	peekFields    = []string{"key", "limit", "window", "algorithm"}
-	resetFields   = []string{"key"}
+	consumeFields = []string{"key", "cost", "limit", "window", "algorithm", "policy"}
+	peekFields    = []string{"key", "limit", "window", "algorithm", "policy"}
+	resetFields   = []string{"key", "policy"}
 )
 
 // result is the body of a consume, peek or refund response.
@@ -196,7 +343,19 @@ type result struct {
 	Remaining    int64 `json:"remaining"`
 	RetryAfterMS int64 `json:"retry_after_ms"`
 	ResetAfterMS int64 `json:"reset_after_ms"`
+	ShadowDenied bool  `json:"shadow_denied,omitempty"`
 }
+
+// degradedResult is the body of a fail_open answer without the store.
+type degradedResult struct {
+	Allowed  bool   `json:"allowed"`
+	Limit    int64  `json:"limit"`
+	Degraded string `json:"degraded"`
+}
+
+// degradedStoreUnavailable is the value of HeaderDegraded and of a degraded
+// result's "degraded" when the store did not answer.
+const degradedStoreUnavailable = "store-unavailable"
 
 type errorBody struct {
 	Error errorDetail `json:"error"`
@@ -218,49 +377,77 @@ func badRequest(code Code, format string, args ...any) *apiError {
 	return &apiError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, args...)}
 }
 
+// target is what a request applies to: an inline limit or a policy.
+type target struct {
+	name     string // the policy's name, or "" for an inline limit
+	key      string // the request's key
+	storeKey string // the key in the store
+	lim      tollgate.Limit
+	shadow   bool
+	failOpen bool
+}
+
+// headerName is the name of t in the RateLimit header fields.
+func (t target) headerName() string {
+	if t.name == "" {
+		return InlinePolicyName
+	}
+	return t.name
+}
+
 func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
-	var req consumeRequest
+	var req limitRequest
 	if e := h.decode(w, r, &req, consumeFields...); e != nil {
 		writeAPIError(w, e)
 		return
 	}
-	cost, lim, e := parseCostLimit(req.Cost, req.Limit, req.Window, req.Algorithm)
+	cost, t, e := h.resolve(req, true)
 	if e != nil {
 		writeAPIError(w, e)
 		return
 	}
-	res, err := h.lim.Consume(r.Context(), req.Key, cost, lim)
-	h.respond(w, r, tollgate.OpConsume, req.Key, lim, res, err, statusFor(res))
+	var (
+		res tollgate.Result
+		err error
+	)
+	if t.shadow && cost > t.lim.Units && cost >= 1 {
+		// Never fits: report it as a shadow denial, with a peek's figures.
+		res, err = h.lim.Peek(r.Context(), t.storeKey, t.lim)
+		res.Allowed, res.RetryAfter = false, 0
+	} else {
+		res, err = h.lim.Consume(r.Context(), t.storeKey, cost, t.lim)
+	}
+	h.respond(w, r, tollgate.OpConsume, t, res, err)
 }
 
 func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
-	var req peekRequest
+	var req limitRequest
 	if e := h.decode(w, r, &req, peekFields...); e != nil {
 		writeAPIError(w, e)
 		return
 	}
-	_, lim, e := parseCostLimit(nil, req.Limit, req.Window, req.Algorithm)
+	_, t, e := h.resolve(req, false)
 	if e != nil {
 		writeAPIError(w, e)
 		return
 	}
-	res, err := h.lim.Peek(r.Context(), req.Key, lim)
-	h.respond(w, r, tollgate.OpPeek, req.Key, lim, res, err, statusFor(res))
+	res, err := h.lim.Peek(r.Context(), t.storeKey, t.lim)
+	h.respond(w, r, tollgate.OpPeek, t, res, err)
 }
 
 func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
-	var req consumeRequest
+	var req limitRequest
 	if e := h.decode(w, r, &req, consumeFields...); e != nil {
 		writeAPIError(w, e)
 		return
 	}
-	cost, lim, e := parseCostLimit(req.Cost, req.Limit, req.Window, req.Algorithm)
+	cost, t, e := h.resolve(req, true)
 	if e != nil {
 		writeAPIError(w, e)
 		return
 	}
-	res, err := h.lim.Refund(r.Context(), req.Key, cost, lim)
-	h.respond(w, r, tollgate.OpRefund, req.Key, lim, res, err, http.StatusOK)
+	res, err := h.lim.Refund(r.Context(), t.storeKey, cost, t.lim)
+	h.respond(w, r, tollgate.OpRefund, t, res, err)
 }
 
 func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
@@ -269,11 +456,23 @@ func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	if err := h.lim.Reset(r.Context(), req.Key); err != nil {
+	storeKey := req.Key
+	if req.Policy != "" {
+		p, e := h.policy(req.Policy)
+		if e == nil {
+			e = checkPolicyKey(req.Key)
+		}
+		if e != nil {
+			writeAPIError(w, e)
+			return
+		}
+		storeKey = policyKey(p.Name, req.Key)
+	}
+	if err := h.lim.Reset(r.Context(), storeKey); err != nil {
 		h.fail(w, r, "reset", err)
 		return
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelDebug, "reset", slog.String("key", req.Key))
+	h.logAt(r, slog.LevelDebug, "reset", slog.String("key", req.Key), slog.String("policy", req.Policy))
 	writeJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -284,7 +483,7 @@ func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
 func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	if h.ready != nil {
 		if err := h.ready(r.Context()); err != nil {
-			h.log.LogAttrs(r.Context(), slog.LevelWarn, "not ready", slog.Any("error", err))
+			h.logAt(r, slog.LevelWarn, "not ready", slog.Any("error", err))
 			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "not ready: "+err.Error())
 			return
 		}
@@ -292,35 +491,132 @@ func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-func statusFor(res tollgate.Result) int {
-	if res.Allowed {
-		return http.StatusOK
+// resolve checks the syntax of a consume, peek or refund request and finds
+// what it applies to. withCost: the request has a cost (else it is 1).
+// Ranges are left to the Limiter, which reports them by sentinel.
+func (h *handler) resolve(req limitRequest, withCost bool) (int64, target, *apiError) {
+	cost := int64(1)
+	if withCost && !absent(req.Cost) {
+		n, err := parseInt(req.Cost)
+		if err != nil {
+			return 0, target{}, badRequest(CodeInvalidCost, "cost %s", err)
+		}
+		cost = n
 	}
-	return http.StatusTooManyRequests
+	if req.Policy == "" {
+		lim, e := parseLimit(req.Limit, req.Window, req.Algorithm)
+		if e != nil {
+			return 0, target{}, e
+		}
+		return cost, target{key: req.Key, storeKey: req.Key, lim: lim}, nil
+	}
+	if !absent(req.Limit) || req.Window != "" || req.Algorithm != "" {
+		return 0, target{}, badRequest(CodeInvalidLimit,
+			"policy and limit, window or algorithm are mutually exclusive: give either a policy or a limit and window")
+	}
+	p, e := h.policy(req.Policy)
+	if e != nil {
+		return 0, target{}, e
+	}
+	if e := checkPolicyKey(req.Key); e != nil {
+		return 0, target{}, e
+	}
+	return cost, target{
+		name:     p.Name,
+		key:      req.Key,
+		storeKey: policyKey(p.Name, req.Key),
+		lim:      p.Limit,
+		shadow:   p.Shadow,
+		failOpen: p.FailOpen,
+	}, nil
 }
 
-// respond writes the Limiter's answer: the result with status, or the error.
-func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op, key string, lim tollgate.Limit, res tollgate.Result, err error, status int) {
+// policy looks a policy up by name.
+func (h *handler) policy(name string) (config.Policy, *apiError) {
+	if h.policies != nil {
+		if p, ok := h.policies.Policy(name); ok {
+			p.Name = name
+			return p, nil
+		}
+	}
+	return config.Policy{}, badRequest(CodeUnknownPolicy, "unknown policy %.64q", name)
+}
+
+// checkPolicyKey checks a key used with a policy as a Limiter with default
+// Options checks an inline key; the key in the store is derived from it.
+func checkPolicyKey(key string) *apiError {
+	switch {
+	case key == "":
+		return badRequest(CodeInvalidKey, "invalid key: empty")
+	case len(key) > tollgate.DefaultMaxKeyLen:
+		return badRequest(CodeInvalidKey, "invalid key: %d bytes, longer than %d", len(key), tollgate.DefaultMaxKeyLen)
+	}
+	return nil
+}
+
+// policyKey is the key in the store of key under the policy called name:
+// NUL, name, NUL, key, or a hash of that when it is too long.
+func policyKey(name, key string) string {
+	k := "\x00" + name + "\x00" + key
+	if len(k) <= tollgate.DefaultMaxKeyLen {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	return "\x00#" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// respond writes the Limiter's answer for t: the result, or the error.
+func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op, t target, res tollgate.Result, err error) {
 	if err != nil {
+		if t.failOpen && errors.Is(err, tollgate.ErrUnavailable) {
+			h.degrade(w, r, op, t, err)
+			return
+		}
 		h.fail(w, r, op.String(), err)
 		return
 	}
+	shadowDenied := t.shadow && op != tollgate.OpRefund && !res.Allowed
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
-		h.log.LogAttrs(r.Context(), slog.LevelDebug, op.String(),
-			slog.String("key", key), slog.String("limit", lim.String()),
-			slog.Bool("allowed", res.Allowed), slog.Int64("used", res.Used))
+		h.logAt(r, slog.LevelDebug, op.String(),
+			slog.String("key", t.key), slog.String("policy", t.name), slog.String("limit", t.lim.String()),
+			slog.Bool("allowed", res.Allowed), slog.Bool("shadow_denied", shadowDenied), slog.Int64("used", res.Used))
 	}
+	status := http.StatusOK
+	if !res.Allowed && !shadowDenied && op != tollgate.OpRefund {
+		status = http.StatusTooManyRequests
+	}
+	hdr := w.Header()
+	setRateLimit(hdr, t.headerName(), t.lim, res, status == http.StatusTooManyRequests)
 	if status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", strconv.FormatInt(ceilDiv(res.RetryAfter, time.Second), 10))
+		hdr.Set("Retry-After", strconv.FormatInt(ceilDiv(res.RetryAfter, time.Second), 10))
+	}
+	if shadowDenied {
+		hdr.Set(HeaderShadowDenied, "true")
 	}
 	writeJSON(w, status, result{
-		Allowed:      res.Allowed,
+		Allowed:      res.Allowed || shadowDenied,
 		Limit:        res.Limit,
 		Used:         res.Used,
 		Remaining:    res.Remaining,
 		RetryAfterMS: ceilDiv(res.RetryAfter, time.Millisecond),
 		ResetAfterMS: ceilDiv(res.ResetAfter, time.Millisecond),
+		ShadowDenied: shadowDenied,
 	})
+}
+
+// degrade answers a fail_open policy's request that the store could not
+// answer: allowed, marked degraded.
+func (h *handler) degrade(w http.ResponseWriter, r *http.Request, op tollgate.Op, t target, err error) {
+	level := slog.LevelWarn
+	if r.Context().Err() != nil {
+		level = slog.LevelDebug
+	}
+	h.logAt(r, level, "store unavailable", slog.String("op", op.String()),
+		slog.String("policy", t.name), slog.Bool("fail_open", true), slog.Any("error", err))
+	hdr := w.Header()
+	setRateLimitPolicy(hdr, t.headerName(), t.lim)
+	hdr.Set(HeaderDegraded, degradedStoreUnavailable)
+	writeJSON(w, http.StatusOK, degradedResult{Allowed: true, Limit: t.lim.Units, Degraded: degradedStoreUnavailable})
 }
 
 // fail maps a Limiter error to a response by its sentinel.
@@ -341,15 +637,24 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err er
 		if r.Context().Err() != nil {
 			level = slog.LevelDebug
 		}
-		h.log.LogAttrs(r.Context(), level, "store unavailable", slog.String("op", op), slog.Any("error", err))
+		h.logAt(r, level, "store unavailable", slog.String("op", op), slog.Any("error", err))
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "store unavailable")
 		return
 	default:
-		h.log.LogAttrs(r.Context(), slog.LevelError, "unexpected error", slog.String("op", op), slog.Any("error", err))
+		h.logAt(r, slog.LevelError, "unexpected error", slog.String("op", op), slog.Any("error", err))
 		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
 		return
 	}
 	writeError(w, http.StatusBadRequest, code, strings.TrimPrefix(err.Error(), "tollgate: "))
+}
+
+// logAt logs a record about r, with its request id.
+func (h *handler) logAt(r *http.Request, level slog.Level, msg string, attrs ...slog.Attr) {
+	ctx := r.Context()
+	if !h.log.Enabled(ctx, level) {
+		return
+	}
+	h.log.LogAttrs(ctx, level, msg, append(attrs, slog.String("request_id", RequestID(ctx)))...)
 }
 
 // decode reads exactly one JSON object from the body into v, whose fields
@@ -400,6 +705,8 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any, fields .
 			return badRequest(CodeInvalidKey, "key must be a JSON string, not %s", typeErr.Value)
 		case "window", "algorithm":
 			return badRequest(CodeInvalidLimit, "%s must be a JSON string, not %s", typeErr.Field, typeErr.Value)
+		case "policy":
+			return badRequest(CodeUnknownPolicy, "policy must be a JSON string, not %s", typeErr.Value)
 		}
 		return badRequest(CodeInvalidJSON, "field %q has the wrong type: %s", typeErr.Field, typeErr.Value)
 	default: // unreachable: raw is a valid object of known names
@@ -412,36 +719,27 @@ func tooLarge(err error) bool {
 	return errors.As(err, &mb)
 }
 
-// parseCostLimit parses the syntax of cost (nil or null: 1) and of the limit
-// fields. Ranges are left to the Limiter, which reports them by sentinel.
-func parseCostLimit(rawCost, rawLimit json.RawMessage, window, algorithm string) (int64, tollgate.Limit, *apiError) {
-	cost := int64(1)
-	if !absent(rawCost) {
-		n, err := parseInt(rawCost)
-		if err != nil {
-			return 0, tollgate.Limit{}, badRequest(CodeInvalidCost, "cost %s", err)
-		}
-		cost = n
-	}
+// parseLimit parses the syntax of the inline limit fields.
+func parseLimit(rawLimit json.RawMessage, window, algorithm string) (tollgate.Limit, *apiError) {
 	if absent(rawLimit) {
-		return 0, tollgate.Limit{}, badRequest(CodeInvalidLimit, "limit is required")
+		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "limit is required (or a policy)")
 	}
 	units, err := parseInt(rawLimit)
 	if err != nil {
-		return 0, tollgate.Limit{}, badRequest(CodeInvalidLimit, "limit %s", err)
+		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "limit %s", err)
 	}
 	if window == "" {
-		return 0, tollgate.Limit{}, badRequest(CodeInvalidLimit, `window is required (a Go duration such as "1h")`)
+		return tollgate.Limit{}, badRequest(CodeInvalidLimit, `window is required (a Go duration such as "1h")`)
 	}
 	d, err := time.ParseDuration(window)
 	if err != nil {
-		return 0, tollgate.Limit{}, badRequest(CodeInvalidLimit, "window %.32q is not a Go duration such as \"1h\"", window)
+		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "window %.32q is not a Go duration such as \"1h\"", window)
 	}
 	alg, err := tollgate.ParseAlgorithm(algorithm)
 	if err != nil {
-		return 0, tollgate.Limit{}, badRequest(CodeInvalidLimit, "unknown algorithm %.32q (want sliding_log, sliding_window or gcra)", algorithm)
+		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "unknown algorithm %.32q (want sliding_log, sliding_window or gcra)", algorithm)
 	}
-	return cost, tollgate.Limit{Units: units, Window: d, Algorithm: alg}, nil
+	return tollgate.Limit{Units: units, Window: d, Algorithm: alg}, nil
 }
 
 func absent(raw json.RawMessage) bool {

@@ -46,8 +46,9 @@
 //
 // An empty domain or descriptor list is InvalidArgument. When the store is
 // unavailable the Server fails closed by default, answering Unavailable; with
-// Options.FailOpen it answers OK for that descriptor (CurrentLimit set, no
-// LimitRemaining or DurationUntilReset) and goes on. A cancelled or expired
+// Options.FailOpen, or for a rule with failure_mode: fail_open
+// (config.Rule.FailOpen), it answers OK for that descriptor (CurrentLimit
+// set, no LimitRemaining or DurationUntilReset) and goes on. A cancelled or expired
 // request context gives Canceled or DeadlineExceeded. Any other Limiter
 // error (for example a key longer than the Limiter's MaxKeyLen) is Internal.
 package rls
@@ -84,9 +85,10 @@ type Rules interface {
 // Options configures a Server. The zero value is ready to use.
 type Options struct {
 	// FailOpen makes a descriptor whose check failed because the store is
-	// unavailable count as OK. False (the default) fails the whole request
-	// with gRPC code Unavailable, so that Envoy applies its own
-	// failure_mode_deny setting.
+	// unavailable count as OK, whatever its rule's failure_mode. False (the
+	// default) does so only for rules with failure_mode: fail_open and fails
+	// the whole request with gRPC code Unavailable otherwise, so that Envoy
+	// applies its own failure_mode_deny setting.
 	FailOpen bool
 	// Logger receives store failures at Warn (with the domain and rule name,
 	// never descriptor values), unexpected errors at Error, and one record
@@ -256,9 +258,10 @@ func (s *Server) failure(ctx context.Context, domain string, r config.Rule, cur 
 			slog.String("domain", domain), slog.String("rule", r.Name), slog.Any("error", err))
 		return nil, status.Errorf(codes.Internal, "checking a descriptor: %v", err)
 	}
+	failOpen := s.failOpen || r.FailOpen
 	s.log.LogAttrs(ctx, slog.LevelWarn, "store unavailable",
-		slog.String("domain", domain), slog.String("rule", r.Name), slog.Bool("fail_open", s.failOpen), slog.Any("error", err))
-	if s.failOpen {
+		slog.String("domain", domain), slog.String("rule", r.Name), slog.Bool("fail_open", failOpen), slog.Any("error", err))
+	if failOpen {
 		return &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK, CurrentLimit: cur}, nil
 	}
 	return nil, status.Error(codes.Unavailable, "rate limit store unavailable")

@@ -384,6 +384,28 @@ func TestStoreFailure(t *testing.T) {
 	}
 }
 
+// A rule with failure_mode: fail_open fails open on its own; the others of
+// the request still fail closed.
+func TestRuleFailOpen(t *testing.T) {
+	const rules = `
+domain: test
+descriptors:
+  - key: open
+    rate_limit: {unit: minute, requests_per_unit: 2, failure_mode: fail_open}
+  - key: closed
+    rate_limit: {unit: minute, requests_per_unit: 2}
+`
+	e := start(t, parseRules(t, rules), failingStore{}, Options{})
+	overall, statuses := e.check(t, 0, d("open=x"))
+	if want := []string{"OK remaining=0 limit=2/MINUTE"}; overall != ok || !slices.Equal(statuses, want) {
+		t.Errorf("fail_open rule: got %s %q, want OK %q", overall, statuses, want)
+	}
+	_, err := e.call(t, &rlspb.RateLimitRequest{Domain: "test", Descriptors: []*rlv3.RateLimitDescriptor{d("open=x"), d("closed=x")}})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("fail_open and fail_closed rules: error %v, want Unavailable", err)
+	}
+}
+
 // A Limiter whose MaxKeyLen is shorter than the rule keys fails with
 // ErrInvalidKey: Internal, even when failing open.
 func TestUnexpectedLimiterErrorIsInternal(t *testing.T) {

@@ -1,0 +1,156 @@
+package config
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Server holds the settings of `tollgate serve` from a policy file's
+// optional server section:
+//
+//	server:
+//	  listen: 127.0.0.1:8080              # HTTP API, HOST:PORT
+//	  grpc_listen: 127.0.0.1:8081         # Envoy RLS v3 over gRPC, HOST:PORT
+//	  envoy_config: envoy/                # Envoy descriptor configs, a file or directory (see LoadEnvoy)
+//	  redis: 10.0.0.5:6379                # standalone Redis; or
+//	  redis_cluster: [10.0.0.5:7000, 10.0.0.6:7000]  # Redis Cluster seed nodes
+//	  check_timeout: 100ms                # longest wait for the store per check
+//	  shutdown_timeout: 10s               # longest drain on SIGTERM
+//	  reload_interval: 5s                 # how often to look for config changes
+//	  api_token_file: api-tokens.txt      # bearer tokens for /v1/*
+//	  admin_token_file: admin-tokens.txt  # bearer tokens that may also reset
+//	  log_level: info                     # debug, info, warn or error
+//
+// A zero field was not set in the file, so a flag, an environment variable
+// or the default applies; the file cannot set a zero value. Durations are Go
+// durations and must be positive. A relative path is relative to the
+// directory of the file (Load), or kept as is (Parse). Only the syntax is
+// checked here (addresses are HOST:PORT, redis and redis_cluster exclusive);
+// whether an address can be listened on or reached is for the server.
+type Server struct {
+	Listen          string
+	GRPCListen      string
+	EnvoyConfig     string
+	Redis           string
+	RedisCluster    []string
+	CheckTimeout    time.Duration
+	ShutdownTimeout time.Duration
+	ReloadInterval  time.Duration
+	APITokenFile    string
+	AdminTokenFile  string
+	LogLevel        string
+}
+
+// Server returns the file's server section; the zero Server when it has
+// none.
+func (c *Config) Server() Server {
+	if c == nil {
+		return Server{}
+	}
+	s := c.server
+	s.RedisCluster = append([]string(nil), s.RedisCluster...)
+	if len(s.RedisCluster) == 0 {
+		s.RedisCluster = nil
+	}
+	return s
+}
+
+type serverYAML struct {
+	Listen          string   `yaml:"listen"`
+	GRPCListen      string   `yaml:"grpc_listen"`
+	EnvoyConfig     string   `yaml:"envoy_config"`
+	Redis           string   `yaml:"redis"`
+	RedisCluster    []string `yaml:"redis_cluster"`
+	CheckTimeout    string   `yaml:"check_timeout"`
+	ShutdownTimeout string   `yaml:"shutdown_timeout"`
+	ReloadInterval  string   `yaml:"reload_interval"`
+	APITokenFile    string   `yaml:"api_token_file"`
+	AdminTokenFile  string   `yaml:"admin_token_file"`
+	LogLevel        string   `yaml:"log_level"`
+}
+
+// serverOf validates the server section s of src, whose node tree is root.
+func serverOf(src source, root *yaml.Node, s serverYAML) (Server, error) {
+	at := func(field string, format string, args ...any) error {
+		return errorAt(src.name, lineOf(root, "server", field), "server: "+format, args...)
+	}
+	out := Server{
+		Listen:       s.Listen,
+		GRPCListen:   s.GRPCListen,
+		Redis:        s.Redis,
+		RedisCluster: s.RedisCluster,
+		LogLevel:     s.LogLevel,
+	}
+	for _, a := range []struct{ field, addr string }{{"listen", s.Listen}, {"grpc_listen", s.GRPCListen}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return Server{}, at(a.field, "%s %q: want HOST:PORT", a.field, a.addr)
+		}
+	}
+	if s.Redis != "" && len(s.RedisCluster) > 0 {
+		return Server{}, at("redis_cluster", "redis and redis_cluster are mutually exclusive")
+	}
+	if s.Redis != "" && !hostPort(s.Redis) {
+		return Server{}, at("redis", "redis %q: want HOST:PORT", s.Redis)
+	}
+	for i, a := range s.RedisCluster {
+		if !hostPort(a) {
+			return Server{}, errorAt(src.name, lineOf(root, "server", "redis_cluster", i),
+				"server: redis_cluster node %q: want HOST:PORT", a)
+		}
+	}
+	for _, d := range []struct {
+		field string
+		value string
+		out   *time.Duration
+	}{
+		{"check_timeout", s.CheckTimeout, &out.CheckTimeout},
+		{"shutdown_timeout", s.ShutdownTimeout, &out.ShutdownTimeout},
+		{"reload_interval", s.ReloadInterval, &out.ReloadInterval},
+	} {
+		if d.value == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.value)
+		if err != nil {
+			return Server{}, at(d.field, "%s %q is not a Go duration such as \"100ms\"", d.field, d.value)
+		}
+		if v <= 0 {
+			return Server{}, at(d.field, "%s %s: must be positive", d.field, v)
+		}
+		*d.out = v
+	}
+	switch strings.ToLower(s.LogLevel) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return Server{}, at("log_level", "unknown log_level %q (want debug, info, warn or error)", s.LogLevel)
+	}
+	dir := ""
+	if src.name != "" {
+		dir = filepath.Dir(src.name)
+	}
+	out.EnvoyConfig = relativeTo(dir, s.EnvoyConfig)
+	out.APITokenFile = relativeTo(dir, s.APITokenFile)
+	out.AdminTokenFile = relativeTo(dir, s.AdminTokenFile)
+	return out, nil
+}
+
+// hostPort reports whether addr is HOST:PORT with neither part empty.
+func hostPort(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	return err == nil && host != "" && port != ""
+}
+
+// relativeTo resolves a relative path against dir ("" leaves it as is).
+func relativeTo(dir, path string) string {
+	if path == "" || dir == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
+}
