@@ -42,14 +42,25 @@ var (
 	// never fit. This is an error rather than a deny so that callers do not
 	// retry forever.
 	ErrCostExceedsLimit = errors.New("tollgate: cost exceeds limit")
+	// ErrInvalidRequestID: a request id (WithRequestID) is longer than
+	// MaxRequestIDLen.
+	ErrInvalidRequestID = errors.New("tollgate: invalid request id")
 	// ErrUnavailable: the store could not answer (network, timeout, cluster
 	// down, malformed reply). It wraps the cause. Nothing is known about
 	// whether a Consume that failed this way was recorded.
 	ErrUnavailable = errors.New("tollgate: store unavailable")
 )
 
-// DefaultMaxKeyLen is the longest key, in bytes, when Options.MaxKeyLen is 0.
-const DefaultMaxKeyLen = 512
+const (
+	// DefaultMaxKeyLen is the longest key, in bytes, when Options.MaxKeyLen
+	// is 0.
+	DefaultMaxKeyLen = 512
+	// MaxRequestIDLen is the longest request id, in bytes.
+	MaxRequestIDLen = 128
+	// DefaultDedupeWindow is how long a request id is remembered when
+	// Options.DedupeWindow is 0.
+	DefaultDedupeWindow = 10 * time.Second
+)
 
 // Result is the outcome of a call, as of the instant the store applied it.
 //
@@ -113,6 +124,15 @@ type Request struct {
 	// Now is the instant the operation happens at, or the zero Time for the
 	// store's own clock.
 	Now time.Time
+	// ID, for OpConsume, identifies the request: if a consume of the same
+	// key, cost and ID was allowed less than DedupeWindow ago (and no refund
+	// of the key came since), the store answers with the current figures
+	// and Allowed, recording nothing. Empty means no deduplication; a store
+	// that retries consumes fills it in itself.
+	ID string
+	// DedupeWindow is how long an ID is remembered: positive, at most
+	// Limit.Window.
+	DedupeWindow time.Duration
 }
 
 // Store keeps limiter state. Implementations apply each call atomically and
@@ -135,6 +155,30 @@ type Options struct {
 	Now func() time.Time
 	// MaxKeyLen is the longest key in bytes; 0 means DefaultMaxKeyLen.
 	MaxKeyLen int
+	// DedupeWindow is how long a consume's request id is remembered, so
+	// that a repeat is not counted twice (see WithRequestID); it is capped
+	// at the limit's window. 0 means DefaultDedupeWindow.
+	DedupeWindow time.Duration
+}
+
+type requestIDKey struct{}
+
+// WithRequestID returns a context carrying id, the request id of the consumes
+// made with it: a repeat of a consume with the same key, cost and id within
+// the dedupe window (Options.DedupeWindow) returns Allowed and the current
+// figures without counting again, so a caller may safely retry a consume
+// that failed with ErrUnavailable. Ids are 1 to MaxRequestIDLen bytes; use a
+// fresh one per logical request. A refund that gives units back ends the
+// deduplication of the key's earlier requests (for SlidingLog: of every
+// request allowed at or before the newest one then counted).
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the request id that ctx carries, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }
 
 // A Limiter applies Limits to keys over a Store. It is safe for concurrent
@@ -144,6 +188,7 @@ type Limiter struct {
 	store     Store
 	now       func() time.Time
 	maxKeyLen int
+	dedupe    time.Duration
 }
 
 // New returns a Limiter over store.
@@ -151,7 +196,10 @@ func New(store Store, opts Options) *Limiter {
 	if opts.MaxKeyLen <= 0 {
 		opts.MaxKeyLen = DefaultMaxKeyLen
 	}
-	return &Limiter{store: store, now: opts.Now, maxKeyLen: opts.MaxKeyLen}
+	if opts.DedupeWindow <= 0 {
+		opts.DedupeWindow = DefaultDedupeWindow
+	}
+	return &Limiter{store: store, now: opts.Now, maxKeyLen: opts.MaxKeyLen, dedupe: opts.DedupeWindow}
 }
 
 // Consume records cost units against key if they fit: it is allowed iff the
@@ -204,7 +252,13 @@ func (l *Limiter) do(ctx context.Context, op Op, key string, cost int64, limit L
 	if op != OpRefund && cost > limit.Units {
 		return Result{}, fmt.Errorf("%w: cost %d, limit %d", ErrCostExceedsLimit, cost, limit.Units)
 	}
-	req := Request{Op: op, Key: key, Limit: limit, Cost: cost}
+	req := Request{Op: op, Key: key, Limit: limit, Cost: cost, DedupeWindow: min(l.dedupe, limit.Window)}
+	if op == OpConsume {
+		req.ID = RequestID(ctx)
+		if len(req.ID) > MaxRequestIDLen {
+			return Result{}, fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidRequestID, len(req.ID), MaxRequestIDLen)
+		}
+	}
 	if l.now != nil {
 		req.Now = l.now()
 	}

@@ -3,6 +3,7 @@ package memory
 import (
 	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/tollgate/tollgate"
@@ -16,8 +17,9 @@ import (
 // state is one key's state under one algorithm.
 type state interface {
 	// apply performs op at now and returns the result and the instant from
-	// which the state equals an empty one, so that it can be evicted.
-	apply(op tollgate.Op, cost, units, window, now int64) (res tollgate.Result, idleAt int64)
+	// which the state equals an empty one, so that it can be evicted. id is
+	// the request id a consume records, if the state keeps ids.
+	apply(op tollgate.Op, cost, units, window, now int64, id string) (res tollgate.Result, idleAt int64)
 }
 
 func newState(a tollgate.Algorithm) state {
@@ -65,12 +67,53 @@ type logState struct {
 	entries []logEntry // entries[head:] are live, oldest first
 	head    int
 	total   int64
+	// refunded is the newest entry's time at the latest refund that gave
+	// units back: the refund ends the deduplication of every request
+	// allowed until then.
+	refunded int64
+	// ids finds the entries that carry a request id, by member (cost and
+	// id, as the Redis log names them), giving the time they were allowed.
+	ids map[string]int64
 }
 
-type logEntry struct{ at, cost int64 }
+type logEntry struct {
+	at, cost int64
+	id       string // request id, or ""
+}
 
-func (s *logState) apply(op tollgate.Op, cost, units, window, now int64) (tollgate.Result, int64) {
+func member(cost int64, id string) string { return strconv.FormatInt(cost, 10) + ":=" + id }
+
+// seen reports whether a consume of cost with id was allowed less than
+// dedupe ago and after the latest refund. One allowed earlier than that
+// loses its id, so that the new consume can carry it.
+func (s *logState) seen(cost int64, id string, now, dedupe int64) bool {
+	at, ok := s.ids[member(cost, id)]
+	if !ok {
+		return false
+	}
+	if at > now-dedupe && at > s.refunded {
+		return true
+	}
+	s.dropID(at, cost, id)
+	return false
+}
+
+// dropID forgets the id of the entry (at, cost, id).
+func (s *logState) dropID(at, cost int64, id string) {
+	delete(s.ids, member(cost, id))
+	for i := len(s.entries) - 1; i >= s.head; i-- {
+		if e := &s.entries[i]; e.at == at && e.cost == cost && e.id == id {
+			e.id = ""
+			return
+		}
+	}
+}
+
+func (s *logState) apply(op tollgate.Op, cost, units, window, now int64, id string) (tollgate.Result, int64) {
 	for s.head < len(s.entries) && s.entries[s.head].at <= now-window {
+		if e := s.entries[s.head]; e.id != "" {
+			delete(s.ids, member(e.cost, e.id))
+		}
 		s.total -= s.entries[s.head].cost
 		s.head++
 	}
@@ -83,17 +126,30 @@ func (s *logState) apply(op tollgate.Op, cost, units, window, now int64) (tollga
 	switch op {
 	case tollgate.OpConsume:
 		if allowed = s.total+cost <= units; allowed {
-			s.insert(logEntry{at: now, cost: cost})
+			s.insert(logEntry{at: now, cost: cost, id: id})
 			s.total += cost
+			if id != "" {
+				if s.ids == nil {
+					s.ids = make(map[string]int64)
+				}
+				s.ids[member(cost, id)] = now
+			}
 		}
 	case tollgate.OpRefund:
+		if len(s.entries) > s.head {
+			// Void every id in the log, whatever the clock says.
+			s.refunded = max(s.refunded, s.entries[len(s.entries)-1].at)
+		}
 		for r := cost; r > 0 && len(s.entries) > s.head; {
 			last := &s.entries[len(s.entries)-1]
 			take := min(r, last.cost)
-			last.cost -= take
+			if last.id != "" {
+				delete(s.ids, member(last.cost, last.id))
+				last.id = ""
+			}
 			s.total -= take
 			r -= take
-			if last.cost == 0 {
+			if last.cost -= take; last.cost == 0 {
 				s.entries = s.entries[:len(s.entries)-1]
 			}
 		}
@@ -139,7 +195,7 @@ type windowState struct {
 	curr, prev int64
 }
 
-func (s *windowState) apply(op tollgate.Op, cost, units, window, now int64) (tollgate.Result, int64) {
+func (s *windowState) apply(op tollgate.Op, cost, units, window, now int64, _ string) (tollgate.Result, int64) {
 	start := now - now%window
 	switch {
 	case start == s.start+window:
@@ -215,7 +271,7 @@ type gcraState struct {
 	at    int64 // when level was computed
 }
 
-func (s *gcraState) apply(op tollgate.Op, cost, units, window, now int64) (tollgate.Result, int64) {
+func (s *gcraState) apply(op tollgate.Op, cost, units, window, now int64, _ string) (tollgate.Result, int64) {
 	level, at := s.level, s.at
 	if now >= s.idleAt(units, window) {
 		// Expired: empty, even if the clock later goes back.

@@ -51,7 +51,8 @@ type shard struct {
 	// the real time since, so that a fake clock in the past or future never
 	// makes live state look idle.
 	lastReq, lastReal int64
-	_                 [32]byte // 64 bytes, a cache line per shard: no false sharing
+	seen              map[stateKey]*idSet // request ids, for the algorithms whose state has no room for them
+	_                 [24]byte            // 64 bytes, a cache line per shard: no false sharing
 }
 
 type stateKey struct {
@@ -98,6 +99,7 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	nowUS := now.UnixMicro()
 
 	k := stateKey{key: req.Key, alg: req.Limit.Algorithm}
+	units, window, dedupe := req.Limit.Units, req.Limit.Window.Microseconds(), req.DedupeWindow.Microseconds()
 	sh := s.shard(req.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -107,18 +109,77 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 		if req.Op != tollgate.OpConsume {
 			// Nothing to read or refund: answer as an empty state would,
 			// without allocating one.
-			res, _ := newState(k.alg).apply(req.Op, req.Cost, req.Limit.Units, req.Limit.Window.Microseconds(), nowUS)
+			if req.Op == tollgate.OpRefund {
+				delete(sh.seen, k)
+			}
+			res, _ := newState(k.alg).apply(req.Op, req.Cost, units, window, nowUS, "")
 			return res, nil
 		}
 		e = &entry{state: newState(k.alg)}
 		sh.keys[k] = e
 	}
-	res, idleAt := e.state.apply(req.Op, req.Cost, req.Limit.Units, req.Limit.Window.Microseconds(), nowUS)
+
+	// A repeat of a consume allowed within the dedupe window is answered
+	// like a peek, but as allowed. The sliding log keeps ids in its entries;
+	// the other algorithms in a set beside the state, as the Redis store does.
+	op, repeat := req.Op, false
+	if op == tollgate.OpConsume && req.ID != "" {
+		if log, ok := e.state.(*logState); ok {
+			repeat = log.seen(req.Cost, req.ID, nowUS, dedupe)
+		} else {
+			repeat = sh.seen[k].has(member(req.Cost, req.ID), nowUS, dedupe)
+		}
+		if repeat {
+			op = tollgate.OpPeek
+		}
+	}
+	res, idleAt := e.state.apply(op, req.Cost, units, window, nowUS, req.ID)
+	switch {
+	case repeat:
+		res.Allowed, res.RetryAfter = true, 0
+	case op == tollgate.OpConsume && res.Allowed && req.ID != "" && k.alg != tollgate.SlidingLog:
+		sh.remember(k, member(req.Cost, req.ID), nowUS, dedupe)
+	case op == tollgate.OpRefund:
+		delete(sh.seen, k) // a refund ends deduplication
+	}
 	e.idleAt = idleAt
 	if idleAt <= nowUS {
 		delete(sh.keys, k)
 	}
 	return res, nil
+}
+
+// idSet holds the request ids of recent consumes of one key (sliding window
+// and GCRA): member → when it was allowed.
+type idSet struct {
+	at      map[string]int64
+	expires int64 // µs: no member counts after this
+}
+
+func (d *idSet) has(m string, now, dedupe int64) bool {
+	if d == nil {
+		return false
+	}
+	at, ok := d.at[m]
+	return ok && at > now-dedupe
+}
+
+func (sh *shard) remember(k stateKey, m string, now, dedupe int64) {
+	d := sh.seen[k]
+	if d == nil {
+		if sh.seen == nil {
+			sh.seen = make(map[stateKey]*idSet)
+		}
+		d = &idSet{at: make(map[string]int64)}
+		sh.seen[k] = d
+	}
+	for old, at := range d.at {
+		if at <= now-dedupe {
+			delete(d.at, old)
+		}
+	}
+	d.at[m] = now
+	d.expires = now + dedupe
 }
 
 // Reset implements tollgate.Store.
@@ -131,6 +192,7 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	defer sh.mu.Unlock()
 	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
 		delete(sh.keys, stateKey{key: key, alg: a})
+		delete(sh.seen, stateKey{key: key, alg: a})
 	}
 	return nil
 }
@@ -184,6 +246,11 @@ func (s *Store) Sweep() {
 		for k, e := range sh.keys {
 			if e.idleAt <= cutoff {
 				delete(sh.keys, k)
+			}
+		}
+		for k, d := range sh.seen {
+			if d.expires <= cutoff {
+				delete(sh.seen, k)
 			}
 		}
 		sh.mu.Unlock()

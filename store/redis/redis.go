@@ -11,7 +11,8 @@
 // # Keys
 //
 // A limiter key k is stored under Prefix + "{" + escape(k) + "}" + suffix,
-// one Redis key per algorithm (two for the sliding log). escape replaces
+// two Redis keys per algorithm (the state, and the log's totals or the other
+// algorithms' recent request ids). escape replaces
 // '%', '{' and '}' by %25, %7B and %7D, so a user key can neither end the
 // hash tag early, which would change its slot, nor collide with another
 // key. Every key of one limiter key therefore sits in one hash slot, as a
@@ -127,6 +128,8 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 		strconv.FormatInt(req.Limit.Units, 10),
 		strconv.FormatInt(req.Limit.Window.Microseconds(), 10),
 		now,
+		req.ID,
+		strconv.FormatInt(req.DedupeWindow.Microseconds(), 10),
 	}
 	keys := s.keys(req.Key, req.Limit.Algorithm)
 	reply, err := s.scripts[req.Limit.Algorithm].Exec(ctx, s.client, keys, args).AsIntSlice()
@@ -152,8 +155,10 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 
 // Reset implements tollgate.Store: it deletes every key of key.
 func (s *Store) Reset(ctx context.Context, key string) error {
-	log := s.keys(key, tollgate.SlidingLog)
-	keys := append(log, s.keys(key, tollgate.SlidingWindow)[0], s.keys(key, tollgate.GCRA)[0])
+	var keys []string
+	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
+		keys = append(keys, s.keys(key, a)...)
+	}
 	if err := s.client.Do(ctx, s.client.B().Del().Key(keys...).Build()).Error(); err != nil {
 		return s.fail(err)
 	}
@@ -183,9 +188,9 @@ func (s *Store) keys(key string, a tollgate.Algorithm) []string {
 	base := s.prefix + "{" + escape(key) + "}"
 	switch a {
 	case tollgate.SlidingWindow:
-		return []string{base + ":w"}
+		return []string{base + ":w", base + ":wd"}
 	case tollgate.GCRA:
-		return []string{base + ":g"}
+		return []string{base + ":g", base + ":gd"}
 	}
 	return []string{base + ":l", base + ":m"}
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -28,7 +29,8 @@ func testModel(t *testing.T, backend Backend) {
 				limit := tollgate.Limit{Units: units, Window: window, Algorithm: a}
 				start := time.Duration(rapid.Int64Range(0, int64(window)).Draw(rt, "start"))
 				clk := &clock{now: t0.Add(start).Truncate(time.Microsecond)}
-				lim := tollgate.New(store, tollgate.Options{Now: clk.Now})
+				dedupe := time.Duration(rapid.SampledFrom([]int64{1, 3, 20}).Draw(rt, "dedupe_s")) * time.Second
+				lim := tollgate.New(store, tollgate.Options{Now: clk.Now, DedupeWindow: dedupe})
 				key := uniqueKey(t, "model")
 				m := newModel(a)
 				w := window.Microseconds()
@@ -49,11 +51,17 @@ func testModel(t *testing.T, backend Backend) {
 					if op == tollgate.OpPeek {
 						cost = 1
 					}
-					got, err := do(context.Background(), lim, op, key, cost, limit)
+					// A few ids, so that repeats happen, also after refunds.
+					id := rapid.SampledFrom([]string{"", "", "a", "b"}).Draw(rt, "id")
+					ctx := tollgate.WithRequestID(context.Background(), id)
+					if op != tollgate.OpConsume {
+						id = ""
+					}
+					got, err := do(ctx, lim, op, key, cost, limit)
 					if err != nil {
 						rt.Fatalf("step %d: %v", i, err)
 					}
-					want := m.apply(op, cost, units, window.Microseconds(), clk.Now().UnixMicro())
+					want := m.step(op, cost, units, window.Microseconds(), clk.Now().UnixMicro(), id, min(dedupe, window).Microseconds())
 					if got != want {
 						rt.Fatalf("step %d: %s %d at +%dµs:\n store %+v\n model %+v", i, op, cost, adv, got, want)
 					}
@@ -63,28 +71,88 @@ func testModel(t *testing.T, backend Backend) {
 	}
 }
 
-type model interface {
-	apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result
+// model is a reference implementation of one algorithm, plus request ids.
+type model struct {
+	alg interface {
+		apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result
+	}
+	log *logModel // the same as alg for the sliding log
+	// ids of allowed consumes, for the algorithms whose events carry none:
+	// "cost/id" → when allowed.
+	ids map[string]int64
 }
 
-func newModel(a tollgate.Algorithm) model {
+func newModel(a tollgate.Algorithm) *model {
 	switch a {
 	case tollgate.SlidingWindow:
-		return &windowModel{}
+		return &model{alg: &windowModel{}, ids: map[string]int64{}}
 	case tollgate.GCRA:
-		return &gcraModel{}
+		return &model{alg: &gcraModel{}, ids: map[string]int64{}}
 	}
-	return &logModel{}
+	l := &logModel{}
+	return &model{alg: l, log: l}
 }
 
-type event struct{ at, cost int64 }
+// step applies one call. A consume with the id of one allowed less than
+// dedupe ago is a repeat: the figures of a peek, but allowed. A refund ends
+// the deduplication of every request allowed until then.
+func (m *model) step(op tollgate.Op, cost, units, window, now int64, id string, dedupe int64) tollgate.Result {
+	if op == tollgate.OpConsume && id != "" {
+		if m.repeat(cost, id, now, window, dedupe) {
+			r := m.alg.apply(tollgate.OpPeek, 1, units, window, now)
+			r.Allowed, r.RetryAfter = true, 0
+			return r
+		}
+	}
+	if m.log != nil {
+		m.log.nextID = id
+	}
+	r := m.alg.apply(op, cost, units, window, now)
+	switch {
+	case op == tollgate.OpRefund && m.log == nil:
+		clear(m.ids)
+	case op == tollgate.OpConsume && r.Allowed && id != "" && m.log == nil:
+		// Ids too old to count are dropped as a new one comes (this shows
+		// only when the clock goes back).
+		for k, at := range m.ids {
+			if at <= now-dedupe {
+				delete(m.ids, k)
+			}
+		}
+		m.ids[fmt.Sprint(cost, "/", id)] = now
+	}
+	return r
+}
 
-// refundEvents removes cost units from the newest events.
+func (m *model) repeat(cost int64, id string, now, window, dedupe int64) bool {
+	if m.log == nil {
+		at, ok := m.ids[fmt.Sprint(cost, "/", id)]
+		return ok && at > now-dedupe
+	}
+	for i, e := range m.log.events {
+		if e.id == id && e.cost == cost && e.at > now-window {
+			if e.at > now-dedupe && e.at > m.log.refunded {
+				return true
+			}
+			m.log.events[i].id = "" // too old to be a repeat; the new one takes the id
+		}
+	}
+	return false
+}
+
+type event struct {
+	at, cost int64
+	id       string // request id, for the sliding log
+}
+
+// refundEvents removes cost units from the newest events, which lose their
+// request ids.
 func refundEvents(events []event, cost int64) []event {
 	for cost > 0 && len(events) > 0 {
 		last := &events[len(events)-1]
 		take := min(cost, last.cost)
 		last.cost -= take
+		last.id = ""
 		cost -= take
 		if last.cost == 0 {
 			events = events[:len(events)-1]
@@ -102,7 +170,11 @@ func res(allowed bool, units, used, retry, reset int64) tollgate.Result {
 }
 
 // logModel: every allowed request, forever; the window is a filter.
-type logModel struct{ events []event }
+type logModel struct {
+	events   []event
+	nextID   string // the id the next allowed consume carries
+	refunded int64  // newest event at the latest refund, while the log is not empty
+}
 
 func (m *logModel) live(now, window int64) []event {
 	var live []event
@@ -132,11 +204,17 @@ func (m *logModel) apply(op tollgate.Op, cost, units, window, now int64) tollgat
 	case tollgate.OpConsume:
 		check = cost
 		if allowed = sum(m.events)+cost <= units; allowed {
-			m.events = append(m.events, event{now, cost})
+			m.events = append(m.events, event{now, cost, m.nextID})
 			slices.SortStableFunc(m.events, func(a, b event) int { return cmp.Compare(a.at, b.at) })
 		}
 	case tollgate.OpRefund:
+		if len(m.events) > 0 {
+			m.refunded = max(m.refunded, m.events[len(m.events)-1].at)
+		}
 		m.events = refundEvents(m.events, cost)
+	}
+	if len(m.events) == 0 {
+		m.refunded = 0 // an empty log is forgotten whole
 	}
 	used := sum(m.events)
 	if op != tollgate.OpConsume {
@@ -194,7 +272,7 @@ func (m *windowModel) apply(op tollgate.Op, cost, units, window, now int64) toll
 	case tollgate.OpConsume:
 		check = cost
 		if allowed = m.usedAt(now, window, 0)+cost <= units; allowed {
-			m.events = append(m.events, event{now, cost})
+			m.events = append(m.events, event{at: now, cost: cost})
 		}
 	case tollgate.OpRefund:
 		m.events = refundEvents(m.events, cost)

@@ -61,8 +61,12 @@ type step struct {
 	op    tollgate.Op
 	cost  int64
 	limit tollgate.Limit // zero: the case's limit
+	id    string         // request id
 	want  tollgate.Result
 }
+
+// withID gives a consume step a request id.
+func withID(id string, s step) step { s.id = id; return s }
 
 func consume(at time.Duration, cost int64, want tollgate.Result) step {
 	return step{at: at, op: tollgate.OpConsume, cost: cost, want: want}
@@ -160,6 +164,35 @@ var stepCases = []struct {
 		refund(3*sec, 40, ok(0, 10, 0)),
 		peek(20*sec, ok(0, 10, 0)),
 	}},
+	{"Dedupe/SlidingLog", tollgate.Limit{Units: 10, Window: minute}, []step{
+		withID("a", consume(0, 3, ok(3, 7, minute))),
+		// A repeat within the dedupe window (10 s) counts nothing.
+		withID("a", consume(sec, 3, ok(3, 7, 59*sec))),
+		// Another cost is another request.
+		withID("a", consume(sec, 2, ok(5, 5, minute))),
+		// Past the dedupe window the id is new again.
+		withID("a", consume(11*sec, 3, ok(8, 2, minute))),
+		withID("a", consume(12*sec, 3, ok(8, 2, 59*sec))),
+		// A refund ends the deduplication of the key's earlier requests.
+		refund(12*sec, 1, ok(7, 3, 59*sec)),
+		withID("a", consume(13*sec, 3, ok(10, 0, minute))),
+		// A repeat is allowed even when the limit is full.
+		withID("a", consume(13*sec, 3, ok(10, 0, minute))),
+		withID("b", consume(13*sec, 1, deny(10, 0, 47*sec, minute))),
+	}},
+	{"Dedupe/SlidingWindow", tollgate.Limit{Units: 10, Window: minute, Algorithm: tollgate.SlidingWindow}, []step{
+		withID("x", consume(0, 4, ok(4, 6, 2*minute))),
+		withID("x", consume(5*sec, 4, ok(4, 6, 115*sec))),
+		withID("y", consume(5*sec, 4, ok(8, 2, 115*sec))),
+		refund(5*sec, 1, ok(7, 3, 115*sec)),
+		withID("x", consume(6*sec, 3, ok(10, 0, 114*sec))),
+	}},
+	{"Dedupe/GCRA", tollgate.Limit{Units: 10, Window: 10 * sec, Algorithm: tollgate.GCRA}, []step{
+		withID("x", consume(0, 4, ok(4, 6, 4*sec))),
+		withID("x", consume(500*ms, 4, ok(4, 6, 3500*ms))),
+		refund(500*ms, 1, ok(3, 7, 2500*ms)),
+		withID("x", consume(500*ms, 4, ok(7, 3, 6500*ms))),
+	}},
 	{"GCRA/Smooth", tollgate.Limit{Units: 4, Window: sec, Algorithm: tollgate.GCRA}, []step{
 		consume(0, 4, ok(4, 0, sec)),
 		// One unit drains every 250 ms.
@@ -183,7 +216,7 @@ func testSteps(t *testing.T, backend Backend) {
 				if !s.limit.IsZero() {
 					limit = s.limit
 				}
-				got, err := do(context.Background(), lim, s.op, key, s.cost, limit)
+				got, err := do(tollgate.WithRequestID(context.Background(), s.id), lim, s.op, key, s.cost, limit)
 				if err != nil {
 					t.Fatalf("step %d (%s %d at %s): %v", i, s.op, s.cost, s.at, err)
 				}

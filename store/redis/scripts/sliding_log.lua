@@ -1,15 +1,18 @@
 -- sliding_log.lua: the exact sliding log, one atomic check.
 --
 -- KEYS[1]  log:  sorted set; score = when the request was allowed (Unix µs),
---                member = "<cost>:<seq>" (seq makes members unique, even for
---                requests in the same microsecond)
+--                member = "<cost>:=<request id>", or "<cost>:<seq>" without
+--                one (seq makes members unique, even within a microsecond)
 -- KEYS[2]  meta: hash; t = running total of the log's costs, s = last seq,
---                n = score of the newest entry
+--                n = score of the newest entry, f = n at the latest refund
 -- ARGV[1]  op: "0" consume, "1" peek, "2" refund
 -- ARGV[2]  cost, 1 to 10^15
 -- ARGV[3]  units, 1 to 10^15
 -- ARGV[4]  window, µs
 -- ARGV[5]  now, Unix µs; "" reads the server's TIME
+-- ARGV[6]  request id of a consume, or ""
+-- ARGV[7]  dedupe window, µs: a consume whose member was added less than
+--          this ago is a repeat, answered as allowed without counting again
 -- Reply:   {allowed 0|1, used, retry_after µs, reset_after µs}
 --
 -- Invariant: meta.t is the sum of the costs in log and meta.n its newest
@@ -28,8 +31,8 @@ end
 local function d(n) return string.format('%d', n) end
 local function cost_of(member) return tonumber(string.match(member, '^(%d+):')) end
 
-local meta = redis.call('HMGET', KEYS[2], 't', 's', 'n')
-local total, seq, newest = tonumber(meta[1]) or 0, tonumber(meta[2]) or 0, tonumber(meta[3])
+local meta = redis.call('HMGET', KEYS[2], 't', 's', 'n', 'f')
+local total, seq, newest, refunded = tonumber(meta[1]) or 0, tonumber(meta[2]) or 0, tonumber(meta[3]), tonumber(meta[4]) or 0
 local dirty = false
 
 local cutoff = d(now - window)
@@ -40,12 +43,36 @@ if #expired > 0 then
   dirty = true
 end
 
+local id, dedupe = ARGV[6], tonumber(ARGV[7])
+local repeated, named = false, nil
+if op == 0 and id ~= '' then
+  named = d(cost) .. ':=' .. id
+  local at = redis.call('ZSCORE', KEYS[1], named)
+  if at then
+    at = tonumber(at)
+    if at > now - dedupe and at > refunded then
+      repeated, op = true, 1
+    else
+      -- Allowed before the dedupe window or a refund: it keeps its units
+      -- under a plain name, and the new consume takes the id.
+      seq = seq + 1
+      redis.call('ZREM', KEYS[1], named)
+      redis.call('ZADD', KEYS[1], d(at), d(cost) .. ':' .. d(seq))
+      dirty = true
+    end
+  end
+end
+
 local allowed
 if op == 0 then
   allowed = total + cost <= units
   if allowed then
-    seq = seq + 1
-    redis.call('ZADD', KEYS[1], d(now), d(cost) .. ':' .. d(seq))
+    local m = named
+    if not m then
+      seq = seq + 1
+      m = d(cost) .. ':' .. d(seq)
+    end
+    redis.call('ZADD', KEYS[1], d(now), m)
     total = total + cost
     if not newest or now > newest then newest = now end
     dirty = true
@@ -55,7 +82,9 @@ if op == 0 then
   end
 else
   if op == 2 then
-    -- Newest first; entries of one instant are interchangeable.
+    -- Newest first; entries of one instant are interchangeable, as a refund
+    -- ends the deduplication of every request allowed until then.
+    if total > 0 and newest > refunded then refunded = newest end
     local r = cost
     while r > 0 do
       local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -63,7 +92,8 @@ else
       local c = cost_of(top[1])
       redis.call('ZREM', KEYS[1], top[1])
       if c > r then
-        redis.call('ZADD', KEYS[1], top[2], d(c - r) .. ':' .. string.match(top[1], ':(%d+)$'))
+        seq = seq + 1
+        redis.call('ZADD', KEYS[1], top[2], d(c - r) .. ':' .. d(seq))
         total = total - r
         r = 0
       else
@@ -85,7 +115,7 @@ if dirty then
     redis.call('DEL', KEYS[1], KEYS[2])
     newest = nil
   else
-    redis.call('HSET', KEYS[2], 't', d(total), 's', d(seq), 'n', d(newest))
+    redis.call('HSET', KEYS[2], 't', d(total), 's', d(seq), 'n', d(newest), 'f', d(refunded))
   end
 end
 
@@ -114,4 +144,5 @@ end
 local reset = 0
 if newest and total > 0 then reset = newest + window - now end
 
+if repeated then allowed, retry = true, 0 end
 return {allowed and 1 or 0, total, retry, reset}

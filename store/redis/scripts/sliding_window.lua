@@ -2,11 +2,17 @@
 --
 -- KEYS[1]  hash; s = start of the current bucket (Unix µs, a multiple of the
 --          window), c = units in the current bucket, p = in the previous one
+-- KEYS[2]  sorted set of recent request ids: member "<cost>:=<id>", score =
+--          when allowed (Unix µs); deleted by a refund
 -- ARGV[1]  op: "0" consume, "1" peek, "2" refund
 -- ARGV[2]  cost, 1 to 10^15
 -- ARGV[3]  units, 1 to 10^15
 -- ARGV[4]  window, µs
 -- ARGV[5]  now, Unix µs; "" reads the server's TIME
+-- ARGV[6]  request id of a consume, or ""
+-- ARGV[7]  dedupe window, µs: a consume whose "<cost>:=<id>" was allowed
+--          less than this ago is a repeat, answered as allowed without
+--          counting again
 -- Reply:   {allowed 0|1, used, retry_after µs, reset_after µs}
 --
 -- used = c + ceil(p * (window - elapsed) / window). The key expires when used
@@ -20,7 +26,20 @@ if not now then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+local id, dedupe = ARGV[6], tonumber(ARGV[7])
 local function d(n) return string.format('%d', n) end
+local function remember(m)
+  redis.call('ZADD', KEYS[2], d(now), m)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', d(now - dedupe))
+  redis.call('PEXPIRE', KEYS[2], d(math.ceil(dedupe / 1000)))
+end
+
+local repeated, named = false, nil
+if op == 0 and id ~= '' then
+  named = d(cost) .. ':=' .. id
+  local at = redis.call('ZSCORE', KEYS[2], named)
+  if at and tonumber(at) > now - dedupe then repeated, op = true, 1 end
+end
 
 local st = redis.call('HMGET', KEYS[1], 's', 'c', 'p')
 local start, curr, prev = tonumber(st[1]) or 0, tonumber(st[2]) or 0, tonumber(st[3]) or 0
@@ -48,9 +67,13 @@ end
 local allowed
 if op == 0 then
   allowed = used() + cost <= units
-  if allowed then curr = curr + cost end
+  if allowed then
+    curr = curr + cost
+    if named then remember(named) end
+  end
 else
   if op == 2 then
+    redis.call('DEL', KEYS[2]) -- a refund ends deduplication
     local r = math.min(cost, curr)
     curr = curr - r
     prev = math.max(0, prev - (cost - r))
@@ -87,4 +110,5 @@ if start ~= s0 or curr ~= c0 or prev ~= p0 then
   end
 end
 
+if repeated then allowed, retry = true, 0 end
 return {allowed and 1 or 0, used(), retry, reset}
