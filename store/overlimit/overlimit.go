@@ -17,6 +17,11 @@
 // Refund and Reset of a key forget its entries, and denials that were in
 // flight meanwhile are not remembered.
 //
+// A Consume with a request id (Request.ID, from tollgate.WithRequestID)
+// always goes to the store, as the store answers a repeat of an allowed
+// request Allowed however far over the limit the key is; its denial is
+// remembered for the requests that follow.
+//
 // # Caveat: other instances
 //
 // The table is local. When several processes share one store (the point of
@@ -182,8 +187,10 @@ func (s *Store) lookup(req tollgate.Request, now time.Time) (tollgate.Result, ui
 		s.remove(e)
 		return tollgate.Result{}, s.gen, false
 	}
-	if req.Cost < e.cost {
-		return tollgate.Result{}, s.gen, false // a smaller cost may fit
+	if req.Cost < e.cost || req.ID != "" {
+		// A smaller cost may fit; a request with an id may repeat an
+		// allowed one, which only the store knows.
+		return tollgate.Result{}, s.gen, false
 	}
 	s.unlink(e)
 	s.pushFront(e)

@@ -22,10 +22,10 @@ package redis
 
 import (
 	"context"
-	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -52,7 +52,19 @@ var (
 	gcraLua string
 )
 
-// Options configures a Store.
+// Defaults of Options.
+const (
+	// DefaultRetries is Options.Retries when 0.
+	DefaultRetries = 2
+	// DefaultAttemptTimeout is Options.AttemptTimeout when 0.
+	DefaultAttemptTimeout = time.Second
+	// DefaultRetryBackoff is Options.RetryBackoff when 0.
+	DefaultRetryBackoff = 10 * time.Millisecond
+	// maxRetryBackoff caps one wait between attempts.
+	maxRetryBackoff = 250 * time.Millisecond
+)
+
+// Options configures a Store. Only Addrs is required.
 type Options struct {
 	// Addrs are the addresses, host:port, of the server or, for a Cluster,
 	// of one or more seed nodes. Required.
@@ -62,16 +74,39 @@ type Options struct {
 	// Username and Password authenticate (Redis ACL; Username "" means the
 	// default user). Empty Password means no AUTH.
 	Username, Password string
-	// TLS, when non-nil, makes every connection use TLS with this config.
-	// For a Cluster that redirects to IP addresses set ServerName to the
-	// certificates' host name, so that verification uses it.
-	TLS *tls.Config
+	// TLS, when non-nil, makes every connection use TLS; see TLSOptions.
+	TLS *TLSOptions
+	// AddressMap rewrites node addresses before dialing: an address the
+	// Cluster announces (in CLUSTER SLOTS or a MOVED reply), "ip:port", maps
+	// to the "host:port" this client reaches it at, for clusters behind NAT
+	// or private endpoints. Addresses not in it are dialed as they are.
+	AddressMap map[string]string
 	// Prefix starts every key; "" means DefaultPrefix. It must not contain
 	// '{' or '}'.
 	Prefix string
 	// DialTimeout bounds connecting to a node; 0 means
 	// rueidis.DefaultDialTimeout (5 s).
 	DialTimeout time.Duration
+	// Retries is how many more times a call that failed transiently (a
+	// lost or timed-out connection, CLUSTERDOWN, TRYAGAIN, LOADING,
+	// READONLY, MASTERDOWN) is tried, within its context's deadline, after
+	// a jittered backoff. A consume is retried only under a request id, so
+	// that a retry of one that did run is not counted twice; refunds are
+	// never retried. 0 means DefaultRetries; negative disables retries.
+	Retries int
+	// AttemptTimeout bounds one attempt, so that a node that stopped
+	// answering leaves time for a retry; 0 means DefaultAttemptTimeout.
+	AttemptTimeout time.Duration
+	// RetryBackoff is the first wait between attempts, doubled each time
+	// (jittered, at most 250 ms); 0 means DefaultRetryBackoff.
+	RetryBackoff time.Duration
+	// NoRequestIDs stops the store from giving each consume without a
+	// caller's request id one of its own. Such consumes are then never
+	// retried. Ids cost a few bytes per sliding-log entry, and for the
+	// sliding window and GCRA a sorted set of the dedupe window's ids.
+	NoRequestIDs bool
+	// Logger receives warnings (insecure TLS); nil discards.
+	Logger *slog.Logger
 }
 
 // Store is a tollgate.Store on Redis. It is safe for concurrent use; Close
@@ -80,9 +115,12 @@ type Store struct {
 	client  rueidis.Client
 	prefix  string
 	scripts [3]*rueidis.Lua // by tollgate.Algorithm
+	retry   retryPolicy
+	ids     bool // give consumes request ids
 }
 
-// New connects to Redis. It fails when no address answers.
+// New connects to Redis. It fails when no address answers or an option is
+// invalid.
 func New(ctx context.Context, opts Options) (*Store, error) {
 	if len(opts.Addrs) == 0 {
 		return nil, errors.New("redis: no address")
@@ -93,19 +131,30 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		return nil, fmt.Errorf("redis: prefix %q contains a brace", opts.Prefix)
 	}
-	client, err := rueidis.NewClient(rueidis.ClientOption{
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	tlsConfig, err := opts.TLS.config(opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	co := rueidis.ClientOption{
 		InitAddress:       opts.Addrs,
 		ForceSingleClient: !opts.Cluster,
 		Username:          opts.Username,
 		Password:          opts.Password,
-		TLSConfig:         opts.TLS,
+		TLSConfig:         tlsConfig,
 		Dialer:            net.Dialer{Timeout: opts.DialTimeout},
 		DisableCache:      true, // no client-side caching: every check must reach the server
-	})
+	}
+	if len(opts.AddressMap) > 0 {
+		co.DialCtxFn = mappedDialer(opts.AddressMap)
+	}
+	client, err := rueidis.NewClient(co)
 	if err != nil {
 		return nil, fmt.Errorf("redis: connect %v: %w", opts.Addrs, err)
 	}
-	s := &Store{client: client, prefix: opts.Prefix}
+	s := &Store{client: client, prefix: opts.Prefix, retry: newRetryPolicy(opts), ids: !opts.NoRequestIDs && opts.Retries >= 0}
 	s.scripts[tollgate.SlidingLog] = rueidis.NewLuaScript(slidingLogLua)
 	s.scripts[tollgate.SlidingWindow] = rueidis.NewLuaScript(slidingWindowLua)
 	s.scripts[tollgate.GCRA] = rueidis.NewLuaScript(gcraLua)
@@ -122,6 +171,9 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	if !req.Now.IsZero() {
 		now = strconv.FormatInt(req.Now.UnixMicro(), 10)
 	}
+	if req.Op == tollgate.OpConsume && req.ID == "" && s.ids {
+		req.ID = newRequestID()
+	}
 	args := []string{
 		strconv.Itoa(int(req.Op)),
 		strconv.FormatInt(req.Cost, 10),
@@ -132,7 +184,13 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 		strconv.FormatInt(req.DedupeWindow.Microseconds(), 10),
 	}
 	keys := s.keys(req.Key, req.Limit.Algorithm)
-	reply, err := s.scripts[req.Limit.Algorithm].Exec(ctx, s.client, keys, args).AsIntSlice()
+	// A consume may run twice only when its id makes the second a repeat.
+	retryable := req.Op == tollgate.OpPeek || (req.Op == tollgate.OpConsume && req.ID != "")
+	var reply []int64
+	err := s.retry.do(ctx, retryable, func(ctx context.Context) (err error) {
+		reply, err = s.scripts[req.Limit.Algorithm].Exec(ctx, s.client, keys, args).AsIntSlice()
+		return err
+	})
 	if err != nil {
 		return tollgate.Result{}, s.fail(err)
 	}
@@ -159,7 +217,10 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
 		keys = append(keys, s.keys(key, a)...)
 	}
-	if err := s.client.Do(ctx, s.client.B().Del().Key(keys...).Build()).Error(); err != nil {
+	err := s.retry.do(ctx, true, func(ctx context.Context) error {
+		return s.client.Do(ctx, s.client.B().Del().Key(keys...).Build()).Error()
+	})
+	if err != nil {
 		return s.fail(err)
 	}
 	return nil

@@ -1,0 +1,112 @@
+package redis_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/store/redis"
+)
+
+// A consume whose attempt times out while the server is busy may still run
+// later; its retry carries the same request id and is then answered as a
+// repeat, so the units count once. Without ids the store does not retry it
+// and reports the failure; the units count at most once.
+func TestTimedOutConsumeCountsOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		noIDs   bool
+		wantErr bool
+	}{
+		{"WithRequestIDs", false, false},
+		{"WithoutRequestIDs", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t, redis.Options{
+				Addrs:          []string{standalone.Addr},
+				AttemptTimeout: 100 * time.Millisecond,
+				Retries:        20,
+				NoRequestIDs:   tc.noIDs,
+			})
+			lim := tollgate.New(s, tollgate.Options{})
+			limit := tollgate.PerHour(100)
+			// Rounds: whether a timed-out attempt still runs depends on the
+			// client's pipelining state, so give the case a few chances.
+			for round := range 3 {
+				key := fmt.Sprint(t.Name(), time.Now().UnixNano(), round)
+				if _, err := lim.Consume(ctx, key, 1, limit); err != nil { // warm: script loaded, connection up
+					t.Fatal(err)
+				}
+
+				// The server sleeps 600 ms; the consume's first attempts time out
+				// in the meantime, queued behind the sleep.
+				slept := make(chan error, 1)
+				go func() {
+					_, err := standalone.Do(ctx, "DEBUG", "SLEEP", "0.6")
+					slept <- err
+				}()
+				time.Sleep(50 * time.Millisecond) // let DEBUG SLEEP start first
+				// Calls in flight on the same connection put it in pipelining
+				// mode, where a timed-out command stays queued on the server:
+				// the case where a blind retry would count twice.
+				var busy sync.WaitGroup
+				for i := range 4 {
+					busy.Add(1)
+					go func() {
+						defer busy.Done()
+						bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+						defer cancel()
+						lim.Peek(bctx, fmt.Sprint(key, i), limit)
+					}()
+				}
+				time.Sleep(10 * time.Millisecond)
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				res, err := lim.Consume(cctx, key, 7, limit)
+				cancel()
+				busy.Wait()
+				if serr := <-slept; serr != nil {
+					t.Fatal(serr)
+				}
+				if tc.wantErr {
+					if !errors.Is(err, tollgate.ErrUnavailable) {
+						t.Fatalf("got %+v, %v; want ErrUnavailable", res, err)
+					}
+				} else if err != nil || !res.Allowed || res.Used != 8 {
+					t.Fatalf("got %+v, %v; want allowed with 8 used", res, err)
+				}
+				// Whatever the caller saw, the 7 units count exactly once.
+				var used int64
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					if p, err := lim.Peek(ctx, key, limit); err == nil {
+						used = p.Used
+						break
+					}
+				}
+				switch {
+				case used == 8:
+				case used == 1 && tc.wantErr: // the failed consume never ran
+				default:
+					t.Errorf("round %d: used %d: the consume of 7 counted %d times", round, used, (used-1)/7)
+				}
+			}
+		})
+	}
+}
+
+// AddressMap sends an announced address to where the node really is.
+func TestAddressMap(t *testing.T) {
+	const announced = "127.0.0.99:1" // nothing listens there
+	s := open(t, redis.Options{
+		Addrs:      []string{announced},
+		AddressMap: map[string]string{announced: standalone.Addr},
+	})
+	res, err := tollgate.New(s, tollgate.Options{}).Consume(context.Background(), t.Name(), 1, tollgate.PerSecond(5))
+	if err != nil || !res.Allowed {
+		t.Fatalf("got %+v, %v", res, err)
+	}
+}

@@ -1,0 +1,90 @@
+package redis
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/base64"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// retryPolicy retries transient failures within the caller's deadline.
+type retryPolicy struct {
+	retries int
+	attempt time.Duration
+	backoff time.Duration
+}
+
+func newRetryPolicy(o Options) retryPolicy {
+	p := retryPolicy{retries: o.Retries, attempt: o.AttemptTimeout, backoff: o.RetryBackoff}
+	if p.retries == 0 {
+		p.retries = DefaultRetries
+	}
+	if p.attempt <= 0 {
+		p.attempt = DefaultAttemptTimeout
+	}
+	if p.backoff <= 0 {
+		p.backoff = DefaultRetryBackoff
+	}
+	return p
+}
+
+// do runs call, and again after a transient failure while retries and the
+// deadline last, if retryable says a second run is safe. Each attempt has
+// its own timeout, within ctx's.
+func (p retryPolicy) do(ctx context.Context, retryable bool, call func(context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, p.attempt)
+		err := call(actx)
+		cancel()
+		if err == nil || !retryable || attempt >= p.retries || ctx.Err() != nil || !transient(err) {
+			return err
+		}
+		// Full jitter: spreads the retries of many callers after a failover.
+		wait := rand.N(min(maxRetryBackoff, p.backoff<<attempt)) + time.Millisecond
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// transient reports whether err may pass by itself: the connection failed
+// or timed out, or the cluster was changing. Redirects (MOVED, ASK) are
+// followed by the client itself; they reach here only when they did not end.
+func transient(err error) bool {
+	if errors.Is(err, rueidis.ErrClosing) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if rerr, ok := rueidis.IsRedisErr(err); ok {
+		if rerr.IsClusterDown() || rerr.IsTryAgain() || rerr.IsLoading() {
+			return true
+		}
+		if _, ok := rerr.IsRedirect(); ok {
+			return true
+		}
+		msg := rerr.Error()
+		return strings.HasPrefix(msg, "READONLY") || strings.HasPrefix(msg, "MASTERDOWN")
+	}
+	// Not an answer from Redis: the connection failed, or the attempt
+	// timed out.
+	return true
+}
+
+// newRequestID returns a random id, 16 characters: unique enough that two
+// consumes never share one, short enough to keep log members small.
+func newRequestID() string {
+	var b [12]byte
+	_, _ = cryptorand.Read(b[:]) // never fails
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

@@ -1,0 +1,85 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+func TestTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{io.EOF, true},
+		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
+		{context.DeadlineExceeded, true},
+		{context.Canceled, false},
+		{rueidis.ErrClosing, false},
+	} {
+		if got := transient(tc.err); got != tc.want {
+			t.Errorf("transient(%v) = %t, want %t", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestRetryPolicy(t *testing.T) {
+	p := retryPolicy{retries: 3, attempt: time.Second, backoff: time.Millisecond}
+	ctx := context.Background()
+	failing := func(n int, err error) (func(context.Context) error, *int) {
+		calls := 0
+		return func(context.Context) error {
+			calls++
+			if calls <= n {
+				return err
+			}
+			return nil
+		}, &calls
+	}
+	for _, tc := range []struct {
+		name      string
+		fails     int
+		err       error
+		retryable bool
+		wantCalls int
+		wantErr   bool
+	}{
+		{"recovers", 2, io.EOF, true, 3, false},
+		{"gives up", 10, io.EOF, true, 4, true},
+		{"not retryable", 2, io.EOF, false, 1, true},
+		{"not transient", 2, errors.New("ERR"), true, 3, false}, // plain errors are network-like
+		{"closing", 2, rueidis.ErrClosing, true, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			call, calls := failing(tc.fails, tc.err)
+			err := p.do(ctx, tc.retryable, call)
+			if *calls != tc.wantCalls || (err != nil) != tc.wantErr {
+				t.Errorf("calls %d, err %v; want %d calls, error %t", *calls, err, tc.wantCalls, tc.wantErr)
+			}
+		})
+	}
+	// A deadline shorter than the backoff ends the retries.
+	slow := retryPolicy{retries: 5, attempt: time.Second, backoff: time.Hour}
+	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	call, calls := failing(10, io.EOF)
+	if err := slow.do(dctx, true, call); err == nil || *calls > 2 {
+		t.Errorf("calls %d, err %v: want an early stop", *calls, err)
+	}
+}
+
+func TestRequestIDs(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := newRequestID()
+		if len(id) != 16 || seen[id] {
+			t.Fatalf("id %q: want 16 characters, never repeated", id)
+		}
+		seen[id] = true
+	}
+}
