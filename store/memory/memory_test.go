@@ -19,7 +19,7 @@ func TestContract(t *testing.T) {
 		s := memory.New(memory.Options{})
 		t.Cleanup(func() { s.Close() })
 		return func() tollgate.Store { return s }
-	})
+	}, storetest.Options{})
 }
 
 // Keys whose usage has fallen to 0 are dropped, at once when a call sees it

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/seed"
 	"github.com/tollgate/tollgate/internal/testcluster"
 	"github.com/tollgate/tollgate/store/redis"
 )
@@ -122,7 +123,7 @@ func BenchmarkVsSeed(b *testing.B) {
 	opts := redis.Options{Addrs: cluster.Addrs(), Cluster: true}
 	store := open(b, opts)
 	admin := newSeedClient(b, opts)
-	seed := seedLimiter{client: newSeedClient(b, opts), prefix: "seed:"}
+	sd := seed.Limiter{Client: newSeedClient(b, opts), Prefix: "seed:"}
 	nodes := cluster.Nodes()
 	lim := tollgate.New(store, tollgate.Options{})
 	limit := benchLimit(tollgate.SlidingLog)
@@ -139,9 +140,9 @@ func BenchmarkVsSeed(b *testing.B) {
 				})
 				b.Run("seed", func(b *testing.B) {
 					keys := freshKeys()
-					defer deleteKeys(b, admin, keys, seed.key)
+					defer deleteKeys(b, admin, keys, sd.Key)
 					measure(b, nodes, keys, func(ctx context.Context, key string) (bool, error) {
-						return seed.consume(ctx, key, cost, limit.Units, limit.Window, time.Now())
+						return sd.Consume(ctx, key, cost, limit.Units, limit.Window, time.Now())
 					}, true)
 				})
 			})
@@ -443,7 +444,7 @@ func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (t
 	defer cancel()
 	store := open(t, opts)
 	client := newSeedClient(t, opts)
-	seed := seedLimiter{client: client, prefix: "seed:"}
+	sd := seed.Limiter{Client: client, Prefix: "seed:"}
 	key := freshKeys()[0]
 	base := time.Now()
 	var now time.Time
@@ -477,7 +478,7 @@ func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (t
 		sizes[a] = usage(store.Key(key, a))
 	}
 	for i := range requests {
-		ok, err := seed.consume(ctx, key, cost, 1_000_000, time.Hour, base.Add(time.Duration(i)*time.Millisecond))
+		ok, err := sd.Consume(ctx, key, cost, 1_000_000, time.Hour, base.Add(time.Duration(i)*time.Millisecond))
 		if err != nil || !ok {
 			t.Fatalf("seed: request %d: allowed %t, %v", i, ok, err)
 		}
@@ -487,12 +488,12 @@ func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (t
 	if n := card(logKey); n != int64(requests) {
 		t.Errorf("tollgate log holds %d entries, want %d (one per request)", n, requests)
 	}
-	if n := card(seed.key(key)); n != int64(requests)*cost {
+	if n := card(sd.Key(key)); n != int64(requests)*cost {
 		t.Errorf("seed set holds %d members, want %d (one per unit)", n, int64(requests)*cost)
 	}
 	meta := usage(metaKey(store, key))
 	tgBytes = sizes[tollgate.SlidingLog] + meta
-	seedBytes = usage(seed.key(key))
+	seedBytes = usage(sd.Key(key))
 	t.Logf("%d requests of cost %d on one key, MEMORY USAGE … SAMPLES 0:", requests, cost)
 	t.Logf("  tollgate sliding_log: %d bytes (log %d + meta %d), %.1f bytes/request",
 		tgBytes, sizes[tollgate.SlidingLog], meta, float64(tgBytes)/float64(requests))

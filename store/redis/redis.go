@@ -21,14 +21,18 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -100,6 +104,27 @@ type Options struct {
 	// RetryBackoff is the first wait between attempts, doubled each time
 	// (jittered, at most 250 ms); 0 means DefaultRetryBackoff.
 	RetryBackoff time.Duration
+	// BreakAfter is how long every call for a hash slot must have been
+	// failing before the slot's circuit opens and its calls fail fast with
+	// ErrCircuitOpen (one per ProbeEvery still tries). 0 means
+	// DefaultBreakAfter; negative disables the breaker.
+	BreakAfter time.Duration
+	// ProbeEvery is how often an open circuit lets a call through; 0 means
+	// DefaultProbeEvery.
+	ProbeEvery time.Duration
+	// HealAfter is how long a slot's calls may keep failing, or a call keep
+	// being redirected, before the store stops trusting its client: it builds
+	// a new one from Addrs (resolving names again), swaps it in and closes
+	// the old one a little later; at most once per 30 s (jittered). 0 means
+	// DefaultHealAfter; negative disables healing.
+	HealAfter time.Duration
+	// TopologyRefresh is how often a Cluster client reloads the slot map
+	// even when nothing failed (it also does on every redirect and
+	// connection error). 0 means DefaultTopologyRefresh; negative disables.
+	TopologyRefresh time.Duration
+	// Observer receives resilience events (retries, fast failures, heals);
+	// nil means none.
+	Observer Observer
 	// NoRequestIDs stops the store from giving each consume without a
 	// caller's request id one of its own. Such consumes are then never
 	// retried. Ids cost a few bytes per sliding-log entry, and for the
@@ -112,11 +137,22 @@ type Options struct {
 // Store is a tollgate.Store on Redis. It is safe for concurrent use; Close
 // releases its connections.
 type Store struct {
-	client  rueidis.Client
+	client  atomic.Pointer[rueidis.Client] // swapped by heal
+	options rueidis.ClientOption           // to build a new client
 	prefix  string
+	cluster bool
 	scripts [3]*rueidis.Lua // by tollgate.Algorithm
 	retry   retryPolicy
 	ids     bool // give consumes request ids
+	obs     Observer
+	log     *slog.Logger
+
+	health    *slotHealth // nil: no breaker
+	healAfter time.Duration
+	healGate  healGate
+	healMu    sync.Mutex
+	retired   []rueidis.Client // replaced clients, closed after a grace period
+	closed    bool
 }
 
 // New connects to Redis. It fails when no address answers or an option is
@@ -150,11 +186,36 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if len(opts.AddressMap) > 0 {
 		co.DialCtxFn = mappedDialer(opts.AddressMap)
 	}
+	if opts.Cluster {
+		co.ClusterOption.MaxMovedRedirections = maxRedirects
+		switch {
+		case opts.TopologyRefresh == 0:
+			co.ClusterOption.ShardsRefreshInterval = DefaultTopologyRefresh
+		case opts.TopologyRefresh > 0:
+			co.ClusterOption.ShardsRefreshInterval = opts.TopologyRefresh
+		}
+	}
 	client, err := rueidis.NewClient(co)
 	if err != nil {
 		return nil, fmt.Errorf("redis: connect %v: %w", opts.Addrs, err)
 	}
-	s := &Store{client: client, prefix: opts.Prefix, retry: newRetryPolicy(opts), ids: !opts.NoRequestIDs && opts.Retries >= 0}
+	s := &Store{
+		options:   co,
+		prefix:    opts.Prefix,
+		cluster:   opts.Cluster,
+		retry:     newRetryPolicy(opts),
+		ids:       !opts.NoRequestIDs && opts.Retries >= 0,
+		obs:       opts.Observer,
+		log:       opts.Logger,
+		healAfter: cmp.Or(opts.HealAfter, DefaultHealAfter),
+	}
+	s.client.Store(&client)
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	if opts.BreakAfter >= 0 {
+		s.health = &slotHealth{breakAfter: cmp.Or(opts.BreakAfter, DefaultBreakAfter), probeEvery: cmp.Or(opts.ProbeEvery, DefaultProbeEvery)}
+	}
 	s.scripts[tollgate.SlidingLog] = rueidis.NewLuaScript(slidingLogLua)
 	s.scripts[tollgate.SlidingWindow] = rueidis.NewLuaScript(slidingWindowLua)
 	s.scripts[tollgate.GCRA] = rueidis.NewLuaScript(gcraLua)
@@ -164,6 +225,8 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	}
 	return s, nil
 }
+
+func (s *Store) c() rueidis.Client { return *s.client.Load() }
 
 // Do implements tollgate.Store.
 func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
@@ -187,8 +250,8 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	// A consume may run twice only when its id makes the second a repeat.
 	retryable := req.Op == tollgate.OpPeek || (req.Op == tollgate.OpConsume && req.ID != "")
 	var reply []int64
-	err := s.retry.do(ctx, retryable, func(ctx context.Context) (err error) {
-		reply, err = s.scripts[req.Limit.Algorithm].Exec(ctx, s.client, keys, args).AsIntSlice()
+	err := s.guard(ctx, req.Key, retryable, func(ctx context.Context) (err error) {
+		reply, err = s.scripts[req.Limit.Algorithm].Exec(ctx, s.c(), keys, args).AsIntSlice()
 		return err
 	})
 	if err != nil {
@@ -217,8 +280,9 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
 		keys = append(keys, s.keys(key, a)...)
 	}
-	err := s.retry.do(ctx, true, func(ctx context.Context) error {
-		return s.client.Do(ctx, s.client.B().Del().Key(keys...).Build()).Error()
+	err := s.guard(ctx, key, true, func(ctx context.Context) error {
+		c := s.c()
+		return c.Do(ctx, c.B().Del().Key(keys...).Build()).Error()
 	})
 	if err != nil {
 		return s.fail(err)
@@ -228,7 +292,8 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 
 // Ping checks that Redis answers; for a Cluster, that one node does.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.client.Do(ctx, s.client.B().Ping().Build()).Error(); err != nil {
+	c := s.c()
+	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
 		return s.fail(err)
 	}
 	return nil
@@ -236,8 +301,81 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close closes every connection.
 func (s *Store) Close() error {
-	s.client.Close()
+	s.healMu.Lock()
+	defer s.healMu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.c().Close()
+		for _, old := range s.retired {
+			old.Close()
+		}
+		s.retired = nil
+	}
 	return nil
+}
+
+// guard runs call for key's hash slot through the circuit breaker and the
+// retry policy, and heals the client when the slot keeps failing.
+func (s *Store) guard(ctx context.Context, key string, retryable bool, call func(context.Context) error) error {
+	var sl uint16
+	if s.cluster {
+		sl = slot(escape(key))
+	}
+	if s.health != nil && !s.health.admit(sl, time.Now()) {
+		s.obs.FastFail()
+		return ErrCircuitOpen
+	}
+	err := s.retry.do(ctx, retryable, call, s.obs)
+	if s.health == nil || (err != nil && !transient(err)) {
+		return err // a reply error says nothing about the way to Redis
+	}
+	failing := s.health.record(sl, err != nil, time.Now())
+	switch kind := ErrorKind(err); {
+	case s.healAfter < 0:
+	case kind == "moved" || kind == "ask":
+		s.heal("redirect_loop", sl, kind, failing)
+	case failing >= s.healAfter:
+		s.heal("persistent_errors", sl, kind, failing)
+	}
+	return err
+}
+
+// heal replaces the client with one built anew from the seed addresses, when
+// the gate allows, and retires the old one.
+func (s *Store) heal(reason string, sl uint16, kind string, failing time.Duration) {
+	if !s.healGate.try(time.Now()) {
+		return
+	}
+	go func() { // off the caller's path: dialing takes time
+		client, err := rueidis.NewClient(s.options)
+		s.healMu.Lock()
+		defer s.healMu.Unlock()
+		if s.closed {
+			if err == nil {
+				client.Close()
+			}
+			return
+		}
+		if err != nil {
+			s.healGate.failed(time.Now())
+			s.log.Warn("redis: could not rebuild the client", "reason", reason, "err", err)
+			return
+		}
+		old := s.client.Swap(&client)
+		s.retired = append(s.retired, *old)
+		s.obs.Heal(reason)
+		s.log.Warn("redis: client rebuilt", "reason", reason, "slot", sl, "error_kind", kind,
+			"failing_for", failing.String(), "seeds", s.options.InitAddress)
+		// In-flight calls on the old client finish within their deadlines.
+		time.AfterFunc(retireGrace, func() {
+			s.healMu.Lock()
+			defer s.healMu.Unlock()
+			if i := slices.Index(s.retired, *old); i >= 0 {
+				s.retired = slices.Delete(s.retired, i, i+1)
+				(*old).Close()
+			}
+		})
+	}()
 }
 
 // Key returns the Redis key that holds state of key under a; for the sliding

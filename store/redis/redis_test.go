@@ -43,7 +43,7 @@ func TestContract(t *testing.T) {
 		t.Run(tg.name, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) func() tollgate.Store {
 				return func() tollgate.Store { return open(t, tg.opts) }
-			})
+			}, storetest.Options{GeneratesIDs: true})
 		})
 	}
 }

@@ -36,7 +36,7 @@ func newRetryPolicy(o Options) retryPolicy {
 // do runs call, and again after a transient failure while retries and the
 // deadline last, if retryable says a second run is safe. Each attempt has
 // its own timeout, within ctx's.
-func (p retryPolicy) do(ctx context.Context, retryable bool, call func(context.Context) error) error {
+func (p retryPolicy) do(ctx context.Context, retryable bool, call func(context.Context) error, obs Observer) error {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, p.attempt)
 		err := call(actx)
@@ -44,6 +44,7 @@ func (p retryPolicy) do(ctx context.Context, retryable bool, call func(context.C
 		if err == nil || !retryable || attempt >= p.retries || ctx.Err() != nil || !transient(err) {
 			return err
 		}
+		obs.Retry(ErrorKind(err))
 		// Full jitter: spreads the retries of many callers after a failover.
 		wait := rand.N(min(maxRetryBackoff, p.backoff<<attempt)) + time.Millisecond
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {

@@ -57,7 +57,7 @@ func TestRetryPolicy(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			call, calls := failing(tc.fails, tc.err)
-			err := p.do(ctx, tc.retryable, call)
+			err := p.do(ctx, tc.retryable, call, nopObserver{})
 			if *calls != tc.wantCalls || (err != nil) != tc.wantErr {
 				t.Errorf("calls %d, err %v; want %d calls, error %t", *calls, err, tc.wantCalls, tc.wantErr)
 			}
@@ -68,7 +68,7 @@ func TestRetryPolicy(t *testing.T) {
 	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	call, calls := failing(10, io.EOF)
-	if err := slow.do(dctx, true, call); err == nil || *calls > 2 {
+	if err := slow.do(dctx, true, call, nopObserver{}); err == nil || *calls > 2 {
 		t.Errorf("calls %d, err %v: want an early stop", *calls, err)
 	}
 }

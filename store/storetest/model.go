@@ -18,7 +18,7 @@ import (
 // operations on a fake clock and requires identical Results. The models keep
 // a plain event log (sliding log, sliding window) or the textbook formula
 // (GCRA) and recompute every figure from scratch.
-func testModel(t *testing.T, backend Backend) {
+func testModel(t *testing.T, backend Backend, opts Options) {
 	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
 		t.Run(a.String(), func(t *testing.T) {
 			open := backend(t)
@@ -33,6 +33,7 @@ func testModel(t *testing.T, backend Backend) {
 				lim := tollgate.New(store, tollgate.Options{Now: clk.Now, DedupeWindow: dedupe})
 				key := uniqueKey(t, "model")
 				m := newModel(a)
+				m.generatesIDs = opts.GeneratesIDs
 				w := window.Microseconds()
 				// Mostly short steps, sometimes past a window edge; for the
 				// algorithms that define it, sometimes back in time, as a
@@ -80,6 +81,8 @@ type model struct {
 	// ids of allowed consumes, for the algorithms whose events carry none:
 	// "cost/id" → when allowed.
 	ids map[string]int64
+	// generatesIDs: every consume has an id, if only the store's own.
+	generatesIDs bool
 }
 
 func newModel(a tollgate.Algorithm) *model {
@@ -111,7 +114,7 @@ func (m *model) step(op tollgate.Op, cost, units, window, now int64, id string, 
 	switch {
 	case op == tollgate.OpRefund && m.log == nil:
 		clear(m.ids)
-	case op == tollgate.OpConsume && r.Allowed && id != "" && m.log == nil:
+	case op == tollgate.OpConsume && r.Allowed && (id != "" || m.generatesIDs) && m.log == nil:
 		// Ids too old to count are dropped as a new one comes (this shows
 		// only when the clock goes back).
 		for k, at := range m.ids {
@@ -119,7 +122,9 @@ func (m *model) step(op tollgate.Op, cost, units, window, now int64, id string, 
 				delete(m.ids, k)
 			}
 		}
-		m.ids[fmt.Sprint(cost, "/", id)] = now
+		if id != "" {
+			m.ids[fmt.Sprint(cost, "/", id)] = now
+		}
 	}
 	return r
 }

@@ -5,7 +5,7 @@
 //
 // A store package runs it from its tests:
 //
-//	storetest.Run(t, func(t *testing.T) func() tollgate.Store { … })
+//	storetest.Run(t, func(t *testing.T) func() tollgate.Store { … }, storetest.Options{})
 package storetest
 
 import (
@@ -32,12 +32,21 @@ type Backend func(t *testing.T) (open func() tollgate.Store)
 // minute or an hour start at it.
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// Options describes the store under test where stores may differ.
+type Options struct {
+	// GeneratesIDs: the store gives each consume without a request id one
+	// of its own (store/redis does, for safe retries). For the sliding
+	// window and GCRA every allowed consume then also drops the ids older
+	// than the dedupe window, which shows only when the clock goes back.
+	GeneratesIDs bool
+}
+
 // Run runs the whole contract.
-func Run(t *testing.T, backend Backend) {
+func Run(t *testing.T, backend Backend, opts Options) {
 	t.Run("Steps", func(t *testing.T) { testSteps(t, backend) })
 	t.Run("InvalidInput", func(t *testing.T) { testInvalidInput(t, backend) })
 	t.Run("Isolation", func(t *testing.T) { testIsolation(t, backend) })
-	t.Run("Model", func(t *testing.T) { testModel(t, backend) })
+	t.Run("Model", func(t *testing.T) { testModel(t, backend, opts) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, backend) })
 }
 

@@ -1,0 +1,9 @@
+package redis
+
+import "github.com/redis/rueidis"
+
+// Hooks for the external tests.
+
+func (s *Store) HealNow(reason string) { s.heal(reason, 0, "test", 0) }
+
+func (s *Store) Client() rueidis.Client { return s.c() }

@@ -1,0 +1,134 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// ErrCircuitOpen is wrapped (with tollgate.ErrUnavailable) by calls refused at
+// once because every call for their hash slot has been failing for
+// Options.BreakAfter: while a shard has no master, its checks fail fast and
+// cost nothing. One call per ProbeEvery still goes through, and its success
+// closes the circuit.
+var ErrCircuitOpen = errors.New("redis: circuit open: this hash slot's node keeps failing")
+
+// Defaults of the health options.
+const (
+	DefaultBreakAfter      = time.Second
+	DefaultProbeEvery      = 250 * time.Millisecond
+	DefaultHealAfter       = 5 * time.Second
+	DefaultTopologyRefresh = 30 * time.Second
+	// minHealInterval is the least time between two client rebuilds.
+	minHealInterval = 30 * time.Second
+	// retireGrace is how long a replaced client lives on for calls in flight.
+	retireGrace = 10 * time.Second
+	// maxRedirects bounds the MOVED/ASK redirects the client follows for one
+	// call, so that a redirect loop shows as an error instead of a hang.
+	maxRedirects = 8
+)
+
+// Observer receives the store's resilience events. Its methods must be fast
+// and safe for concurrent use. Kinds and reasons are short snake_case words
+// (see ErrorKind).
+type Observer interface {
+	// Retry: an attempt failed with an error of kind and is tried again.
+	Retry(kind string)
+	// FastFail: a call was refused because its slot's circuit is open.
+	FastFail()
+	// Heal: the store replaced its client, for reason ("redirect_loop" or
+	// "persistent_errors").
+	Heal(reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Retry(string) {}
+func (nopObserver) FastFail()    {}
+func (nopObserver) Heal(string)  {}
+
+// ErrorKind names the kind of a store error, for metrics and logs:
+// "circuit_open", "timeout", "canceled", "moved", "ask", "clusterdown",
+// "tryagain", "loading", "readonly", "masterdown", "noscript", "closed",
+// "conn" (the connection failed) or "other" (any other reply error).
+func ErrorKind(err error) string {
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrCircuitOpen):
+		return "circuit_open"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, rueidis.ErrClosing):
+		return "closed"
+	}
+	rerr, ok := rueidis.IsRedisErr(err)
+	if !ok {
+		return "conn"
+	}
+	if _, ok := rerr.IsMoved(); ok {
+		return "moved"
+	}
+	if _, ok := rerr.IsAsk(); ok {
+		return "ask"
+	}
+	msg := rerr.Error()
+	for _, k := range []string{"CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN", "NOSCRIPT"} {
+		if strings.HasPrefix(msg, k) {
+			return strings.ToLower(k)
+		}
+	}
+	return "other"
+}
+
+// slotHealth tracks, per hash slot, since when calls have been failing: the
+// basis of the circuit breaker and of healing.
+type slotHealth struct {
+	failingSince [16384]atomic.Int64 // Unix ns of the streak's first failure; 0 after a success
+	lastProbe    [16384]atomic.Int64 // Unix ns of the last call let through an open circuit
+	breakAfter   time.Duration
+	probeEvery   time.Duration
+}
+
+// admit reports whether a call for slot may go to Redis now.
+func (h *slotHealth) admit(slot uint16, now time.Time) bool {
+	since := h.failingSince[slot].Load()
+	if since == 0 || now.UnixNano()-since < int64(h.breakAfter) {
+		return true
+	}
+	last := h.lastProbe[slot].Load()
+	return now.UnixNano()-last >= int64(h.probeEvery) && h.lastProbe[slot].CompareAndSwap(last, now.UnixNano())
+}
+
+// record notes a call's outcome and returns how long slot has been failing.
+func (h *slotHealth) record(slot uint16, failed bool, now time.Time) time.Duration {
+	if !failed {
+		h.failingSince[slot].Store(0)
+		return 0
+	}
+	h.failingSince[slot].CompareAndSwap(0, now.UnixNano())
+	return time.Duration(now.UnixNano() - h.failingSince[slot].Load())
+}
+
+// healGate allows one client rebuild per minHealInterval, jittered so that
+// many instances do not rebuild together.
+type healGate struct{ next atomic.Int64 }
+
+func (g *healGate) try(now time.Time) bool {
+	next := g.next.Load()
+	if now.UnixNano() < next {
+		return false
+	}
+	jitter := time.Duration(rand.Int64N(int64(minHealInterval / 4)))
+	return g.next.CompareAndSwap(next, now.Add(minHealInterval+jitter).UnixNano())
+}
+
+// failed lets the next rebuild come sooner after one that could not connect.
+func (g *healGate) failed(now time.Time) { g.next.Store(now.Add(time.Second).UnixNano()) }
