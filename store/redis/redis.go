@@ -234,9 +234,8 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	if !req.Now.IsZero() {
 		now = strconv.FormatInt(req.Now.UnixMicro(), 10)
 	}
-	lookup := "1" // whether the script looks the id up
 	if req.Op == tollgate.OpConsume && req.ID == "" && s.ids {
-		req.ID, lookup = newRequestID(), "0"
+		req.ID = newRequestID()
 	}
 	args := []string{
 		strconv.Itoa(int(req.Op)),
@@ -246,7 +245,6 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 		now,
 		req.ID,
 		strconv.FormatInt(req.DedupeWindow.Microseconds(), 10),
-		lookup,
 	}
 	keys := s.keys(req.Key, req.Limit.Algorithm)
 	// A consume may run twice only when its id makes the second a repeat.
@@ -254,7 +252,6 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	var reply []int64
 	err := s.guard(ctx, req.Key, retryable, func(ctx context.Context) (err error) {
 		reply, err = s.scripts[req.Limit.Algorithm].Exec(ctx, s.c(), keys, args).AsIntSlice()
-		args[7] = "1" // a retry looks its id up
 		return err
 	})
 	if err != nil {

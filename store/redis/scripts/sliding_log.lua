@@ -13,8 +13,6 @@
 -- ARGV[6]  request id of a consume, or ""
 -- ARGV[7]  dedupe window, µs: a consume whose member was added less than
 --          this ago is a repeat, answered as allowed without counting again
--- ARGV[8]  "1" to look the id up; "0" for a fresh id that cannot have
---          been seen (the store's own, on a first attempt)
 -- Reply:   {allowed 0|1, used, retry_after µs, reset_after µs}
 --
 -- Invariant: meta.t is the sum of the costs in log and meta.n its newest
@@ -47,8 +45,8 @@ end
 
 local id, dedupe = ARGV[6], tonumber(ARGV[7])
 local repeated, named = false, nil
-if op == 0 and id ~= '' then named = d(cost) .. ':=' .. id end
-if named and ARGV[8] == '1' then
+if op == 0 and id ~= '' then
+  named = d(cost) .. ':=' .. id
   local at = redis.call('ZSCORE', KEYS[1], named)
   if at then
     at = tonumber(at)

@@ -13,8 +13,6 @@
 -- ARGV[7]  dedupe window, µs: a consume whose "<cost>:=<id>" was allowed
 --          less than this ago is a repeat, answered as allowed without
 --          counting again
--- ARGV[8]  "1" to look the id up; "0" for a fresh id that cannot have
---          been seen (the store's own, on a first attempt)
 -- Reply:   {allowed 0|1, used, retry_after µs, reset_after µs}
 --
 -- used = c + ceil(p * (window - elapsed) / window). The key expires when used
@@ -37,8 +35,8 @@ local function remember(m)
 end
 
 local repeated, named = false, nil
-if op == 0 and id ~= '' then named = d(cost) .. ':=' .. id end
-if named and ARGV[8] == '1' then
+if op == 0 and id ~= '' then
+  named = d(cost) .. ':=' .. id
   local at = redis.call('ZSCORE', KEYS[2], named)
   if at and tonumber(at) > now - dedupe then repeated, op = true, 1 end
 end
