@@ -3,7 +3,6 @@ package redis_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,92 +11,21 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/seed"
 	"github.com/tollgate/tollgate/store/redis"
 )
 
-// seedLimiter is the home-grown limiter Tollgate replaces, kept as a
-// benchmark peer and a correctness counter-example. Per customer it keeps a
-// sorted set of one member per unit, scored by the app's millisecond clock;
-// a check is two round trips:
-//
-//	MULTI; ZREMRANGEBYSCORE key -inf now-window; ZCARD key; EXEC
-//	if count+cost <= limit:
-//	MULTI; ZADD key now "now-0" now "now-1" … (cost members); PEXPIRE key window; EXEC
-//
-// The trim is inclusive, so a unit counts while now < its time + window, as
-// in Tollgate.
-//
-// Two flaws follow. Members are built from the millisecond timestamp, so
-// two requests of one key in the same millisecond write the same members and
-// the set silently loses units. And the check and the add are separate
-// transactions, so concurrent requests all see the same count and together
-// overshoot the limit.
-type seedLimiter struct {
-	client rueidis.Client
-	prefix string
-}
-
 // newSeedClient connects to Redis with the client options redis.New uses,
-// so that the seed and Tollgate are measured on equal terms.
+// so that the seed (package internal/seed, the home-grown limiter Tollgate
+// replaces) and Tollgate are measured on equal terms.
 func newSeedClient(t testing.TB, opts redis.Options) rueidis.Client {
 	t.Helper()
-	c, err := rueidis.NewClient(rueidis.ClientOption{
-		InitAddress:       opts.Addrs,
-		ForceSingleClient: !opts.Cluster,
-		Dialer:            net.Dialer{Timeout: opts.DialTimeout},
-		DisableCache:      true,
-	})
+	c, err := seed.NewClient(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
 	return c
-}
-
-// key wraps the customer key in a hash tag, as the seed did to run on a
-// Cluster.
-func (s seedLimiter) key(key string) string { return s.prefix + "{" + key + "}" }
-
-// consume records cost units of key at now if they fit in units per window.
-func (s seedLimiter) consume(ctx context.Context, key string, cost, units int64, window time.Duration, now time.Time) (allowed bool, err error) {
-	k := s.key(key)
-	nowMS, windowMS := now.UnixMilli(), window.Milliseconds()
-	b := s.client.B()
-	res := s.client.DoMulti(ctx,
-		b.Multi().Build(),
-		b.Zremrangebyscore().Key(k).Min("-inf").Max(strconv.FormatInt(nowMS-windowMS, 10)).Build(),
-		b.Zcard().Key(k).Build(),
-		b.Exec().Build(),
-	)
-	check, err := res[len(res)-1].AsIntSlice()
-	if err != nil {
-		return false, err
-	}
-	if len(check) != 2 {
-		return false, fmt.Errorf("seed: EXEC returned %d replies, want 2", len(check))
-	}
-	if check[1]+cost > units {
-		return false, nil
-	}
-	z := b.Zadd().Key(k).ScoreMember()
-	for i := range cost {
-		z = z.ScoreMember(float64(nowMS), fmt.Sprintf("%d-%d", nowMS, i))
-	}
-	res = s.client.DoMulti(ctx,
-		b.Multi().Build(),
-		z.Build(),
-		b.Pexpire().Key(k).Milliseconds(windowMS).Build(),
-		b.Exec().Build(),
-	)
-	if err := res[len(res)-1].Error(); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
-// zcard returns the number of members of the seed's set for key.
-func (s seedLimiter) zcard(ctx context.Context, key string) (int64, error) {
-	return s.client.Do(ctx, s.client.B().Zcard().Key(s.key(key)).Build()).AsInt64()
 }
 
 // The seed loses units when one key gets two requests in the same
@@ -108,7 +36,7 @@ func TestSeedLosesUnitsInSameMillisecond(t *testing.T) {
 	defer cancel()
 	opts := redis.Options{Addrs: cluster.Addrs(), Cluster: true}
 	store := open(t, opts)
-	seed := seedLimiter{client: newSeedClient(t, opts), prefix: "seed:"}
+	sd := seed.Limiter{Client: newSeedClient(t, opts), Prefix: "seed:"}
 	run := strconv.FormatInt(time.Now().UnixNano(), 36) // fresh keys per run
 	const window = time.Hour
 	limit := tollgate.Limit{Units: 100, Window: window}
@@ -117,12 +45,12 @@ func TestSeedLosesUnitsInSameMillisecond(t *testing.T) {
 	t.Run("same millisecond", func(t *testing.T) {
 		key := run + "-same-ms"
 		for range 2 {
-			ok, err := seed.consume(ctx, key, 3, limit.Units, window, now)
+			ok, err := sd.Consume(ctx, key, 3, limit.Units, window, now)
 			if err != nil || !ok {
 				t.Fatalf("seed consume: allowed %t, %v", ok, err)
 			}
 		}
-		n, err := seed.zcard(ctx, key)
+		n, err := sd.Card(ctx, key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +113,7 @@ func TestSeedLosesUnitsInSameMillisecond(t *testing.T) {
 		for r := range rounds {
 			key := fmt.Sprintf("%s-overshoot-%d", run, r)
 			seedAllowed := burst(t, callers, func() (bool, error) {
-				return seed.consume(ctx, key, 1, units, window, time.Now())
+				return sd.Consume(ctx, key, 1, units, window, time.Now())
 			})
 			tgAllowed := burst(t, callers, func() (bool, error) {
 				res, err := lim.Consume(ctx, key, 1, limit)
@@ -194,7 +122,7 @@ func TestSeedLosesUnitsInSameMillisecond(t *testing.T) {
 			if tgAllowed != units {
 				t.Errorf("round %d: tollgate allowed %d of %d concurrent calls, want exactly %d", r, tgAllowed, callers, units)
 			}
-			members, err := seed.zcard(ctx, key)
+			members, err := sd.Card(ctx, key)
 			if err != nil {
 				t.Fatal(err)
 			}
