@@ -52,6 +52,7 @@ var badConfigs = []struct {
 	{"policy_server_both_redis.yaml", 4, `server: redis and redis_cluster are mutually exclusive`, false},
 	{"policy_server_bad_cluster_node.yaml", 4, `server: redis_cluster node "127.0.0.1": want HOST:PORT`, false},
 	{"policy_server_bad_log_level.yaml", 2, `server: unknown log_level "loud"`, false},
+	{"policy_server_zero_cache_size.yaml", 2, `server: local_cache_size 0: must be positive (turn the cache off with --local-cache-size 0)`, false},
 	{"policy_top_level_list.yaml", 1, `cannot unmarshal !!seq into a mapping`, false},
 
 	{"envoy_bad_yaml.yaml", 0, `found unexpected end of stream`, false},
@@ -207,6 +208,9 @@ func TestServerSection(t *testing.T) {
 		APITokenFile:    "/etc/tollgate/api-tokens",
 		AdminTokenFile:  filepath.Join(dir, "admin-tokens"),
 		LogLevel:        "WARN",
+
+		LocalCacheSize:   5000,
+		LocalCacheMaxAge: 30 * time.Second,
 	}
 	if got := c.Server(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Server() =\n%+v\nwant\n%+v", got, want)

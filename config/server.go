@@ -24,11 +24,15 @@ import (
 //	  api_token_file: api-tokens.txt      # bearer tokens for /v1/*
 //	  admin_token_file: admin-tokens.txt  # bearer tokens that may also reset
 //	  log_level: info                     # debug, info, warn or error
+//	  local_cache_size: 100000            # denials answered locally (see store/overlimit)
+//	  local_cache_max_age: 10s            # longest one denial is answered locally
 //
 // A zero field was not set in the file, so a flag, an environment variable
 // or the default applies; the file cannot set a zero value. Durations are Go
-// durations and must be positive. A relative path is relative to the
-// directory of the file (Load), or kept as is (Parse). Only the syntax is
+// durations and must be positive, and so must local_cache_size (0, which
+// turns the cache off, can come from a flag or the environment only). A
+// relative path is relative to the directory of the file (Load), or kept as
+// is (Parse). Only the syntax is
 // checked here (addresses are HOST:PORT, redis and redis_cluster exclusive);
 // whether an address can be listened on or reached is for the server.
 type Server struct {
@@ -43,6 +47,12 @@ type Server struct {
 	APITokenFile    string
 	AdminTokenFile  string
 	LogLevel        string
+
+	// LocalCacheSize and LocalCacheMaxAge size the local over-limit cache
+	// (store/overlimit): how many denials it keeps, and how long at most it
+	// answers one.
+	LocalCacheSize   int
+	LocalCacheMaxAge time.Duration
 }
 
 // Server returns the file's server section; the zero Server when it has
@@ -71,6 +81,10 @@ type serverYAML struct {
 	APITokenFile    string   `yaml:"api_token_file"`
 	AdminTokenFile  string   `yaml:"admin_token_file"`
 	LogLevel        string   `yaml:"log_level"`
+
+	// The local over-limit cache; a pointer, to tell 0 from absent.
+	LocalCacheSize   *int   `yaml:"local_cache_size"`
+	LocalCacheMaxAge string `yaml:"local_cache_max_age"`
 }
 
 // serverOf validates the server section s of src, whose node tree is root.
@@ -113,6 +127,7 @@ func serverOf(src source, root *yaml.Node, s serverYAML) (Server, error) {
 		{"check_timeout", s.CheckTimeout, &out.CheckTimeout},
 		{"shutdown_timeout", s.ShutdownTimeout, &out.ShutdownTimeout},
 		{"reload_interval", s.ReloadInterval, &out.ReloadInterval},
+		{"local_cache_max_age", s.LocalCacheMaxAge, &out.LocalCacheMaxAge},
 	} {
 		if d.value == "" {
 			continue
@@ -125,6 +140,12 @@ func serverOf(src source, root *yaml.Node, s serverYAML) (Server, error) {
 			return Server{}, at(d.field, "%s %s: must be positive", d.field, v)
 		}
 		*d.out = v
+	}
+	if s.LocalCacheSize != nil {
+		if *s.LocalCacheSize <= 0 {
+			return Server{}, at("local_cache_size", "local_cache_size %d: must be positive (turn the cache off with --local-cache-size 0)", *s.LocalCacheSize)
+		}
+		out.LocalCacheSize = *s.LocalCacheSize
 	}
 	switch strings.ToLower(s.LogLevel) {
 	case "", "debug", "info", "warn", "error":

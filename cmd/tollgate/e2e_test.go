@@ -878,6 +878,8 @@ func TestEveryFlagInFile(t *testing.T) {
 		switch {
 		case f.Value.Type() == "duration":
 			value = "1s"
+		case f.Value.Type() == "int":
+			value = "1"
 		case f.Value.Type() == "stringSlice":
 			value = "[127.0.0.1:1]"
 		case strings.Contains(f.Name, "listen") || f.Name == "redis":

@@ -3,11 +3,18 @@
 //	tollgate serve [--config tollgate.yaml] [--listen 127.0.0.1:8080]
 //	               [--grpc-listen HOST:PORT --envoy-config PATH]
 //	               [--redis HOST:PORT | --redis-cluster HOST:PORT,...]
-//	               [--check-timeout 100ms] [--api-token-file FILE] [--admin-token-file FILE] ...
+//	               [--check-timeout 100ms] [--api-token-file FILE] [--admin-token-file FILE]
+//	               [--local-cache-size 100000] [--local-cache-max-age 10s] ...
 //
 // Without --redis or --redis-cluster, serve keeps limiter state in process
 // memory. See package server/httpapi for the HTTP API and package server/rls
-// for the Envoy rate limit service.
+// for the Envoy rate limit service. Prometheus metrics (package
+// server/metrics) are served on the HTTP listener at /metrics, without a
+// token.
+//
+// A denial with a Retry-After is remembered (store/overlimit) and answered
+// in process until then, at most --local-cache-max-age, for up to
+// --local-cache-size keys; the store is not asked again meanwhile.
 //
 // # Settings
 //
@@ -32,6 +39,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +48,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/store/overlimit"
 )
 
 // Flag defaults.
@@ -48,6 +57,9 @@ const (
 	defaultCheckTimeout    = 100 * time.Millisecond
 	defaultShutdownTimeout = 10 * time.Second
 	defaultReloadInterval  = config.DefaultPollInterval
+	// defaultLocalCacheMaxAge bounds how long a refund or reset made through
+	// another instance can go unseen by this one's local cache.
+	defaultLocalCacheMaxAge = 10 * time.Second
 )
 
 // envPrefix starts the name of every environment variable serve reads.
@@ -127,6 +139,8 @@ section of the --config file. Command line > environment > file > default.`,
 	f.StringVar(&cfg.APITokenFile, "api-token-file", "", "`file` of bearer tokens (one a line) that /v1/* requests need")
 	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "`file` of bearer tokens that may also call /v1/reset")
 	f.DurationVar(&cfg.ReloadInterval, "reload-interval", defaultReloadInterval, "how often to look for changes to --config and --envoy-config")
+	f.IntVar(&cfg.LocalCacheSize, "local-cache-size", overlimit.DefaultSize, "how many denied keys to answer locally until their Retry-After, sparing the store (0 turns the cache off)")
+	f.DurationVar(&cfg.LocalCacheMaxAge, "local-cache-max-age", defaultLocalCacheMaxAge, "longest the local cache answers one denial: bounds how long a refund or reset through another instance goes unseen (0: until Retry-After)")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "how long to let in-flight requests finish on shutdown")
 	f.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	return cmd
@@ -170,6 +184,12 @@ func applyFile(f *pflag.FlagSet, s config.Server) error {
 		}
 		return d.String()
 	}
+	positive := func(n int) string {
+		if n <= 0 {
+			return ""
+		}
+		return strconv.Itoa(n)
+	}
 	for _, v := range []struct{ flag, value string }{
 		{"listen", s.Listen},
 		{"grpc-listen", s.GRPCListen},
@@ -182,6 +202,8 @@ func applyFile(f *pflag.FlagSet, s config.Server) error {
 		{"reload-interval", dur(s.ReloadInterval)},
 		{"shutdown-timeout", dur(s.ShutdownTimeout)},
 		{"log-level", s.LogLevel},
+		{"local-cache-size", positive(s.LocalCacheSize)},
+		{"local-cache-max-age", dur(s.LocalCacheMaxAge)},
 	} {
 		if v.value == "" || f.Changed(v.flag) {
 			continue

@@ -17,7 +17,9 @@ import (
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/server/httpapi"
+	"github.com/tollgate/tollgate/server/metrics"
 	"github.com/tollgate/tollgate/server/rls"
+	"github.com/tollgate/tollgate/store/overlimit"
 )
 
 // HTTP server timeouts.
@@ -60,6 +62,12 @@ type serveConfig struct {
 	APITokenFile, AdminTokenFile string
 	// Store selects the store.
 	Store storeConfig
+	// LocalCacheSize is how many denials the local over-limit cache keeps
+	// (store/overlimit); 0 turns it off. It must not be negative.
+	LocalCacheSize int
+	// LocalCacheMaxAge is the longest the cache answers one denial; 0 means
+	// until its RetryAfter. It must not be negative.
+	LocalCacheMaxAge time.Duration
 
 	// onListening, when non-nil, is called with the bound addresses (grpc
 	// nil when not serving gRPC) once the listeners are open, before
@@ -87,6 +95,10 @@ func (c serveConfig) validate() error {
 		return fmt.Errorf("--shutdown-timeout %s: must be positive", c.ShutdownTimeout)
 	case c.ReloadInterval <= 0:
 		return fmt.Errorf("--reload-interval %s: must be positive", c.ReloadInterval)
+	case c.LocalCacheSize < 0:
+		return fmt.Errorf("--local-cache-size %d: must not be negative (0 turns the cache off)", c.LocalCacheSize)
+	case c.LocalCacheMaxAge < 0:
+		return fmt.Errorf("--local-cache-max-age %s: must not be negative", c.LocalCacheMaxAge)
 	}
 	return c.Store.validate()
 }
@@ -129,6 +141,8 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		logger.Warn("API tokens without admin tokens: /v1/reset is refused to everyone")
 	}
 
+	m := metrics.New()
+	cfg.Store.Observer = m
 	store, ready := cfg.store, (func(context.Context) error)(nil)
 	if store == nil {
 		st, readyFn, closeStore, err := openStore(ctx, cfg.Store)
@@ -142,7 +156,13 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		}()
 		store, ready = st, readyFn
 	}
-	lim := tollgate.New(deadlineStore{store: store, timeout: cfg.CheckTimeout}, tollgate.Options{})
+	// Limiter → local over-limit cache → metrics → check timeout → store:
+	// the cache's hits are not store calls, and a timed-out call is one.
+	store = observedStore{store: deadlineStore{store: store, timeout: cfg.CheckTimeout}, obs: m}
+	if cfg.LocalCacheSize > 0 {
+		store = overlimit.New(store, overlimit.Options{Size: cfg.LocalCacheSize, MaxAge: cfg.LocalCacheMaxAge, Observer: m})
+	}
+	lim := tollgate.New(store, tollgate.Options{})
 
 	httpLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -160,6 +180,8 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		Logger:      logger,
 		APITokens:   apiTokens,
 		AdminTokens: adminTokens,
+		Observer:    m,
+		Metrics:     m.Handler(),
 	}
 	if policies != nil { // not a typed nil in the interface
 		opts.Policies = policies
@@ -183,7 +205,7 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 	var health interface{ Shutdown() }
 	if grpcLn != nil {
 		grpcSrv = grpc.NewServer(grpc.ChainUnaryInterceptor(requestIDInterceptor))
-		health = rls.New(lim, rules, rls.Options{Logger: logger}).Register(grpcSrv)
+		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m}).Register(grpcSrv)
 	}
 
 	attrs := []any{slog.String("addr", httpLn.Addr().String())}
@@ -193,7 +215,8 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		attrs = append(attrs, slog.String("grpc_addr", grpcAddr.String()))
 	}
 	attrs = append(attrs, slog.String("store", cfg.Store.kind()),
-		slog.Bool("auth", len(apiTokens) > 0), slog.String("check_timeout", cfg.CheckTimeout.String()))
+		slog.Bool("auth", len(apiTokens) > 0), slog.String("check_timeout", cfg.CheckTimeout.String()),
+		slog.Int("local_cache_size", cfg.LocalCacheSize))
 	logger.Info("listening", attrs...)
 	if cfg.onListening != nil {
 		cfg.onListening(httpLn.Addr(), grpcAddr)
@@ -206,7 +229,7 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		stopBG()
 		bg.Wait()
 	}()
-	startReloads(bgCtx, &bg, cfg, policies, rules, logger)
+	startReloads(bgCtx, &bg, cfg, policies, rules, logger, m)
 
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Serve(httpLn) }() // Serve closes httpLn
@@ -292,12 +315,15 @@ func shutdown(ctx context.Context, timeout time.Duration, httpSrv *http.Server, 
 }
 
 // startReloads starts the goroutines that reload the configs: polling every
-// cfg.ReloadInterval, and on each value of cfg.reload.
-func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg serveConfig, policies *config.Holder, rules *config.EnvoyHolder, logger *slog.Logger) {
+// cfg.ReloadInterval, and on each value of cfg.reload. Each reload is logged
+// and counted in m.
+func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg serveConfig, policies *config.Holder, rules *config.EnvoyHolder,
+	logger *slog.Logger, m *metrics.Metrics) {
 	var reloaders []func() error
 	if policies != nil {
 		initial := policies.Config().Server()
 		notify := func(err error) {
+			m.ConfigReload(metrics.ConfigPolicies, err)
 			if err != nil {
 				logger.Error("config not reloaded; the previous one stays in force",
 					slog.String("file", cfg.ConfigPath), slog.Any("error", err))
@@ -314,6 +340,7 @@ func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg serveConfig, poli
 	}
 	if rules != nil {
 		notify := func(err error) {
+			m.ConfigReload(metrics.ConfigEnvoy, err)
 			if err != nil {
 				logger.Error("envoy configs not reloaded; the previous ones stay in force",
 					slog.String("path", cfg.EnvoyConfigPath), slog.Any("error", err))

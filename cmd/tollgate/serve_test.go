@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tollgate/tollgate/store/overlimit"
 )
 
 func TestMain(m *testing.M) {
@@ -116,10 +118,12 @@ func TestServe(t *testing.T) {
 // store.
 func testConfig() serveConfig {
 	return serveConfig{
-		Listen:          "127.0.0.1:0",
-		CheckTimeout:    defaultCheckTimeout,
-		ShutdownTimeout: wait,
-		ReloadInterval:  defaultReloadInterval,
+		Listen:           "127.0.0.1:0",
+		CheckTimeout:     defaultCheckTimeout,
+		ShutdownTimeout:  wait,
+		ReloadInterval:   defaultReloadInterval,
+		LocalCacheSize:   overlimit.DefaultSize,
+		LocalCacheMaxAge: defaultLocalCacheMaxAge,
 	}
 }
 
@@ -263,6 +267,8 @@ func TestServeErrors(t *testing.T) {
 		{"zero shutdown timeout", func(c *serveConfig) { c.ShutdownTimeout = 0 }, "--shutdown-timeout"},
 		{"zero check timeout", func(c *serveConfig) { c.CheckTimeout = 0 }, "--check-timeout"},
 		{"negative reload interval", func(c *serveConfig) { c.ReloadInterval = -time.Second }, "--reload-interval"},
+		{"negative local cache size", func(c *serveConfig) { c.LocalCacheSize = -1 }, "--local-cache-size -1: must not be negative"},
+		{"negative local cache max age", func(c *serveConfig) { c.LocalCacheMaxAge = -time.Second }, "--local-cache-max-age"},
 		{"grpc without envoy config", func(c *serveConfig) { c.GRPCListen = "127.0.0.1:0" }, "--grpc-listen needs --envoy-config"},
 		{"envoy config without grpc", func(c *serveConfig) { c.EnvoyConfigPath = goodEnvoy }, "--envoy-config needs --grpc-listen"},
 		{"missing config", func(c *serveConfig) { c.ConfigPath = filepath.Join(dir, "missing.yaml") }, "--config: open"},

@@ -18,6 +18,9 @@ type storeConfig struct {
 	Redis string
 	// RedisCluster are Redis Cluster seed nodes, HOST:PORT each.
 	RedisCluster []string
+	// Observer, if not nil, receives the Redis store's resilience events
+	// (retries, fast failures, heals): the metrics.
+	Observer redis.Observer
 }
 
 // kind names the selected store for logs: "memory", "redis" or
@@ -74,6 +77,7 @@ func openStore(ctx context.Context, cfg storeConfig) (st tollgate.Store, ready f
 	if cfg.Redis != "" {
 		opts = redis.Options{Addrs: []string{cfg.Redis}}
 	}
+	opts.Observer = cfg.Observer
 	r, err := redis.New(ctx, opts)
 	if err != nil {
 		return nil, nil, nil, err

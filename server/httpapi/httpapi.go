@@ -8,6 +8,7 @@
 //	POST /v1/reset    {"key","policy"?}                                          → {}; 200
 //	GET  /healthz                                                                → {"status":"ok"}; 200
 //	GET  /readyz                                                                 → {"status":"ok"}; 200, or 503 error
+//	GET  /metrics                                                                → Options.Metrics' answer; 404 without it
 //
 // In requests, "cost" defaults to 1, "limit" is a JSON integer (no fraction
 // or exponent), "window" is a Go duration string such as "1h" or "250ms"
@@ -61,8 +62,8 @@
 // header in whole seconds, rounded up.
 //
 // Every result (200 or 429) carries the RateLimit header fields of
-// draft-ietf-httpapi-ratelimit-headers-11, named after the policy, or
-// "default" for an inline limit:
+// draft-ietf-httpapi-ratelimit-headers-11 (set by package server/header),
+// named after the policy, or "default" for an inline limit:
 //
 //	RateLimit-Policy: "default";q=100;w=3600
 //	RateLimit: "default";r=97;t=3600
@@ -77,6 +78,9 @@
 // largest the Structured Fields syntax allows. A degraded answer carries
 // RateLimit-Policy only.
 //
+// An Options.Observer is told the outcome of every consume (allowed,
+// denied, shadow_denied, error or fail_open, by policy), for metrics.
+//
 // Every response carries X-Request-Id: the request's own when it is 1 to 128
 // visible ASCII characters, else a new random one. Log records about a
 // request carry it as request_id; RequestID returns it from the request's
@@ -90,9 +94,13 @@
 // Options.AdminTokens set, or with APITokens set, /v1/reset needs an admin
 // token: a valid non-admin token is 403 forbidden, a missing or unknown one
 // 401 (so with APITokens but no AdminTokens, nobody may reset). Tokens are
-// compared in constant time. /healthz and /readyz need no token.
-// Authentication comes before routing within /v1/, so an unauthenticated
-// client learns nothing about the paths there.
+// compared in constant time. Authentication comes before routing within
+// /v1/, so an unauthenticated client learns nothing about the paths there.
+//
+// /healthz, /readyz and /metrics need no token: metrics carry policy names
+// and counts, never keys, and a scraper should not need a credential that
+// can spend quota. Keep the listener off the public internet, or filter
+// /metrics in front of it, if even that is too much to show.
 //
 // # Errors
 //
@@ -121,6 +129,7 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/server/header"
 )
 
 // DefaultMaxBodyBytes is the largest request body when Options.MaxBodyBytes
@@ -219,7 +228,36 @@ type Options struct {
 	// included. When AdminTokens or APITokens is set, reset needs one of
 	// these. Empty strings are ignored.
 	AdminTokens []string
+	// Observer is told the outcome of every consume (see Observer). Nil
+	// reports nothing.
+	Observer Observer
+	// Metrics, if not nil, serves GET /metrics, without a token like
+	// /healthz (for example a Prometheus handler). Nil: /metrics is 404.
+	Metrics http.Handler
 }
+
+// Observer is told the outcome of each check, for metrics.
+// *metrics.Metrics (package server/metrics) implements it. Check must be
+// safe for concurrent use and fast.
+type Observer interface {
+	// Check reports one consume answered with a result or a store failure
+	// (bad requests are not reported): policy is the policy's name, or
+	// "inline" for an inline limit; result is "allowed", "denied",
+	// "shadow_denied" (a shadow policy let it through), "error" (the store
+	// failed, fail_closed) or "fail_open" (the store failed, let through).
+	Check(policy, result string)
+}
+
+// Check results and the policy of inline limits reported to the Observer;
+// server/metrics documents the same values.
+const (
+	resultAllowed      = "allowed"
+	resultDenied       = "denied"
+	resultShadowDenied = "shadow_denied"
+	resultError        = "error"
+	resultFailOpen     = "fail_open"
+	inlineObserverName = "inline"
+)
 
 type handler struct {
 	lim      *tollgate.Limiter
@@ -228,6 +266,7 @@ type handler struct {
 	maxBody  int64
 	policies Policies
 	tokens   tokens
+	observer Observer
 	routes   map[string]route
 }
 
@@ -248,6 +287,7 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		maxBody:  opts.MaxBodyBytes,
 		policies: opts.Policies,
 		tokens:   newTokens(opts.APITokens, opts.AdminTokens),
+		observer: opts.Observer,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -270,6 +310,9 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		"/v1/reset":   reset,
 		"/healthz":    get(h.healthz),
 		"/readyz":     get(h.readyz),
+	}
+	if opts.Metrics != nil {
+		h.routes["/metrics"] = get(opts.Metrics.ServeHTTP)
 	}
 	return h
 }
@@ -568,14 +611,27 @@ func policyKey(name, key string) string {
 // respond writes the Limiter's answer for t: the result, or the error.
 func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op, t target, res tollgate.Result, err error) {
 	if err != nil {
-		if t.failOpen && errors.Is(err, tollgate.ErrUnavailable) {
+		unavailable := errors.Is(err, tollgate.ErrUnavailable)
+		if t.failOpen && unavailable {
+			h.observe(op, t, resultFailOpen)
 			h.degrade(w, r, op, t, err)
 			return
+		}
+		if unavailable || !badInput(err) {
+			h.observe(op, t, resultError)
 		}
 		h.fail(w, r, op.String(), err)
 		return
 	}
 	shadowDenied := t.shadow && op != tollgate.OpRefund && !res.Allowed
+	switch {
+	case shadowDenied:
+		h.observe(op, t, resultShadowDenied)
+	case res.Allowed:
+		h.observe(op, t, resultAllowed)
+	default:
+		h.observe(op, t, resultDenied)
+	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.logAt(r, slog.LevelDebug, op.String(),
 			slog.String("key", t.key), slog.String("policy", t.name), slog.String("limit", t.lim.String()),
@@ -586,10 +642,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op
 		status = http.StatusTooManyRequests
 	}
 	hdr := w.Header()
-	setRateLimit(hdr, t.headerName(), t.lim, res, status == http.StatusTooManyRequests)
-	if status == http.StatusTooManyRequests {
-		hdr.Set("Retry-After", strconv.FormatInt(ceilDiv(res.RetryAfter, time.Second), 10))
-	}
+	header.Set(hdr, t.headerName(), t.lim, res, status == http.StatusTooManyRequests)
 	if shadowDenied {
 		hdr.Set(HeaderShadowDenied, "true")
 	}
@@ -604,6 +657,25 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op
 	})
 }
 
+// observe reports the result of a consume to the Observer.
+func (h *handler) observe(op tollgate.Op, t target, result string) {
+	if h.observer == nil || op != tollgate.OpConsume {
+		return
+	}
+	name := t.name
+	if name == "" {
+		name = inlineObserverName
+	}
+	h.observer.Check(name, result)
+}
+
+// badInput reports whether err is the Limiter's refusal of bad input (a
+// 400), which is not a check.
+func badInput(err error) bool {
+	return errors.Is(err, tollgate.ErrInvalidKey) || errors.Is(err, tollgate.ErrInvalidCost) ||
+		errors.Is(err, tollgate.ErrInvalidLimit) || errors.Is(err, tollgate.ErrCostExceedsLimit)
+}
+
 // degrade answers a fail_open policy's request that the store could not
 // answer: allowed, marked degraded.
 func (h *handler) degrade(w http.ResponseWriter, r *http.Request, op tollgate.Op, t target, err error) {
@@ -614,7 +686,7 @@ func (h *handler) degrade(w http.ResponseWriter, r *http.Request, op tollgate.Op
 	h.logAt(r, level, "store unavailable", slog.String("op", op.String()),
 		slog.String("policy", t.name), slog.Bool("fail_open", true), slog.Any("error", err))
 	hdr := w.Header()
-	setRateLimitPolicy(hdr, t.headerName(), t.lim)
+	header.SetPolicy(hdr, t.headerName(), t.lim)
 	hdr.Set(HeaderDegraded, degradedStoreUnavailable)
 	writeJSON(w, http.StatusOK, degradedResult{Allowed: true, Limit: t.lim.Units, Degraded: degradedStoreUnavailable})
 }

@@ -51,6 +51,9 @@
 // set, no LimitRemaining or DurationUntilReset) and goes on. A cancelled or expired
 // request context gives Canceled or DeadlineExceeded. Any other Limiter
 // error (for example a key longer than the Limiter's MaxKeyLen) is Internal.
+//
+// An Options.Observer is told the outcome of every descriptor checked
+// against a rule, by rule name (or domain), for metrics.
 package rls
 
 import (
@@ -95,7 +98,33 @@ type Options struct {
 	// per checked descriptor at Debug (with the key). Nothing is logged per
 	// request at Info. Nil discards.
 	Logger *slog.Logger
+	// Observer is told the outcome of every descriptor checked against a
+	// rule (see Observer). Nil reports nothing.
+	Observer Observer
 }
+
+// Observer is told the outcome of each check, for metrics.
+// *metrics.Metrics (package server/metrics) implements it. Check must be
+// safe for concurrent use and fast.
+type Observer interface {
+	// Check reports one descriptor checked against a rule (unmatched,
+	// unlimited and replaced descriptors are not checks): policy is the
+	// rule's name, or the request's domain when the rule has none; result
+	// is "allowed", "denied" (OVER_LIMIT), "shadow_denied" (over the limit
+	// of a shadow rule, so OK), "error" (the check failed and so did the
+	// call) or "fail_open" (the store failed, so OK).
+	Check(policy, result string)
+}
+
+// Check results reported to the Observer; server/metrics documents the same
+// values.
+const (
+	resultAllowed      = "allowed"
+	resultDenied       = "denied"
+	resultShadowDenied = "shadow_denied"
+	resultError        = "error"
+	resultFailOpen     = "fail_open"
+)
 
 // Server implements rlspb.RateLimitServiceServer over a Limiter. It is safe
 // for concurrent use.
@@ -106,12 +135,13 @@ type Server struct {
 	rules    Rules
 	failOpen bool
 	log      *slog.Logger
+	observer Observer
 }
 
 // New returns a Server that checks descriptors matched by rules against lim.
 // lim must not be nil; nil rules match nothing, so every request is OK.
 func New(lim *tollgate.Limiter, rules Rules, opts Options) *Server {
-	s := &Server{lim: lim, rules: rules, failOpen: opts.FailOpen, log: opts.Logger}
+	s := &Server{lim: lim, rules: rules, failOpen: opts.FailOpen, log: opts.Logger, observer: opts.Observer}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -231,8 +261,14 @@ func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint
 	}
 
 	code := rlspb.RateLimitResponse_OK
-	if over && !r.Shadow {
+	switch {
+	case over && r.Shadow:
+		s.observe(domain, r, resultShadowDenied)
+	case over:
 		code = rlspb.RateLimitResponse_OVER_LIMIT
+		s.observe(domain, r, resultDenied)
+	default:
+		s.observe(domain, r, resultAllowed)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "descriptor",
@@ -251,9 +287,11 @@ func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint
 // failure turns a Limiter error into a fail-open status or a gRPC error.
 func (s *Server) failure(ctx context.Context, domain string, r config.Rule, cur *rlspb.RateLimitResponse_RateLimit, err error) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
 	if ctxErr := ctx.Err(); ctxErr != nil {
+		s.observe(domain, r, resultError)
 		return nil, status.FromContextError(ctxErr).Err()
 	}
 	if !errors.Is(err, tollgate.ErrUnavailable) {
+		s.observe(domain, r, resultError)
 		s.log.LogAttrs(ctx, slog.LevelError, "unexpected error",
 			slog.String("domain", domain), slog.String("rule", r.Name), slog.Any("error", err))
 		return nil, status.Errorf(codes.Internal, "checking a descriptor: %v", err)
@@ -262,9 +300,23 @@ func (s *Server) failure(ctx context.Context, domain string, r config.Rule, cur 
 	s.log.LogAttrs(ctx, slog.LevelWarn, "store unavailable",
 		slog.String("domain", domain), slog.String("rule", r.Name), slog.Bool("fail_open", failOpen), slog.Any("error", err))
 	if failOpen {
+		s.observe(domain, r, resultFailOpen)
 		return &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK, CurrentLimit: cur}, nil
 	}
+	s.observe(domain, r, resultError)
 	return nil, status.Error(codes.Unavailable, "rate limit store unavailable")
+}
+
+// observe reports the result of checking a descriptor against r.
+func (s *Server) observe(domain string, r config.Rule, result string) {
+	if s.observer == nil {
+		return
+	}
+	name := r.Name
+	if name == "" {
+		name = domain
+	}
+	s.observer.Check(name, result)
 }
 
 // units are the Envoy units from the longest, as envoyproxy/ratelimit counts

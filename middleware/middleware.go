@@ -1,0 +1,304 @@
+// Package middleware rate-limits a net/http handler with a tollgate.Limiter.
+//
+//	lim := tollgate.New(store, tollgate.Options{})
+//	limit := middleware.New(lim, middleware.Options{Limit: tollgate.PerMinute(60)})
+//	http.ListenAndServe(addr, limit(mux))
+//
+// Each request is charged its cost (Options.Cost, default 1) against its key
+// (Options.Key, default the client's IP address) under Options.Limit with
+// Limiter.Consume. An allowed request goes on to the next handler, with the
+// RateLimit-Policy and RateLimit header fields of the HTTP API (package
+// server/header) already set on the response. A denied one is answered 429
+// Too Many Requests with the same fields, Retry-After in whole seconds
+// (rounded up), and the body
+//
+//	{"error":{"code":"rate_limited","message":"rate limit exceeded; retry in 2s","retry_after_ms":1500}}
+//
+// When the check fails (the store is unavailable or slower than
+// Options.Timeout, the key cannot be found, the cost is invalid),
+// Options.OnError decides: by default FailClosed answers with an error;
+// FailOpen lets requests through while the store is unavailable.
+//
+// # Keys
+//
+// Keys go to the Limiter as they are, and a key's state is shared by every
+// Limit of the same algorithm used with it. So give each middleware that
+// shares a Limiter with other uses its own key space, for example with a
+// prefix in Options.Key:
+//
+//	Key: func(r *http.Request) (string, error) {
+//		ip, err := middleware.ClientIP(r)
+//		return "search:" + ip, err
+//	},
+//
+// The default key, ClientIP, is the address of the connection's peer
+// (http.Request.RemoteAddr). Behind a reverse proxy or load balancer that
+// is the proxy, so every client would share one key: use ClientIPBehind with
+// the proxies' addresses, which reads X-Forwarded-For but only as far as the
+// proxies vouch for it. X-Forwarded-For is never trusted by default: any
+// client can send it, and a limiter keyed by it is no limit at all.
+//
+// An IPv6 client usually controls a whole /64 (or more): to limit it as
+// one, key by its network (see the example of New).
+package middleware
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/server/header"
+)
+
+// DefaultTimeout bounds each check when Options.Timeout is 0.
+const DefaultTimeout = 100 * time.Millisecond
+
+// DefaultName names the limit in the RateLimit header fields when
+// Options.Name is empty, as the HTTP API names inline limits.
+const DefaultName = "default"
+
+// HeaderDegraded is set to "store-unavailable" by FailOpen on the requests
+// it lets through unchecked, as the HTTP API does.
+const HeaderDegraded = "Tollgate-Degraded"
+
+// ErrKey is wrapped around the error of Options.Key when it fails, so that
+// OnError can tell it apart.
+var ErrKey = errors.New("middleware: no key for the request")
+
+// Options configures the middleware. Limit is required.
+type Options struct {
+	// Limit is applied to every request. An invalid Limit (Limit.Validate)
+	// makes every check fail with tollgate.ErrInvalidLimit.
+	Limit tollgate.Limit
+	// Name names the limit in the RateLimit header fields; "" means
+	// DefaultName. It should be printable ASCII; otherwise those fields are
+	// left out.
+	Name string
+	// Key returns the key to charge a request to. A non-nil error (wrapped
+	// in ErrKey) goes to OnError; an empty key with no error exempts the
+	// request, which goes on unchecked and without RateLimit fields. Nil
+	// means ClientIP.
+	Key func(*http.Request) (string, error)
+	// Cost returns a request's cost, at least 1 and at most Limit.Units;
+	// otherwise the check fails with tollgate.ErrInvalidCost or
+	// tollgate.ErrCostExceedsLimit. Nil means 1 for every request.
+	Cost func(*http.Request) int64
+	// Timeout bounds each check; past it the check fails with
+	// tollgate.ErrUnavailable. 0 means DefaultTimeout; a negative value
+	// means no bound but the request's own context.
+	Timeout time.Duration
+	// OnError handles a request whose check failed with err: it returns
+	// true to send the request on to the next handler (fail open), or
+	// writes a response and returns false. Nil means FailClosed.
+	OnError func(w http.ResponseWriter, r *http.Request, err error) (pass bool)
+}
+
+// New returns middleware that checks every request against l as described
+// in the package documentation. l must not be nil.
+func New(l *tollgate.Limiter, opts Options) func(http.Handler) http.Handler {
+	if opts.Name == "" {
+		opts.Name = DefaultName
+	}
+	if opts.Key == nil {
+		opts.Key = ClientIP
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.OnError == nil {
+		opts.OnError = FailClosed
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			key, err := opts.Key(r)
+			if err != nil {
+				if opts.OnError(w, r, fmt.Errorf("%w: %w", ErrKey, err)) {
+					next.ServeHTTP(w, r)
+				}
+				return
+			}
+			if key == "" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			cost := int64(1)
+			if opts.Cost != nil {
+				cost = opts.Cost(r)
+			}
+			ctx := r.Context()
+			if opts.Timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
+				defer cancel()
+			}
+			res, err := l.Consume(ctx, key, cost, opts.Limit)
+			if err != nil {
+				if opts.OnError(w, r, err) {
+					next.ServeHTTP(w, r)
+				}
+				return
+			}
+			header.Set(w.Header(), opts.Name, opts.Limit, res, !res.Allowed)
+			if !res.Allowed {
+				denied(w, res)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Error codes of the JSON bodies the middleware writes, as in the HTTP API.
+const (
+	CodeRateLimited      = "rate_limited"
+	CodeUnavailable      = "unavailable"
+	CodeInvalidKey       = "invalid_key"
+	CodeInvalidCost      = "invalid_cost"
+	CodeCostExceedsLimit = "cost_exceeds_limit"
+	CodeInternal         = "internal"
+)
+
+// FailClosed is the default Options.OnError: it refuses the request with a
+// JSON error body {"error":{"code":"…","message":"…"}}: 503 unavailable
+// when the store failed or timed out, 400 invalid_key, invalid_cost or
+// cost_exceeds_limit when the key or cost is unusable, and 500 internal
+// otherwise (an invalid Limit).
+func FailClosed(w http.ResponseWriter, _ *http.Request, err error) bool {
+	switch {
+	case errors.Is(err, tollgate.ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "rate limit store unavailable", 0)
+	case errors.Is(err, ErrKey), errors.Is(err, tollgate.ErrInvalidKey):
+		writeError(w, http.StatusBadRequest, CodeInvalidKey, "cannot identify the client for rate limiting", 0)
+	case errors.Is(err, tollgate.ErrInvalidCost):
+		writeError(w, http.StatusBadRequest, CodeInvalidCost, "invalid request cost", 0)
+	case errors.Is(err, tollgate.ErrCostExceedsLimit):
+		writeError(w, http.StatusBadRequest, CodeCostExceedsLimit, "request cost exceeds the rate limit", 0)
+	default:
+		writeError(w, http.StatusInternalServerError, CodeInternal, "rate limit check failed", 0)
+	}
+	return false
+}
+
+// FailOpen is an Options.OnError that lets a request through unchecked when
+// the store failed or timed out, marking the response with HeaderDegraded;
+// other errors it refuses as FailClosed does.
+func FailOpen(w http.ResponseWriter, r *http.Request, err error) bool {
+	if errors.Is(err, tollgate.ErrUnavailable) {
+		w.Header().Set(HeaderDegraded, "store-unavailable")
+		return true
+	}
+	return FailClosed(w, r, err)
+}
+
+// ClientIP returns the IP address of the connection's peer, from
+// RemoteAddr, in canonical form (IPv4-mapped IPv6 addresses as IPv4, no
+// zone). It ignores X-Forwarded-For and every other header. It is the
+// default Options.Key.
+func ClientIP(r *http.Request) (string, error) {
+	addr, err := parseAddr(r.RemoteAddr)
+	if err != nil {
+		return "", fmt.Errorf("remote address %.64q: %w", r.RemoteAddr, err)
+	}
+	return addr.String(), nil
+}
+
+// ClientIPBehind returns an Options.Key for a server behind reverse proxies
+// or load balancers whose addresses are in trusted. When the peer is not
+// trusted, it is the client, as in ClientIP. Otherwise the client is taken
+// from X-Forwarded-For (all its lines, in order): the rightmost address that
+// is not trusted, since each trusted proxy appends the address it got the
+// request from, while anything left of that may be forged by the client. If
+// every address is trusted, the leftmost is the client. An entry that is not
+// an IP address (with or without a port) where the client should be is an
+// error.
+func ClientIPBehind(trusted ...netip.Prefix) func(*http.Request) (string, error) {
+	isTrusted := func(a netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	return func(r *http.Request) (string, error) {
+		peer, err := parseAddr(r.RemoteAddr)
+		if err != nil {
+			return "", fmt.Errorf("remote address %.64q: %w", r.RemoteAddr, err)
+		}
+		if !isTrusted(peer) {
+			return peer.String(), nil
+		}
+		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+		client := peer
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop := strings.TrimSpace(hops[i])
+			if hop == "" {
+				continue
+			}
+			a, err := parseAddr(hop)
+			if err != nil {
+				return "", fmt.Errorf("X-Forwarded-For entry %.64q: %w", hop, err)
+			}
+			client = a
+			if !isTrusted(a) {
+				break
+			}
+		}
+		return client.String(), nil
+	}
+}
+
+// parseAddr parses an IP address, with or without a port, brackets or zone,
+// and returns it in canonical form.
+func parseAddr(s string) (netip.Addr, error) {
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		s = host
+	}
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, errors.New("not an IP address")
+	}
+	return a.Unmap().WithZone(""), nil
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code         string `json:"code"`
+	Message      string `json:"message"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+}
+
+// denied answers a denied request: 429 with a JSON body (the RateLimit and
+// Retry-After fields are set).
+func denied(w http.ResponseWriter, res tollgate.Result) {
+	ms := int64(res.RetryAfter / time.Millisecond)
+	if res.RetryAfter%time.Millisecond != 0 {
+		ms++
+	}
+	msg := "rate limit exceeded; retry in " + w.Header().Get(header.RetryAfter) + "s"
+	writeError(w, http.StatusTooManyRequests, CodeRateLimited, msg, ms)
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string, retryAfterMS int64) {
+	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message, RetryAfterMS: retryAfterMS}}) // plain strings and ints: cannot fail
+	body = append(body, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,70 @@
+package header_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/server/header"
+)
+
+func TestSet(t *testing.T) {
+	hour := tollgate.PerHour(100)
+	for _, tt := range []struct {
+		name       string
+		policy     string
+		lim        tollgate.Limit
+		res        tollgate.Result
+		denied     bool
+		wantPolicy string
+		wantLimit  string
+		wantRetry  string
+	}{
+		{"allowed", "api-hourly", hour, tollgate.Result{Allowed: true, Remaining: 97, ResetAfter: time.Hour},
+			false, `"api-hourly";q=100;w=3600`, `"api-hourly";r=97;t=3600`, ""},
+		{"nothing in use: a full window", "default", hour, tollgate.Result{Allowed: true, Remaining: 100},
+			false, `"default";q=100;w=3600`, `"default";r=100;t=3600`, ""},
+		{"denied: t is Retry-After, rounded up", "p", hour, tollgate.Result{RetryAfter: 1500 * time.Millisecond, ResetAfter: time.Hour},
+			true, `"p";q=100;w=3600`, `"p";r=0;t=2`, "2"},
+		{"denied under a shadow policy is not a 429", "p", hour, tollgate.Result{RetryAfter: time.Second, ResetAfter: 90 * time.Second},
+			false, `"p";q=100;w=3600`, `"p";r=0;t=90`, ""},
+		{"sub-second window has no w", "fast", tollgate.Limit{Units: 5, Window: 250 * time.Millisecond},
+			tollgate.Result{Allowed: true, Remaining: 4, ResetAfter: 50 * time.Millisecond},
+			false, `"fast";q=5`, `"fast";r=4;t=1`, ""},
+		{"quotes and backslashes are escaped", `q"uo\te`, hour, tollgate.Result{Allowed: true, Remaining: 1, ResetAfter: time.Second},
+			false, `"q\"uo\\te";q=100;w=3600`, `"q\"uo\\te";r=1;t=1`, ""},
+		{"integers are capped", "huge", tollgate.Limit{Units: tollgate.MaxUnits, Window: 720 * time.Hour},
+			tollgate.Result{Allowed: true, Remaining: tollgate.MaxUnits, ResetAfter: time.Second},
+			false, `"huge";q=999999999999999;w=2592000`, `"huge";r=999999999999999;t=1`, ""},
+		{"a name outside printable ASCII: only Retry-After", "café", hour, tollgate.Result{RetryAfter: time.Second},
+			true, "", "", "1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			header.Set(h, tt.policy, tt.lim, tt.res, tt.denied)
+			if got := h.Get(header.RateLimitPolicy); got != tt.wantPolicy {
+				t.Errorf("RateLimit-Policy %q, want %q", got, tt.wantPolicy)
+			}
+			if got := h.Get(header.RateLimit); got != tt.wantLimit {
+				t.Errorf("RateLimit %q, want %q", got, tt.wantLimit)
+			}
+			if got := h.Get(header.RetryAfter); got != tt.wantRetry {
+				t.Errorf("Retry-After %q, want %q", got, tt.wantRetry)
+			}
+		})
+	}
+}
+
+func TestSetPolicy(t *testing.T) {
+	h := http.Header{}
+	header.SetPolicy(h, "open", tollgate.PerMinute(10))
+	if got := h.Get(header.RateLimitPolicy); got != `"open";q=10;w=60` || len(h) != 1 {
+		t.Errorf("header %v", h)
+	}
+	h = http.Header{}
+	header.SetPolicy(h, "\x00", tollgate.PerMinute(10))
+	if len(h) != 0 {
+		t.Errorf("header %v for an invalid name", h)
+	}
+}
