@@ -2,7 +2,7 @@
 //
 // Endpoints (all bodies are JSON objects; Content-Type is not checked):
 //
-//	POST /v1/consume  {"key","cost"?, "policy" | "limit","window","algorithm"?} → result; 200 allowed, 429 denied
+//	POST /v1/consume  {"key","cost"?, "policy" | "limit","window","algorithm"?, "request_id"?} → result; 200 allowed, 429 denied
 //	POST /v1/peek     {"key",         "policy" | "limit","window","algorithm"?} → result; 200 allowed, 429 denied
 //	POST /v1/refund   {"key","cost"?, "policy" | "limit","window","algorithm"?} → result; always 200
 //	POST /v1/reset    {"key","policy"?}                                          → {}; 200
@@ -177,6 +177,9 @@ const (
 	// CodeCostExceedsLimit (400): a consume or peek cost above the limit,
 	// which could never be allowed.
 	CodeCostExceedsLimit Code = "cost_exceeds_limit"
+	// CodeInvalidRequestID (400): a consume's request_id is longer than
+	// tollgate.MaxRequestIDLen bytes.
+	CodeInvalidRequestID Code = "invalid_request_id"
 	// CodeUnauthorized (401): a /v1/ request without a valid bearer token,
 	// when tokens are required.
 	CodeUnauthorized Code = "unauthorized"
@@ -364,6 +367,9 @@ type (
 		Window    string          `json:"window"`
 		Algorithm string          `json:"algorithm"`
 		Policy    string          `json:"policy"`
+		// RequestID (consume only) makes a repeat of this consume within
+		// the dedupe window answer without counting again.
+		RequestID string `json:"request_id"`
 	}
 	resetRequest struct {
 		Key    string `json:"key"`
@@ -373,7 +379,8 @@ type (
 
 // The field names of each request body, exactly as the struct tags spell them.
 var (
-	consumeFields = []string{"key", "cost", "limit", "window", "algorithm", "policy"}
+	consumeFields = []string{"key", "cost", "limit", "window", "algorithm", "policy", "request_id"}
+	refundFields  = []string{"key", "cost", "limit", "window", "algorithm", "policy"}
 	peekFields    = []string{"key", "limit", "window", "algorithm", "policy"}
 	resetFields   = []string{"key", "policy"}
 )
@@ -458,7 +465,11 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 		res, err = h.lim.Peek(r.Context(), t.storeKey, t.lim)
 		res.Allowed, res.RetryAfter = false, 0
 	} else {
-		res, err = h.lim.Consume(r.Context(), t.storeKey, cost, t.lim)
+		ctx := r.Context()
+		if req.RequestID != "" {
+			ctx = tollgate.WithRequestID(ctx, req.RequestID)
+		}
+		res, err = h.lim.Consume(ctx, t.storeKey, cost, t.lim)
 	}
 	h.respond(w, r, tollgate.OpConsume, t, res, err)
 }
@@ -480,7 +491,7 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
 	var req limitRequest
-	if e := h.decode(w, r, &req, consumeFields...); e != nil {
+	if e := h.decode(w, r, &req, refundFields...); e != nil {
 		writeAPIError(w, e)
 		return
 	}
@@ -673,7 +684,8 @@ func (h *handler) observe(op tollgate.Op, t target, result string) {
 // 400), which is not a check.
 func badInput(err error) bool {
 	return errors.Is(err, tollgate.ErrInvalidKey) || errors.Is(err, tollgate.ErrInvalidCost) ||
-		errors.Is(err, tollgate.ErrInvalidLimit) || errors.Is(err, tollgate.ErrCostExceedsLimit)
+		errors.Is(err, tollgate.ErrInvalidLimit) || errors.Is(err, tollgate.ErrCostExceedsLimit) ||
+		errors.Is(err, tollgate.ErrInvalidRequestID)
 }
 
 // degrade answers a fail_open policy's request that the store could not
@@ -703,6 +715,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err er
 		code = CodeInvalidLimit
 	case errors.Is(err, tollgate.ErrCostExceedsLimit):
 		code = CodeCostExceedsLimit
+	case errors.Is(err, tollgate.ErrInvalidRequestID):
+		code = CodeInvalidRequestID
 	case errors.Is(err, tollgate.ErrUnavailable):
 		// A client that went away is not a store failure worth a warning.
 		level := slog.LevelWarn
