@@ -80,6 +80,7 @@ func newRootCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 		SilenceUsage: true,
 	}
 	root.AddCommand(newServeCmd(lookupEnv))
+	root.AddCommand(newBenchCmd())
 	return root
 }
 

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/store/memory"
@@ -21,6 +24,69 @@ type storeConfig struct {
 	// Observer, if not nil, receives the Redis store's resilience events
 	// (retries, fast failures, heals): the metrics.
 	Observer redis.Observer
+	// TLS, when not nil, makes every Redis connection use TLS.
+	TLS *redis.TLSOptions
+}
+
+// addStoreFlags registers on f the flags that select the store: --redis,
+// --redis-cluster, and the --redis-tls flags, any of which sets c.TLS (nil
+// otherwise).
+func addStoreFlags(f *pflag.FlagSet, c *storeConfig) {
+	f.StringVar(&c.Redis, "redis", "", "standalone Redis `HOST:PORT` (default: in-memory store)")
+	f.StringSliceVar(&c.RedisCluster, "redis-cluster", nil, "Redis Cluster seed nodes, `HOST:PORT[,HOST:PORT...]`")
+	tls := func() *redis.TLSOptions {
+		if c.TLS == nil {
+			c.TLS = &redis.TLSOptions{}
+		}
+		return c.TLS
+	}
+	str := func(name, usage string, field func(*redis.TLSOptions) *string) {
+		f.Var(tlsValue{"string", func(v string) error { *field(tls()) = v; return nil }}, name, usage)
+	}
+	boolean := func(name, usage string, field func(*redis.TLSOptions) *bool) {
+		f.VarPF(tlsValue{"bool", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err == nil && b {
+				o := tls()
+				if field != nil {
+					*field(o) = true
+				}
+			}
+			return err
+		}}, name, "", usage).NoOptDefVal = "true"
+	}
+	boolean("redis-tls", "connect to Redis over TLS (implied by the other --redis-tls flags)", nil)
+	str("redis-tls-ca-file", "PEM `file` of the CAs that sign the Redis servers' certificates (default: the system's roots)",
+		func(o *redis.TLSOptions) *string { return &o.CAFile })
+	str("redis-tls-cert-file", "PEM client certificate `file`, for servers that require one (with --redis-tls-key-file)",
+		func(o *redis.TLSOptions) *string { return &o.CertFile })
+	str("redis-tls-key-file", "PEM `file` of the client certificate's key",
+		func(o *redis.TLSOptions) *string { return &o.KeyFile })
+	str("redis-tls-server-name", "`name` to verify the servers' certificates against (default: the host dialed; set it when a cluster redirects to raw IPs)",
+		func(o *redis.TLSOptions) *string { return &o.ServerName })
+	boolean("redis-tls-insecure-skip-verify", "accept any server certificate (never in production)",
+		func(o *redis.TLSOptions) *bool { return &o.InsecureSkipVerify })
+}
+
+// tlsValue is a flag value of type typ that hands each value to set.
+type tlsValue struct {
+	typ string
+	set func(string) error
+}
+
+func (v tlsValue) Set(s string) error { return v.set(s) }
+func (v tlsValue) String() string     { return "" }
+func (v tlsValue) Type() string       { return v.typ }
+
+// redisOptions returns the options of the Redis store c selects.
+func (c storeConfig) redisOptions() redis.Options {
+	opts := redis.Options{Addrs: c.RedisCluster, Cluster: true}
+	if c.Redis != "" {
+		opts = redis.Options{Addrs: []string{c.Redis}}
+	}
+	opts.Observer = c.Observer
+	opts.TLS = c.TLS
+	return opts
 }
 
 // kind names the selected store for logs: "memory", "redis" or
@@ -49,6 +115,9 @@ func (c storeConfig) validate() error {
 			return fmt.Errorf("--redis-cluster: %w", err)
 		}
 	}
+	if c.TLS != nil && c.kind() == "memory" {
+		return errors.New("--redis-tls flags need --redis or --redis-cluster")
+	}
 	return nil
 }
 
@@ -73,12 +142,7 @@ func openStore(ctx context.Context, cfg storeConfig) (st tollgate.Store, ready f
 		m := memory.New(memory.Options{})
 		return m, nil, m.Close, nil
 	}
-	opts := redis.Options{Addrs: cfg.RedisCluster, Cluster: true}
-	if cfg.Redis != "" {
-		opts = redis.Options{Addrs: []string{cfg.Redis}}
-	}
-	opts.Observer = cfg.Observer
-	r, err := redis.New(ctx, opts)
+	r, err := redis.New(ctx, cfg.redisOptions())
 	if err != nil {
 		return nil, nil, nil, err
 	}

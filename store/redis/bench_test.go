@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/bench"
 	"github.com/tollgate/tollgate/internal/seed"
 	"github.com/tollgate/tollgate/internal/testcluster"
 	"github.com/tollgate/tollgate/store/redis"
@@ -161,23 +161,23 @@ func measure(b *testing.B, nodes []*testcluster.Node, keys []string, check func(
 	b.SetParallelism(max(1, benchCallers/runtime.GOMAXPROCS(0)))
 	var (
 		mu       sync.Mutex
-		all      histogram
+		all      bench.Histogram
 		firstErr error
 		wrong    atomic.Int64
 	)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		h := new(histogram)
+		h := new(bench.Histogram)
 		defer func() {
 			mu.Lock()
-			all.add(h)
+			all.Merge(h)
 			mu.Unlock()
 		}()
 		for pb.Next() {
 			key := keys[rand.IntN(len(keys))]
 			start := time.Now()
 			allowed, err := check(ctx, key)
-			h.record(time.Since(start))
+			h.Record(time.Since(start))
 			if err != nil {
 				mu.Lock()
 				if firstErr == nil {
@@ -200,8 +200,8 @@ func measure(b *testing.B, nodes []*testcluster.Node, keys []string, check func(
 		b.Fatalf("%d of %d checks had allowed != %t", n, b.N, wantAllowed)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "checks/s")
-	b.ReportMetric(all.quantile(0.50).Seconds()*1e6, "p50-µs")
-	b.ReportMetric(all.quantile(0.99).Seconds()*1e6, "p99-µs")
+	b.ReportMetric(all.Quantile(0.50).Seconds()*1e6, "p50-µs")
+	b.ReportMetric(all.Quantile(0.99).Seconds()*1e6, "p99-µs")
 	b.ReportMetric(srv.Seconds()*1e6/float64(b.N), "srv-cpu-µs/op")
 	if cli0 >= 0 {
 		b.ReportMetric(cli.Seconds()*1e6/float64(b.N), "cli-cpu-µs/op")
@@ -331,84 +331,6 @@ func deleteKeys(b *testing.B, admin rueidis.Client, keys []string, names ...func
 	for _, r := range admin.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
 			b.Fatalf("deleting benchmark keys: %v", err)
-		}
-	}
-}
-
-// histogram counts latencies in log-linear buckets: 16 linear buckets per
-// power of two of nanoseconds, so a quantile is within 1/16 (6.25%) of the
-// true value. Its size is fixed, whatever the number of samples.
-type histogram [64 * histSub]uint64
-
-const histSub = 16
-
-func histIndex(ns int64) int {
-	if ns < histSub {
-		return int(max(ns, 0))
-	}
-	e := bits.Len64(uint64(ns)) - 5 // ns>>e is in [16, 32)
-	return (e+1)*histSub + int(ns>>e) - histSub
-}
-
-// histValue is the middle of bucket i, in nanoseconds.
-func histValue(i int) int64 {
-	if i < histSub {
-		return int64(i)
-	}
-	e := i/histSub - 1
-	lo := int64(i%histSub+histSub) << e
-	return lo + (int64(1)<<e)/2
-}
-
-func (h *histogram) record(d time.Duration) { h[histIndex(int64(d))]++ }
-
-func (h *histogram) add(o *histogram) {
-	for i, n := range o {
-		h[i] += n
-	}
-}
-
-// quantile returns the latency below which a fraction q of samples fall.
-func (h *histogram) quantile(q float64) time.Duration {
-	var total uint64
-	for _, n := range h {
-		total += n
-	}
-	if total == 0 {
-		return 0
-	}
-	rank := uint64(q*float64(total-1)) + 1 // 1-based rank of the sample
-	var seen uint64
-	for i, n := range h {
-		if seen += n; seen >= rank {
-			return time.Duration(histValue(i))
-		}
-	}
-	return time.Duration(histValue(len(h) - 1))
-}
-
-func TestHistogram(t *testing.T) {
-	for _, ns := range []int64{0, 1, 15, 16, 17, 31, 32, 33, 1000, 123_456, 1 << 40} {
-		i := histIndex(ns)
-		v := histValue(i)
-		if diff := max(v-ns, ns-v); float64(diff) > float64(ns)/histSub {
-			t.Errorf("%d ns: bucket %d reads %d", ns, i, v)
-		}
-		if i > 0 && histIndex(ns-1) > i {
-			t.Errorf("%d ns: buckets not monotonic", ns)
-		}
-	}
-	var h histogram
-	for i := range 1000 {
-		h.record(time.Duration(i+1) * time.Microsecond)
-	}
-	for _, tc := range []struct {
-		q    float64
-		want time.Duration
-	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {1, 1000 * time.Microsecond}} {
-		got := h.quantile(tc.q)
-		if d := max(got-tc.want, tc.want-got); d > tc.want/histSub {
-			t.Errorf("quantile(%v) = %v, want %v within 1/16", tc.q, got, tc.want)
 		}
 	}
 }

@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/bench"
+)
+
+// Defaults of bench flags.
+const (
+	defaultBenchUnits  = 1_000_000 // per window: every check allowed unless --limit says otherwise
+	defaultBenchWindow = time.Hour
+	// defaultBenchCountDuration bounds a run given --count without
+	// --duration: long enough not to cut a large count short, but bounded.
+	defaultBenchCountDuration = 10 * time.Minute
+)
+
+// benchConfig is what `tollgate bench` runs with.
+type benchConfig struct {
+	// Store selects the library's store (memory when empty), as for serve.
+	Store storeConfig
+	// HTTP is the base URL of a running service's HTTP API; GRPC the
+	// HOST:PORT of its Envoy rate limit service. At most one target.
+	HTTP, GRPC string
+	// TokenFile is a file of bearer tokens for HTTP; the first is sent.
+	TokenFile string
+	// GRPCDomain and GRPCDescriptorKey shape the gRPC requests.
+	GRPCDomain, GRPCDescriptorKey string
+	// AllowRemote lets targets off loopback be loaded.
+	AllowRemote bool
+
+	// Load is the load of every run.
+	Load bench.Config
+	// Cost is Load.Cost as given.
+	Cost string
+	// Units, Window and Algorithm make the limit checked.
+	Units     int64
+	Window    time.Duration
+	Algorithm string
+
+	// Compare runs the baselines after Tollgate (Redis stores only);
+	// RedisBenchmark is the redis-benchmark binary ("" looks in PATH).
+	Compare        bool
+	RedisBenchmark string
+
+	// JSON prints the report as JSON; Progress shows progress bars on
+	// stderr.
+	JSON, Progress bool
+	// PrintEnvoyConfig prints the Envoy config the gRPC target needs and
+	// exits.
+	PrintEnvoyConfig bool
+}
+
+func newBenchCmd() *cobra.Command {
+	var (
+		cfg        benchConfig
+		noProgress bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure checks per second, outcomes and latency of Tollgate (and its alternatives)",
+		Long: `Drive Tollgate with many concurrent callers and print checks/s, allowed and
+denied checks, latency quantiles (p50, p90, p99, p99.9, each within 6.25%)
+and errors by kind, as a table or, with --json, one JSON object.
+
+Targets: the library in process over the memory store (default) or Redis
+(--redis, --redis-cluster and the TLS flags, as for serve); or a running
+service over HTTP (--http URL, POST /v1/consume with an inline limit) or
+gRPC (--grpc HOST:PORT, Envoy RLS; the service needs the rule that
+--print-envoy-config prints, and its limit applies, not --limit).
+
+A run stops at --duration, at --count checks, or on Ctrl-C, whichever
+comes first, and always prints its report. Each key is a fresh one, and a
+library run resets its keys afterwards.
+
+--compare (Redis targets) then runs, with the same load on the same
+deployment, the alternatives a user would pick: the seed's sorted-set
+pattern (two transactions per check, one member per unit), go-redis/
+redis_rate (GCRA), and redis-benchmark running Tollgate's own script by
+EVALSHA (the ceiling, when redis-benchmark is installed); each is shown as
+a ratio to Tollgate. Compare ratios from one invocation, not figures across
+runs: they move with whatever else runs on the machine.
+
+A benchmark is load: targets must be on loopback (127.0.0.0/8, ::1,
+localhost), including every node a cluster announces, unless
+--allow-remote says the load is meant for that deployment.
+
+Unlike serve, bench reads no TOLLGATE_* environment variables: it loads
+only what its command line names.`,
+		Example: `  tollgate bench
+  tollgate bench --redis-cluster 127.0.0.11:7000 --compare --duration 5s
+  tollgate bench --http http://127.0.0.1:8080 --cost 1-10 --limit 100 --window 1m --keys 1000
+  tollgate bench --print-envoy-config > bench.yaml  # then: tollgate serve --grpc-listen 127.0.0.1:8081 --envoy-config bench.yaml
+  tollgate bench --grpc 127.0.0.1:8081 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f := cmd.Flags()
+			if f.Changed("count") && !f.Changed("duration") {
+				cfg.Load.Duration = defaultBenchCountDuration
+			}
+			cfg.Progress = !noProgress && isTerminal(cmd.ErrOrStderr())
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			context.AfterFunc(ctx, stop) // a second Ctrl-C kills at once
+			return runBench(ctx, cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.SortFlags = false
+	addStoreFlags(f, &cfg.Store)
+	f.StringVar(&cfg.HTTP, "http", "", "benchmark a running service's HTTP API at this base `URL` (http://127.0.0.1:8080)")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "`file` of bearer tokens (as serve's --api-token-file); the first is sent with --http")
+	f.StringVar(&cfg.GRPC, "grpc", "", "benchmark a running service's Envoy rate limit service at `HOST:PORT`")
+	f.StringVar(&cfg.GRPCDomain, "grpc-domain", bench.DefaultDomain, "rate limit `domain` of the --grpc requests")
+	f.StringVar(&cfg.GRPCDescriptorKey, "grpc-descriptor-key", bench.DefaultDescriptorKey, "descriptor `key` of the --grpc requests; its value is the bench key")
+	f.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow targets that are not on loopback: the benchmark's load goes there")
+	f.IntVar(&cfg.Load.Keys, "keys", bench.DefaultKeys, "how many distinct keys the checks spread over, at random")
+	f.IntVar(&cfg.Load.Concurrency, "concurrency", bench.DefaultConcurrency, "how many callers check at once")
+	f.DurationVar(&cfg.Load.Duration, "duration", bench.DefaultDuration, "longest a run lasts (with --count and no --duration: 10m)")
+	f.Int64Var(&cfg.Load.Count, "count", 0, "most checks a run makes (0: no bound but --duration)")
+	f.StringVar(&cfg.Cost, "cost", "1", "cost of each check: `N`, MIN-MAX (uniform) or COST:WEIGHT,... (e.g. 1:90,10:10)")
+	f.DurationVar(&cfg.Load.CheckTimeout, "check-timeout", bench.DefaultCheckTimeout, "longest wait for one check; past it the check counts as an error of kind timeout")
+	f.Int64Var(&cfg.Units, "limit", defaultBenchUnits, "`units` per window of the limit checked (the default lets every check through)")
+	f.DurationVar(&cfg.Window, "window", defaultBenchWindow, "window of the limit checked")
+	f.StringVar(&cfg.Algorithm, "algorithm", tollgate.SlidingLog.String(), "algorithm of the limit checked: sliding_log, sliding_window or gcra")
+	f.BoolVar(&cfg.Compare, "compare", false, "also run the seed's pattern, go-redis/redis_rate and redis-benchmark on the same Redis, as ratios to Tollgate")
+	f.StringVar(&cfg.RedisBenchmark, "redis-benchmark", "", "redis-benchmark `binary` for --compare (default: from PATH; skipped when missing)")
+	f.BoolVar(&cfg.Load.KeepKeys, "keep-keys", false, "leave the keys' state in the store (by default the library and baselines reset their keys)")
+	f.BoolVar(&cfg.JSON, "json", false, "print the report as one JSON object")
+	f.BoolVar(&noProgress, "no-progress", false, "show no progress bar (none is shown when stderr is not a terminal)")
+	f.BoolVar(&cfg.PrintEnvoyConfig, "print-envoy-config", false, "print the Envoy config a service needs for --grpc (with --limit, --window, --algorithm, --grpc-domain and --grpc-descriptor-key) and exit")
+	return cmd
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// validate checks cfg and returns the limit and cost it makes.
+func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
+	alg, err := tollgate.ParseAlgorithm(c.Algorithm)
+	if err != nil {
+		return tollgate.Limit{}, bench.Cost{}, fmt.Errorf("--algorithm: %w", err)
+	}
+	limit := tollgate.Limit{Units: c.Units, Window: c.Window, Algorithm: alg}
+	if err := limit.Validate(); err != nil {
+		return limit, bench.Cost{}, fmt.Errorf("--limit, --window: %w", err)
+	}
+	cost, err := bench.ParseCost(c.Cost)
+	if err != nil {
+		return limit, cost, fmt.Errorf("--cost: %w", err)
+	}
+	l := c.Load
+	switch {
+	case l.Keys < 1 || l.Keys > bench.MaxKeys:
+		return limit, cost, fmt.Errorf("--keys %d: want 1 to %d", l.Keys, bench.MaxKeys)
+	case l.Concurrency < 1 || l.Concurrency > bench.MaxConcurrency:
+		return limit, cost, fmt.Errorf("--concurrency %d: want 1 to %d", l.Concurrency, bench.MaxConcurrency)
+	case l.Duration <= 0 || l.Duration > bench.MaxDuration:
+		return limit, cost, fmt.Errorf("--duration %s: want more than 0, at most %s", l.Duration, bench.MaxDuration)
+	case l.Count < 0:
+		return limit, cost, fmt.Errorf("--count %d: must not be negative", l.Count)
+	case l.CheckTimeout <= 0:
+		return limit, cost, fmt.Errorf("--check-timeout %s: must be positive", l.CheckTimeout)
+	}
+	if c.PrintEnvoyConfig {
+		return limit, cost, nil
+	}
+	targets := 0
+	for _, set := range []bool{c.HTTP != "", c.GRPC != "", c.Store.kind() != "memory"} {
+		if set {
+			targets++
+		}
+	}
+	switch {
+	case targets > 1:
+		return limit, cost, errors.New("--http, --grpc and --redis/--redis-cluster are mutually exclusive: give one target")
+	case c.TokenFile != "" && c.HTTP == "":
+		return limit, cost, errors.New("--token-file needs --http")
+	case c.Compare && c.Store.kind() == "memory":
+		return limit, cost, errors.New("--compare needs --redis or --redis-cluster: the baselines run on Redis")
+	case c.GRPC == "" && cost.Max() > limit.Units:
+		return limit, cost, fmt.Errorf("--cost up to %d exceeds --limit %d: such checks could never be allowed", cost.Max(), limit.Units)
+	}
+	if err := c.Store.validate(); err != nil {
+		return limit, cost, err
+	}
+	if c.AllowRemote {
+		return limit, cost, nil
+	}
+	if c.HTTP != "" {
+		if err := bench.CheckLoopbackURL(c.HTTP); err != nil {
+			return limit, cost, fmt.Errorf("--http %w", err)
+		}
+	}
+	if c.GRPC != "" {
+		if err := bench.CheckLoopbackAddr(c.GRPC); err != nil {
+			return limit, cost, fmt.Errorf("--grpc %w", err)
+		}
+	}
+	for _, a := range append([]string{c.Store.Redis}, c.Store.RedisCluster...) {
+		if a == "" {
+			continue
+		}
+		if err := bench.CheckLoopbackAddr(a); err != nil {
+			return limit, cost, fmt.Errorf("--%s %w", c.Store.kind(), err)
+		}
+	}
+	return limit, cost, nil
+}
+
+// runBench runs the benchmark cfg describes and prints its report on
+// stdout; progress goes to stderr.
+func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) error {
+	limit, cost, err := cfg.validate()
+	if err != nil {
+		return err
+	}
+	if cfg.PrintEnvoyConfig {
+		_, err := io.WriteString(stdout, bench.EnvoyConfig(cfg.GRPCDomain, cfg.GRPCDescriptorKey, limit))
+		return err
+	}
+	load := cfg.Load
+	load.Cost = cost
+	bars := &progressBars{w: stderr}
+	if cfg.Progress {
+		load.Progress = bars.update
+	}
+
+	report := bench.Report{Setup: bench.Setup{
+		Units: limit.Units, Window: limit.Window, Algorithm: limit.Algorithm.String(), Cost: cost.String(),
+		Keys: load.Keys, Concurrency: load.Concurrency, MaxChecks: load.Count, MaxDuration: load.Duration,
+	}}
+	target, closeTarget, err := openBenchTarget(ctx, cfg, limit, &report.Setup)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := closeTarget(); cerr != nil && err == nil {
+			err = fmt.Errorf("close %s: %w", report.Setup.Target, cerr)
+		}
+	}()
+
+	if cfg.Compare {
+		cmp := bench.Comparison{Config: load, Redis: cfg.Store.redisOptions(), Limit: limit, RedisBenchmark: cfg.RedisBenchmark}
+		if cfg.Progress {
+			cmp.Status = func(name string) {
+				if name == bench.NameRedisBenchmark {
+					fmt.Fprintf(stderr, "%s: running (no progress shown) …\n", name)
+				}
+			}
+		}
+		report.Rows, err = cmp.Run(ctx, target)
+	} else {
+		var row bench.Row
+		row, err = bench.Run(ctx, bench.NameTollgate, target, load)
+		report.Rows = []bench.Row{row}
+	}
+	if err != nil {
+		return err
+	}
+	if cfg.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(report)
+	}
+	_, err = io.WriteString(stdout, report.String())
+	return err
+}
+
+// openBenchTarget opens Tollgate's target and fills in setup's target
+// fields.
+func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit, setup *bench.Setup) (bench.Target, func() error, error) {
+	switch {
+	case cfg.HTTP != "":
+		setup.Target, setup.Addr = "http", cfg.HTTP
+		toks, err := loadTokens(cfg.TokenFile, "--token-file", slog.New(slog.DiscardHandler))
+		if err != nil {
+			return nil, nil, err
+		}
+		opts := bench.HTTPOptions{Conns: cfg.Load.Concurrency}
+		if len(toks) > 0 {
+			opts.Token = toks[0]
+		}
+		h, err := bench.NewHTTP(cfg.HTTP, limit, opts)
+		if err != nil {
+			return nil, nil, err
+		}
+		return h, h.Close, nil
+	case cfg.GRPC != "":
+		setup.Target, setup.Addr = "grpc", cfg.GRPC
+		setup.Units, setup.Window, setup.Algorithm = 0, 0, "" // the service's rule applies
+		g, err := bench.NewGRPC(cfg.GRPC, cfg.GRPCDomain, cfg.GRPCDescriptorKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		return g, g.Close, nil
+	}
+	setup.Target, setup.Store = "library", cfg.Store.kind()
+	if setup.Store != "memory" {
+		setup.Addr = strings.Join(cfg.redisAddrs(), ",")
+		if !cfg.AllowRemote {
+			// The seeds are on loopback; so must be every node they announce.
+			nodes, err := bench.NodeAddrs(ctx, cfg.Store.redisOptions())
+			if err != nil {
+				return nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
+			}
+			for _, a := range nodes {
+				if err := bench.CheckLoopbackAddr(a); err != nil {
+					return nil, nil, fmt.Errorf("--%s: node %w", setup.Store, err)
+				}
+			}
+		}
+	}
+	st, _, closeStore, err := openStore(ctx, cfg.Store)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
+	}
+	return bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit}, closeStore, nil
+}
+
+// redisAddrs returns the Redis addresses given.
+func (c benchConfig) redisAddrs() []string {
+	if c.Store.Redis != "" {
+		return []string{c.Store.Redis}
+	}
+	return c.Store.RedisCluster
+}
+
+// progressBars shows a progress bar per run on w.
+type progressBars struct {
+	w    io.Writer
+	bar  *progressbar.ProgressBar
+	name string
+}
+
+func (p *progressBars) update(pr bench.Progress) {
+	if p.bar == nil || pr.Name != p.name {
+		p.name = pr.Name
+		p.bar = progressbar.NewOptions64(1000,
+			progressbar.OptionSetWriter(p.w),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionSetPredictTime(false),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionShowDescriptionAtLineEnd(),
+		)
+	}
+	rate := float64(pr.Checks) / max(pr.Elapsed.Seconds(), 1e-9)
+	p.bar.Describe(fmt.Sprintf("%-15s %d checks, %.0f/s", pr.Name, pr.Checks, rate))
+	_ = p.bar.Set64(int64(pr.Fraction * 1000))
+	if pr.Done {
+		_ = p.bar.Finish()
+		fmt.Fprintln(p.w)
+		p.bar = nil
+	}
+}

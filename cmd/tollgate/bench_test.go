@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/bench"
+	"github.com/tollgate/tollgate/server/httpapi"
+	"github.com/tollgate/tollgate/server/rls"
+	"github.com/tollgate/tollgate/store/memory"
+	"github.com/tollgate/tollgate/store/redis"
+)
+
+// runBenchCmd runs `tollgate bench args…` and returns its stdout and
+// stderr.
+func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	cmd := newRootCmd(nil)
+	cmd.SetArgs(append([]string{"bench"}, args...))
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	err = cmd.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
+}
+
+// benchJSON parses the --json output and checks the fields every report
+// has.
+func benchJSON(t *testing.T, out string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("--json output is not one JSON object: %v\n%s", err, out)
+	}
+	for _, f := range []string{"checks_per_sec", "allowed", "denied", "errors", "p50_ms", "p99_ms", "p90_ms", "p999_ms", "checks", "target"} {
+		if _, ok := m[f]; !ok {
+			t.Errorf("--json output lacks %q:\n%s", f, out)
+		}
+	}
+	return m
+}
+
+func TestBenchCommandMemoryJSON(t *testing.T) {
+	out, _, err := runBenchCmd(t, "--count", "300", "--keys", "1", "--limit", "30", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := benchJSON(t, out)
+	if m["allowed"] != 30.0 || m["denied"] != 270.0 || m["errors"] != 0.0 || m["checks"] != 300.0 {
+		t.Errorf("allowed %v, denied %v, errors %v, checks %v; want 30, 270, 0, 300", m["allowed"], m["denied"], m["errors"], m["checks"])
+	}
+	if m["store"] != "memory" || m["stopped_by"] != "count" || m["max_duration_sec"] != 600.0 {
+		t.Errorf("store %v, stopped by %v, max duration %v", m["store"], m["stopped_by"], m["max_duration_sec"])
+	}
+	if _, ok := m["compare"]; ok {
+		t.Error("a compare list without --compare")
+	}
+}
+
+func TestBenchCommandTable(t *testing.T) {
+	out, stderr, err := runBenchCmd(t, "--duration", "150ms", "--concurrency", "2", "--cost", "1:3,5:1", "--algorithm", "gcra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"tollgate bench: library on memory, gcra 1000000 per 1h, cost 1:3,5:1", "checks/s", "p99.9", "tollgate", "duration"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if stderr != "" {
+		t.Errorf("stderr (not a terminal: no progress bar): %q", stderr)
+	}
+}
+
+// The HTTP target against the service's handler on loopback.
+func TestBenchCommandHTTP(t *testing.T) {
+	st := memory.New(memory.Options{})
+	defer st.Close()
+	srv := httptest.NewServer(httpapi.New(tollgate.New(st, tollgate.Options{}), httpapi.Options{}))
+	defer srv.Close()
+	out, _, err := runBenchCmd(t, "--http", srv.URL, "--count", "100", "--keys", "2", "--limit", "10", "--window", "1m", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := benchJSON(t, out)
+	if m["allowed"] != 20.0 || m["denied"] != 80.0 || m["target"] != "http" {
+		t.Errorf("allowed %v, denied %v, target %v; want 20, 80, http", m["allowed"], m["denied"], m["target"])
+	}
+}
+
+// The gRPC target against the Envoy rate limit service, with the rule
+// --print-envoy-config prints; the service's limit applies.
+func TestBenchCommandGRPC(t *testing.T) {
+	rules, err := config.ParseEnvoy([]byte(bench.EnvoyConfig("", "", tollgate.PerHour(10))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memory.New(memory.Options{})
+	defer st.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	rls.New(tollgate.New(st, tollgate.Options{}), rules, rls.Options{}).Register(gs)
+	go func() { _ = gs.Serve(ln) }()
+	defer gs.Stop()
+
+	out, _, err := runBenchCmd(t, "--grpc", ln.Addr().String(), "--count", "50", "--keys", "2", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := benchJSON(t, out)
+	if m["allowed"] != 20.0 || m["denied"] != 30.0 || m["target"] != "grpc" {
+		t.Errorf("allowed %v, denied %v, target %v; want 20, 30, grpc", m["allowed"], m["denied"], m["target"])
+	}
+	if _, ok := m["limit"]; ok {
+		t.Errorf("gRPC report has the bench's limit %v: the service's applies", m["limit"])
+	}
+}
+
+// A benchmark is load: targets off loopback are refused before anything
+// connects, unless --allow-remote.
+func TestBenchRefusesRemote(t *testing.T) {
+	for _, args := range [][]string{
+		{"--redis", "10.0.0.5:6379"},
+		{"--redis", "redis.internal:6379"},
+		{"--redis-cluster", "127.0.0.11:7000,10.0.0.6:7000"},
+		{"--http", "http://192.0.2.10:8080"},
+		{"--http", "https://example.com"},
+		{"--grpc", "[2001:db8::1]:8081"},
+	} {
+		_, _, err := runBenchCmd(t, append(args, "--count", "1")...)
+		if !errors.Is(err, bench.ErrRemote) {
+			t.Errorf("%v: %v, want ErrRemote", args, err)
+		}
+	}
+	cfg := benchConfig{HTTP: "http://192.0.2.10:8080", AllowRemote: true, Units: 10, Window: time.Hour, Cost: "1", Algorithm: "sliding_log",
+		Load: bench.Config{Keys: 1, Concurrency: 1, Duration: time.Second, CheckTimeout: time.Second}}
+	if _, _, err := cfg.validate(); err != nil {
+		t.Errorf("--allow-remote: %v", err)
+	}
+}
+
+func TestBenchCommandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--compare"}, "--compare needs --redis"},
+		{[]string{"--http", "http://127.0.0.1:1", "--grpc", "127.0.0.1:2"}, "mutually exclusive"},
+		{[]string{"--redis", "127.0.0.1:1", "--redis-cluster", "127.0.0.1:2"}, "mutually exclusive"},
+		{[]string{"--token-file", "x"}, "--token-file needs --http"},
+		{[]string{"--redis-tls"}, "--redis-tls flags need --redis"},
+		{[]string{"--cost", "11", "--limit", "10"}, "exceeds --limit"},
+		{[]string{"--cost", "0"}, "--cost"},
+		{[]string{"--algorithm", "leaky"}, "--algorithm"},
+		{[]string{"--window", "1h", "--limit", "0"}, "units 0"},
+		{[]string{"--keys", "0"}, "--keys 0"},
+		{[]string{"--concurrency", "100000"}, "--concurrency 100000"},
+		{[]string{"--duration", "0s"}, "--duration 0s"},
+		{[]string{"--check-timeout", "0s"}, "--check-timeout 0s"},
+	} {
+		_, _, err := runBenchCmd(t, append(tc.args, "--count", "1")...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestBenchStoreFlags(t *testing.T) {
+	parse := func(args ...string) storeConfig {
+		t.Helper()
+		var c storeConfig
+		f := pflag.NewFlagSet("bench", pflag.ContinueOnError)
+		addStoreFlags(f, &c)
+		if err := f.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := parse("--redis", "127.0.0.1:1", "--redis-tls=false"); c.TLS != nil {
+		t.Errorf("no TLS flag: TLS %+v", c.TLS)
+	}
+	if c := parse("--redis", "127.0.0.1:1", "--redis-tls"); c.TLS == nil || *c.TLS != (redis.TLSOptions{}) {
+		t.Errorf("--redis-tls: TLS %+v", c.TLS)
+	}
+	c := parse("--redis-cluster", "127.0.0.1:1,127.0.0.2:1", "--redis-tls-ca-file", "ca.pem", "--redis-tls-server-name", "cache", "--redis-tls-insecure-skip-verify")
+	if c.TLS == nil || c.TLS.CAFile != "ca.pem" || c.TLS.ServerName != "cache" || !c.TLS.InsecureSkipVerify {
+		t.Errorf("TLS %+v", c.TLS)
+	}
+	if o := c.redisOptions(); !o.Cluster || len(o.Addrs) != 2 || o.TLS != c.TLS {
+		t.Errorf("redisOptions %+v", o)
+	}
+}
+
+// --print-envoy-config prints a config that serve loads, with the rule the
+// gRPC target's descriptors match.
+func TestBenchPrintEnvoyConfig(t *testing.T) {
+	out, _, err := runBenchCmd(t, "--print-envoy-config", "--limit", "250", "--window", "90s", "--algorithm", "gcra", "--grpc-domain", "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := config.ParseEnvoy([]byte(out))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	r, ok := rules.Match("d", []config.Entry{{Key: bench.DefaultDescriptorKey, Value: "some-key"}})
+	if want := (tollgate.Limit{Units: 250, Window: 90 * time.Second, Algorithm: tollgate.GCRA}); !ok || r.Limit != want {
+		t.Errorf("rule %+v, %t; want limit %v", r, ok, want)
+	}
+}

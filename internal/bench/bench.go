@@ -1,0 +1,334 @@
+// Package bench is the load generator of `tollgate bench`: it drives a
+// Target (the library in process, a running service over HTTP or gRPC, or a
+// peer limiter on Redis) from many goroutines and reports throughput,
+// outcomes, latency quantiles and errors by kind.
+//
+// A run is always bounded: it stops after Config.Duration, after
+// Config.Count checks when that is set, or when its context is cancelled,
+// whichever comes first, and still reports what it measured. Each check
+// has its own timeout (Config.CheckTimeout), so a hung target cannot hold a
+// run past its duration for long.
+//
+// Compare runs the same load against Tollgate and the baselines a user would
+// pick instead (the seed's sorted-set pattern, go-redis/redis_rate, and
+// redis-benchmark running Tollgate's own script as the ceiling), one after
+// another on the same Redis deployment, and reports each as a ratio to
+// Tollgate.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultKeys         = 10_000
+	DefaultConcurrency  = 64
+	DefaultDuration     = 10 * time.Second
+	DefaultCheckTimeout = time.Second
+	// DefaultResetTimeout bounds the untimed reset of a run's keys.
+	DefaultResetTimeout = 30 * time.Second
+	// ProgressInterval is how often Config.Progress is called.
+	ProgressInterval = 100 * time.Millisecond
+)
+
+// Bounds of Config fields.
+const (
+	MaxKeys        = 10_000_000
+	MaxConcurrency = 10_000
+	MaxDuration    = 24 * time.Hour
+)
+
+// A Target answers checks. Implementations must be safe for concurrent use.
+type Target interface {
+	// Check consumes cost units of key if they fit, and reports whether
+	// they did. An error means the check had no answer.
+	Check(ctx context.Context, key string, cost int64) (allowed bool, err error)
+}
+
+// A Resetter is a Target that can forget a key. Run resets the keys it used
+// afterwards, untimed, unless Config.KeepKeys.
+type Resetter interface {
+	Reset(ctx context.Context, key string) error
+}
+
+// Config is the load of a run. The zero value is DefaultConcurrency callers
+// checking cost 1 on DefaultKeys keys for DefaultDuration.
+type Config struct {
+	// Keys is how many distinct keys the checks go to, each check to one
+	// picked uniformly at random; 0 means DefaultKeys.
+	Keys int
+	// KeyPrefix starts every key (the key is KeyPrefix + its index). ""
+	// means "bench-" + a random run id + "-", so that runs never share
+	// state.
+	KeyPrefix string
+	// Concurrency is how many goroutines check at once, each waiting for
+	// its answer before the next; 0 means DefaultConcurrency.
+	Concurrency int
+	// Duration bounds the run; 0 means DefaultDuration.
+	Duration time.Duration
+	// Count, when positive, bounds the number of checks too: the run stops
+	// at whichever bound it reaches first.
+	Count int64
+	// Cost draws each check's cost; the zero Cost is always 1.
+	Cost Cost
+	// CheckTimeout bounds each check; 0 means DefaultCheckTimeout. A check
+	// in flight when the run stops (by any bound, or cancellation) may
+	// finish within it and is counted.
+	CheckTimeout time.Duration
+	// KeepKeys leaves the keys' state in the target's store. By default a
+	// Target that is a Resetter has every key reset after the run (untimed,
+	// within DefaultResetTimeout), so that benchmarks leave nothing behind.
+	KeepKeys bool
+	// Progress, when not nil, is called every ProgressInterval during a run
+	// and once at its end (Done set), from one goroutine at a time.
+	Progress func(Progress)
+}
+
+// Progress is a run's state, for a progress bar.
+type Progress struct {
+	// Name is the run's name (the Row it will make).
+	Name string
+	// Checks is how many checks have been answered or failed so far.
+	Checks int64
+	// Elapsed is the time since the run started.
+	Elapsed time.Duration
+	// Fraction is how far the run is to its nearest bound, 0 to 1.
+	Fraction float64
+	// Done is set on the last call.
+	Done bool
+}
+
+// normalize applies defaults and checks bounds.
+func (c Config) normalize() (Config, error) {
+	if c.Keys == 0 {
+		c.Keys = DefaultKeys
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.CheckTimeout == 0 {
+		c.CheckTimeout = DefaultCheckTimeout
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = "bench-" + runID() + "-"
+	}
+	switch {
+	case c.Keys < 1 || c.Keys > MaxKeys:
+		return c, fmt.Errorf("bench: keys %d out of range [1, %d]", c.Keys, MaxKeys)
+	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
+		return c, fmt.Errorf("bench: concurrency %d out of range [1, %d]", c.Concurrency, MaxConcurrency)
+	case c.Duration < 0 || c.Duration > MaxDuration:
+		return c, fmt.Errorf("bench: duration %s out of range (0, %s]", c.Duration, MaxDuration)
+	case c.Count < 0:
+		return c, fmt.Errorf("bench: count %d is negative", c.Count)
+	case c.CheckTimeout < 0:
+		return c, fmt.Errorf("bench: check timeout %s is negative", c.CheckTimeout)
+	}
+	return c, nil
+}
+
+// runID is a short random id.
+func runID() string { return strconv.FormatUint(rand.Uint64()>>24, 36) }
+
+// Stop reasons of a Row.
+const (
+	StoppedByCount     = "count"
+	StoppedByDuration  = "duration"
+	StoppedByInterrupt = "interrupt"
+)
+
+// worker is one goroutine's tally.
+type worker struct {
+	allowed, denied, errors int64
+	hist                    Histogram
+	kinds                   map[string]int64
+	samples                 map[string]string
+}
+
+// Run runs cfg's load against t and returns its row, named name. It fails
+// only for an invalid cfg; the target's failures are counted in the row.
+// Cancelling ctx stops the run early (StoppedBy "interrupt"); the row then
+// holds what was measured.
+func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return Row{}, err
+	}
+	keys := make([]string, cfg.Keys)
+	for i := range keys {
+		keys[i] = cfg.KeyPrefix + strconv.Itoa(i)
+	}
+
+	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	// Checks are not cancelled with the run: one in flight when it stops
+	// finishes (within CheckTimeout) and is counted as answered.
+	checkBase := context.WithoutCancel(ctx)
+
+	var (
+		issued, done atomic.Int64
+		countHit     atomic.Bool
+		wg           sync.WaitGroup
+		workers      = make([]*worker, cfg.Concurrency)
+	)
+	start := time.Now()
+	for i := range workers {
+		w := &worker{}
+		workers[i] = w
+		wg.Go(func() {
+			for runCtx.Err() == nil {
+				if cfg.Count > 0 && issued.Add(1) > cfg.Count {
+					countHit.Store(true)
+					return
+				}
+				key := keys[rand.IntN(len(keys))]
+				cost := cfg.Cost.Draw()
+				cctx, ccancel := context.WithTimeout(checkBase, cfg.CheckTimeout)
+				t0 := time.Now()
+				allowed, err := t.Check(cctx, key, cost)
+				elapsed := time.Since(t0)
+				ccancel()
+				switch {
+				case err != nil:
+					w.errors++
+					w.addError(err)
+				case allowed:
+					w.allowed++
+					w.hist.Record(elapsed)
+				default:
+					w.denied++
+					w.hist.Record(elapsed)
+				}
+				done.Add(1)
+			}
+		})
+	}
+
+	progress := func(final bool) {
+		if cfg.Progress == nil {
+			return
+		}
+		el := time.Since(start)
+		f := el.Seconds() / cfg.Duration.Seconds()
+		if cfg.Count > 0 {
+			f = max(f, float64(done.Load())/float64(cfg.Count))
+		}
+		cfg.Progress(Progress{Name: name, Checks: done.Load(), Elapsed: el, Fraction: min(f, 1), Done: final})
+	}
+	finished := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(finished)
+	}()
+	tick := time.NewTicker(ProgressInterval)
+	for waiting := true; waiting; {
+		select {
+		case <-finished:
+			waiting = false
+		case <-tick.C:
+			progress(false)
+		}
+	}
+	tick.Stop()
+	elapsed := time.Since(start)
+	progress(true)
+
+	row := Row{Name: name, Elapsed: elapsed}
+	var hist Histogram
+	for _, w := range workers {
+		row.Allowed += w.allowed
+		row.Denied += w.denied
+		row.Errors += w.errors
+		hist.Merge(&w.hist)
+		for k, n := range w.kinds {
+			if row.ErrorKinds == nil {
+				row.ErrorKinds = map[string]int64{}
+				row.ErrorSamples = map[string]string{}
+			}
+			row.ErrorKinds[k] += n
+			if _, ok := row.ErrorSamples[k]; !ok {
+				row.ErrorSamples[k] = w.samples[k]
+			}
+		}
+	}
+	row.Checks = row.Allowed + row.Denied + row.Errors
+	row.ChecksPerSec = float64(row.Checks) / elapsed.Seconds()
+	row.P50, row.P90, row.P99, row.P999 = hist.Quantile(0.50), hist.Quantile(0.90), hist.Quantile(0.99), hist.Quantile(0.999)
+	switch {
+	case ctx.Err() != nil:
+		row.StoppedBy = StoppedByInterrupt
+	case countHit.Load():
+		row.StoppedBy = StoppedByCount
+	default:
+		row.StoppedBy = StoppedByDuration
+	}
+
+	if r, ok := t.(Resetter); ok && !cfg.KeepKeys {
+		if n, err := resetKeys(checkBase, r, keys, cfg.Concurrency); err != nil {
+			row.Note = fmt.Sprintf("%d of %d keys not reset: %v", n, len(keys), err)
+		}
+	}
+	return row, nil
+}
+
+func (w *worker) addError(err error) {
+	k := Kind(err)
+	if w.kinds == nil {
+		w.kinds = map[string]int64{}
+		w.samples = map[string]string{}
+	}
+	if w.kinds[k]++; w.kinds[k] == 1 {
+		w.samples[k] = err.Error()
+	}
+}
+
+// resetKeys resets keys through r, concurrency at a time, within
+// DefaultResetTimeout; it returns how many failed and the first error.
+func resetKeys(ctx context.Context, r Resetter, keys []string, concurrency int) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, DefaultResetTimeout)
+	defer cancel()
+	var (
+		next, failed atomic.Int64
+		firstErr     error
+		mu           sync.Mutex
+		wg           sync.WaitGroup
+	)
+	for range min(concurrency, len(keys)) {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(keys)) {
+					return
+				}
+				if ctx.Err() != nil {
+					failed.Add(1)
+					continue
+				}
+				if err := r.Reset(ctx, keys[i]); err != nil {
+					failed.Add(1)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	n := failed.Load()
+	if n > 0 && firstErr == nil {
+		firstErr = ctx.Err() // skipped when the time was up
+	}
+	return n, firstErr
+}

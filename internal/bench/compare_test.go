@@ -1,0 +1,89 @@
+package bench_test
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/bench"
+	"github.com/tollgate/tollgate/store/redis"
+)
+
+// A short comparison on a real Cluster has every row, each with its ratio to
+// Tollgate, and leaves no key behind.
+func TestCompareCluster(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	opts := redis.Options{Addrs: cluster.Addrs(), Cluster: true}
+	store, err := redis.New(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	limit := tollgate.Limit{Units: 20, Window: time.Hour}
+	cmp := bench.Comparison{
+		Config: bench.Config{Keys: 50, Count: 2000, Duration: 20 * time.Second, Concurrency: 16},
+		Redis:  opts,
+		Limit:  limit,
+	}
+	rows, err := cmp.Run(ctx, bench.Library{Limiter: tollgate.New(store, tollgate.Options{}), Limit: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := bench.Report{Setup: bench.Setup{Target: "library", Store: "redis-cluster", Units: limit.Units, Window: limit.Window,
+		Algorithm: limit.Algorithm.String(), Cost: "1", Keys: 50, Concurrency: 16, MaxChecks: 2000, MaxDuration: 20 * time.Second}, Rows: rows}
+	t.Logf("\n%s", report)
+
+	names := []string{bench.NameTollgate, bench.NameSeed, bench.NameRedisRate, bench.NameRedisBenchmark}
+	if len(rows) != len(names) {
+		t.Fatalf("%d rows, want %d", len(rows), len(names))
+	}
+	_, noRedisBenchmark := exec.LookPath("redis-benchmark")
+	for i, row := range rows {
+		if row.Name != names[i] {
+			t.Errorf("row %d is %q, want %q", i, row.Name, names[i])
+		}
+		if row.Name == bench.NameRedisBenchmark && noRedisBenchmark != nil {
+			if row.Skipped == "" {
+				t.Errorf("redis-benchmark is not installed, yet its row has figures: %+v", row)
+			}
+			continue
+		}
+		if row.Skipped != "" || row.Ratio <= 0 || row.RatioP99 <= 0 || row.Checks == 0 {
+			t.Errorf("row %s: skipped %q, ratio %v, p99 ratio %v, checks %d", row.Name, row.Skipped, row.Ratio, row.RatioP99, row.Checks)
+		}
+		if !row.External {
+			if row.Errors != 0 {
+				t.Errorf("row %s: errors %v", row.Name, row.ErrorSamples)
+			}
+			if row.Checks != 2000 {
+				t.Errorf("row %s: %d checks, want 2000", row.Name, row.Checks)
+			}
+		}
+	}
+	// 50 keys of 20 units: Tollgate and GCRA allow exactly 1,000 (the hour
+	// barely drains); the seed may overshoot under concurrency, never less.
+	if rows[0].Allowed != 1000 {
+		t.Errorf("tollgate allowed %d, want 1000", rows[0].Allowed)
+	}
+	if rows[1].Allowed < 1000 {
+		t.Errorf("seed allowed %d, want at least 1000", rows[1].Allowed)
+	}
+	if rows[3].Checks != rows[0].Checks && rows[3].Skipped == "" {
+		t.Errorf("redis-benchmark ran %d requests, want Tollgate's %d", rows[3].Checks, rows[0].Checks)
+	}
+
+	// Every row reset or deleted its keys.
+	for _, n := range cluster.Nodes() {
+		v, err := n.Do(ctx, "DBSIZE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != int64(0) {
+			t.Errorf("%s holds %v keys after the comparison", n.Addr, v)
+		}
+	}
+}

@@ -1,0 +1,4 @@
+package bench
+
+// ParseBenchmarkCSV is parseBenchmarkCSV, for the external tests.
+var ParseBenchmarkCSV = parseBenchmarkCSV

@@ -1,0 +1,329 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+)
+
+// Row is what one run measured.
+type Row struct {
+	// Name is what ran: "tollgate", "seed", "redis_rate", "redis-benchmark".
+	Name string
+	// Checks = Allowed + Denied + Errors, the checks answered or failed.
+	Checks, Allowed, Denied, Errors int64
+	// ErrorKinds counts errors by kind (see Kind); ErrorSamples holds the
+	// first error message of each kind.
+	ErrorKinds   map[string]int64
+	ErrorSamples map[string]string
+	// Elapsed is the run's wall time; ChecksPerSec is Checks / Elapsed.
+	Elapsed      time.Duration
+	ChecksPerSec float64
+	// Latency quantiles of answered checks (errors excluded), each within
+	// 6.25% (see Histogram).
+	P50, P90, P99, P999 time.Duration
+	// StoppedBy is StoppedByCount, StoppedByDuration or StoppedByInterrupt.
+	StoppedBy string
+	// External marks figures from an external tool (redis-benchmark): only
+	// Checks, ChecksPerSec, P50 and P99 are known.
+	External bool
+	// Ratio and RatioP99 are ChecksPerSec and P99 divided by the first
+	// row's (Tollgate's); 0 when unknown.
+	Ratio, RatioP99 float64
+	// Skipped, when not empty, says why the row has no figures.
+	Skipped string
+	// Note is a remark on the row (keys not reset, …).
+	Note string
+}
+
+// Setup describes what a Report ran.
+type Setup struct {
+	// Target is "library", "http" or "grpc"; Store is "memory", "redis" or
+	// "redis-cluster" for the library; Addr is the store's, the service's
+	// URL or address.
+	Target, Store, Addr string
+	// Units, Window and Algorithm are the limit checked; zero for gRPC,
+	// where the service's rule applies.
+	Units     int64
+	Window    time.Duration
+	Algorithm string
+	Cost      string
+	Keys      int
+	// Concurrency is the number of callers.
+	Concurrency int
+	// MaxChecks (0: none) and MaxDuration are the run's bounds.
+	MaxChecks   int64
+	MaxDuration time.Duration
+}
+
+// Report is the result of `tollgate bench`: one Row per run, Tollgate's
+// first. String renders it as a table, MarshalJSON as one JSON object.
+type Report struct {
+	Setup Setup
+	Rows  []Row
+}
+
+// ComputeRatios sets each row's Ratio and RatioP99 against the first row.
+func (r *Report) ComputeRatios() {
+	if len(r.Rows) == 0 {
+		return
+	}
+	base := r.Rows[0]
+	for i := range r.Rows {
+		row := &r.Rows[i]
+		row.Ratio, row.RatioP99 = 0, 0
+		if row.Skipped != "" {
+			continue
+		}
+		if base.ChecksPerSec > 0 {
+			row.Ratio = row.ChecksPerSec / base.ChecksPerSec
+		}
+		if base.P99 > 0 && row.P99 > 0 {
+			row.RatioP99 = float64(row.P99) / float64(base.P99)
+		}
+	}
+}
+
+// String renders the report as a table, a line per row, followed by the
+// errors by kind and notes.
+func (r Report) String() string {
+	var b strings.Builder
+	s := r.Setup
+	fmt.Fprintf(&b, "tollgate bench: %s", s.Target)
+	if s.Store != "" {
+		fmt.Fprintf(&b, " on %s", s.Store)
+	}
+	if s.Addr != "" {
+		fmt.Fprintf(&b, " (%s)", s.Addr)
+	}
+	if s.Units == 0 {
+		b.WriteString(", the service's rule")
+	} else {
+		fmt.Fprintf(&b, ", %s %d per %s", s.Algorithm, s.Units, shortDuration(s.Window))
+	}
+	fmt.Fprintf(&b, ", cost %s, %d keys, %d callers, ", s.Cost, s.Keys, s.Concurrency)
+	if s.MaxChecks > 0 {
+		fmt.Fprintf(&b, "at most %s checks or %s\n\n", group(s.MaxChecks), shortDuration(s.MaxDuration))
+	} else {
+		fmt.Fprintf(&b, "for %s\n\n", shortDuration(s.MaxDuration))
+	}
+
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	compare := len(r.Rows) > 1
+	header := "\tchecks/s\t"
+	if compare {
+		header += "×tollgate\t"
+	}
+	header += "checks\tallowed\tdenied\terrors\tp50\tp90\tp99\tp99.9\t"
+	if compare {
+		header += "p99 ×tollgate\t"
+	}
+	fmt.Fprintln(tw, header+"stopped by\t")
+	width := 0 // names are padded to one width: left-aligned in right-aligned columns
+	for _, row := range r.Rows {
+		width = max(width, utf8.RuneCountInString(row.Name))
+	}
+	for _, row := range r.Rows {
+		if row.Skipped != "" {
+			continue
+		}
+		dash := func(v string) string {
+			if row.External {
+				return "-"
+			}
+			return v
+		}
+		line := row.Name + strings.Repeat(" ", width-utf8.RuneCountInString(row.Name)) + "\t" + group(int64(math.Round(row.ChecksPerSec))) + "\t"
+		if compare {
+			line += ratio(row.Ratio) + "\t"
+		}
+		line += group(row.Checks) + "\t" + dash(group(row.Allowed)) + "\t" + dash(group(row.Denied)) + "\t" +
+			dash(group(row.Errors)) + "\t" + latency(row.P50) + "\t" + dash(latency(row.P90)) + "\t" +
+			latency(row.P99) + "\t" + dash(latency(row.P999)) + "\t"
+		if compare {
+			line += ratio(row.RatioP99) + "\t"
+		}
+		line += row.StoppedBy + "\t"
+		fmt.Fprintln(tw, line)
+	}
+	_ = tw.Flush()
+
+	var errs, notes []string
+	for _, row := range r.Rows {
+		for _, k := range slices.Sorted(maps.Keys(row.ErrorKinds)) {
+			errs = append(errs, fmt.Sprintf("  %s: %s %s (first: %s)", row.Name, k, group(row.ErrorKinds[k]), row.ErrorSamples[k]))
+		}
+		if row.Skipped != "" {
+			notes = append(notes, fmt.Sprintf("  %s: skipped: %s", row.Name, row.Skipped))
+		}
+		if row.Note != "" {
+			notes = append(notes, fmt.Sprintf("  %s: %s", row.Name, row.Note))
+		}
+	}
+	if len(errs) > 0 {
+		b.WriteString("\nerrors by kind:\n" + strings.Join(errs, "\n") + "\n")
+	}
+	if len(notes) > 0 {
+		b.WriteString("\nnotes:\n" + strings.Join(notes, "\n") + "\n")
+	}
+	if compare {
+		b.WriteString("\n×tollgate: the row's figure divided by Tollgate's (checks/s: above 1 is faster; p99: above 1 is slower).\n")
+	}
+	return b.String()
+}
+
+// group formats n with thousands separators.
+func group(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func ratio(f float64) string {
+	if f == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(f, 'f', 2, 64)
+}
+
+// latency formats d with three significant digits at most.
+func latency(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Second, "s"}, {time.Millisecond, "ms"}, {time.Microsecond, "µs"}} {
+		if d >= u.unit {
+			return sig3(float64(d)/float64(u.unit)) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(d), 10) + "ns"
+}
+
+// sig3 formats v (at least 1) with three significant digits, or as an
+// integer from 100 up.
+func sig3(v float64) string {
+	switch {
+	case v < 10:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	case v < 100:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+// shortDuration formats d as time.Duration.String does, without zero
+// minutes and seconds after a whole hour or minute: "1h", "1h30m", "90s".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// rowJSON is a Row in JSON: durations in milliseconds.
+type rowJSON struct {
+	Name         string            `json:"name"`
+	ChecksPerSec float64           `json:"checks_per_sec"`
+	Checks       int64             `json:"checks"`
+	Allowed      *int64            `json:"allowed,omitempty"`
+	Denied       *int64            `json:"denied,omitempty"`
+	Errors       *int64            `json:"errors,omitempty"`
+	ErrorKinds   map[string]int64  `json:"errors_by_kind,omitempty"`
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	ElapsedSec   float64           `json:"elapsed_sec"`
+	P50          float64           `json:"p50_ms"`
+	P90          *float64          `json:"p90_ms,omitempty"`
+	P99          float64           `json:"p99_ms"`
+	P999         *float64          `json:"p999_ms,omitempty"`
+	StoppedBy    string            `json:"stopped_by,omitempty"`
+	Ratio        float64           `json:"ratio_checks_per_sec,omitempty"`
+	RatioP99     float64           `json:"ratio_p99,omitempty"`
+	Skipped      string            `json:"skipped,omitempty"`
+	Note         string            `json:"note,omitempty"`
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func (row Row) json() rowJSON {
+	j := rowJSON{
+		Name: row.Name, ChecksPerSec: row.ChecksPerSec, Checks: row.Checks,
+		ElapsedSec: row.Elapsed.Seconds(), P50: ms(row.P50), P99: ms(row.P99),
+		StoppedBy: row.StoppedBy, Ratio: row.Ratio, RatioP99: row.RatioP99, Skipped: row.Skipped, Note: row.Note,
+	}
+	if !row.External && row.Skipped == "" {
+		j.Allowed, j.Denied, j.Errors = &row.Allowed, &row.Denied, &row.Errors
+		p90, p999 := ms(row.P90), ms(row.P999)
+		j.P90, j.P999 = &p90, &p999
+		j.ErrorKinds, j.ErrorSamples = row.ErrorKinds, row.ErrorSamples
+		if j.ErrorKinds == nil {
+			j.ErrorKinds = map[string]int64{}
+		}
+	}
+	return j
+}
+
+// MarshalJSON renders the report as one object: the setup, then the first
+// (Tollgate's) row's figures at the top level, and with more rows a
+// "compare" list of all rows, each with its ratios to the first.
+func (r Report) MarshalJSON() ([]byte, error) {
+	type setupJSON struct {
+		Target      string  `json:"target"`
+		Store       string  `json:"store,omitempty"`
+		Addr        string  `json:"addr,omitempty"`
+		Units       int64   `json:"limit,omitempty"`
+		Window      string  `json:"window,omitempty"`
+		Algorithm   string  `json:"algorithm,omitempty"`
+		Cost        string  `json:"cost"`
+		Keys        int     `json:"keys"`
+		Concurrency int     `json:"concurrency"`
+		MaxChecks   int64   `json:"max_checks"`
+		MaxDuration float64 `json:"max_duration_sec"`
+	}
+	s := r.Setup
+	window := ""
+	if s.Window > 0 {
+		window = shortDuration(s.Window)
+	}
+	out := struct {
+		setupJSON
+		rowJSON
+		Compare []rowJSON `json:"compare,omitempty"`
+	}{
+		setupJSON: setupJSON{s.Target, s.Store, s.Addr, s.Units, window, s.Algorithm, s.Cost,
+			s.Keys, s.Concurrency, s.MaxChecks, s.MaxDuration.Seconds()},
+	}
+	if len(r.Rows) > 0 {
+		out.rowJSON = r.Rows[0].json()
+	}
+	if len(r.Rows) > 1 {
+		for _, row := range r.Rows {
+			out.Compare = append(out.Compare, row.json())
+		}
+	}
+	return json.Marshal(out)
+}

@@ -1,0 +1,266 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tollgate/tollgate"
+)
+
+// Library is the Target of a Limiter in process: Consume with Limit.
+type Library struct {
+	Limiter *tollgate.Limiter
+	Limit   tollgate.Limit
+}
+
+// Check implements Target.
+func (l Library) Check(ctx context.Context, key string, cost int64) (bool, error) {
+	res, err := l.Limiter.Consume(ctx, key, cost, l.Limit)
+	return res.Allowed, err
+}
+
+// Reset implements Resetter.
+func (l Library) Reset(ctx context.Context, key string) error { return l.Limiter.Reset(ctx, key) }
+
+// HTTP is the Target of a running service's HTTP API: POST /v1/consume with
+// an inline limit, over keep-alive connections. 200 is allowed, 429 denied;
+// any other answer is an error of kind "http_<status>_<code>" (the error
+// body's code, when there is one).
+type HTTP struct {
+	url    string
+	limit  tollgate.Limit
+	token  string
+	client *http.Client
+	tr     *http.Transport
+}
+
+// HTTPOptions configures an HTTP target.
+type HTTPOptions struct {
+	// Token, when not empty, is sent as Authorization: Bearer Token.
+	Token string
+	// Conns is how many idle connections to keep to the service: the run's
+	// concurrency, so that every caller keeps its connection. 0 means
+	// DefaultConcurrency.
+	Conns int
+}
+
+// NewHTTP returns the target of the service whose base URL is base
+// ("http://127.0.0.1:8080"), checking limit.
+func NewHTTP(base string, limit tollgate.Limit, opts HTTPOptions) (*HTTP, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("--http %q: %w", base, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--http %q: want http://HOST:PORT or https://HOST:PORT", base)
+	}
+	conns := opts.Conns
+	if conns <= 0 {
+		conns = DefaultConcurrency
+	}
+	tr := &http.Transport{
+		Proxy:               nil, // never through a proxy: the target is what was checked
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns, // the default, 2, would close and redial most connections
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+	return &HTTP{
+		url:   strings.TrimSuffix(u.String(), "/") + "/v1/consume",
+		limit: limit,
+		token: opts.Token,
+		tr:    tr,
+		client: &http.Client{
+			Transport: tr,
+			// A redirect could lead anywhere, past the loopback check.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+// Check implements Target.
+func (h *HTTP) Check(ctx context.Context, key string, cost int64) (bool, error) {
+	body := make([]byte, 0, 128+len(key))
+	body = append(body, `{"key":`...)
+	k, err := json.Marshal(key)
+	if err != nil {
+		return false, err
+	}
+	body = append(body, k...)
+	body = append(body, `,"cost":`...)
+	body = strconv.AppendInt(body, cost, 10)
+	body = append(body, `,"limit":`...)
+	body = strconv.AppendInt(body, h.limit.Units, 10)
+	body = append(body, `,"window":"`...)
+	body = append(body, h.limit.Window.String()...)
+	body = append(body, `","algorithm":"`...)
+	body = append(body, h.limit.Algorithm.String()...)
+	body = append(body, `"}`...)
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if h.token != "" {
+		req.Header.Set("Authorization", "Bearer "+h.token)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return false, err
+		}
+		return false, &KindError{Kind: "conn", Err: err}
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusTooManyRequests:
+		// Read to the end so that the connection is reused.
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return false, &KindError{Kind: "conn", Err: err}
+		}
+		return resp.StatusCode == http.StatusOK, nil
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	kind := "http_" + strconv.Itoa(resp.StatusCode)
+	if json.Unmarshal(msg, &e) == nil && e.Error.Code != "" {
+		kind += "_" + e.Error.Code
+	}
+	return false, &KindError{Kind: kind, Err: fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))}
+}
+
+// Close closes the idle connections.
+func (h *HTTP) Close() error {
+	h.tr.CloseIdleConnections()
+	return nil
+}
+
+// Defaults of a gRPC target, matching EnvoyConfig.
+const (
+	DefaultDomain        = "tollgate-bench"
+	DefaultDescriptorKey = "bench_key"
+)
+
+// GRPC is the Target of a running service's Envoy rate limit service:
+// ShouldRateLimit in Domain with one descriptor, DescriptorKey = the key,
+// and hits_addend = the cost. OK is allowed, OVER_LIMIT denied. The service
+// must have a rule for it (see EnvoyConfig): a descriptor that matches no
+// rule is answered OK without a check, which is reported as an error of
+// kind "no_rule" rather than measured. gRPC errors are of kind
+// "grpc_<code>" ("grpc_unavailable").
+//
+// The limit is the service's rule; the bench's own limit flags do not
+// apply.
+type GRPC struct {
+	conn         *grpc.ClientConn
+	client       rlspb.RateLimitServiceClient
+	domain, dkey string
+}
+
+// NewGRPC returns the target of the service at addr, HOST:PORT, over
+// plaintext gRPC (as serve's --grpc-listen serves it). Empty domain and
+// descriptorKey mean DefaultDomain and DefaultDescriptorKey.
+func NewGRPC(addr, domain, descriptorKey string) (*GRPC, error) {
+	if domain == "" {
+		domain = DefaultDomain
+	}
+	if descriptorKey == "" {
+		descriptorKey = DefaultDescriptorKey
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("--grpc %s: %w", addr, err)
+	}
+	return &GRPC{conn: conn, client: rlspb.NewRateLimitServiceClient(conn), domain: domain, dkey: descriptorKey}, nil
+}
+
+// Check implements Target.
+func (g *GRPC) Check(ctx context.Context, key string, cost int64) (bool, error) {
+	if cost > int64(^uint32(0)) {
+		return false, &KindError{Kind: "invalid_input", Err: fmt.Errorf("cost %d does not fit hits_addend", cost)}
+	}
+	resp, err := g.client.ShouldRateLimit(ctx, &rlspb.RateLimitRequest{
+		Domain: g.domain,
+		Descriptors: []*rlv3.RateLimitDescriptor{{
+			Entries: []*rlv3.RateLimitDescriptor_Entry{{Key: g.dkey, Value: key}},
+		}},
+		HitsAddend: uint32(cost),
+	})
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return false, ctxErr
+		}
+		st := status.Convert(err)
+		return false, &KindError{Kind: "grpc_" + strings.ToLower(snake(st.Code().String())), Err: err}
+	}
+	if sts := resp.GetStatuses(); len(sts) == 1 && sts[0].GetCurrentLimit() == nil {
+		return false, &KindError{Kind: "no_rule", Err: fmt.Errorf("domain %q, descriptor %s: no rule of the service matches (see tollgate bench --print-envoy-config)", g.domain, g.dkey)}
+	}
+	switch resp.GetOverallCode() {
+	case rlspb.RateLimitResponse_OK:
+		return true, nil
+	case rlspb.RateLimitResponse_OVER_LIMIT:
+		return false, nil
+	}
+	return false, &KindError{Kind: "grpc_bad_code", Err: fmt.Errorf("overall code %s", resp.GetOverallCode())}
+}
+
+// snake turns a gRPC code name ("DeadlineExceeded") into snake case.
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Close closes the connection.
+func (g *GRPC) Close() error { return g.conn.Close() }
+
+// EnvoyConfig returns an Envoy descriptor config (package config) with the
+// rule a GRPC target's descriptors match: in domain, key descriptorKey
+// (any value, each value its own counter), limit. Serve it with
+// `tollgate serve --grpc-listen … --envoy-config FILE`.
+func EnvoyConfig(domain, descriptorKey string, limit tollgate.Limit) string {
+	if domain == "" {
+		domain = DefaultDomain
+	}
+	if descriptorKey == "" {
+		descriptorKey = DefaultDescriptorKey
+	}
+	return fmt.Sprintf(`# The rule that tollgate bench --grpc checks against: every value of
+# descriptor key %[2]q in domain %[1]q is a key of its own.
+domain: %[1]s
+descriptors:
+  - key: %[2]s
+    rate_limit:
+      name: bench
+      requests_per_unit: %[3]d
+      window: %[4]s
+      algorithm: %[5]s
+`, domain, descriptorKey, limit.Units, shortDuration(limit.Window), limit.Algorithm)
+}
