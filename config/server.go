@@ -18,6 +18,14 @@ import (
 //	  envoy_config: envoy/                # Envoy descriptor configs, a file or directory (see LoadEnvoy)
 //	  redis: 10.0.0.5:6379                # standalone Redis; or
 //	  redis_cluster: [10.0.0.5:7000, 10.0.0.6:7000]  # Redis Cluster seed nodes
+//	  redis_username: tollgate            # Redis ACL user
+//	  redis_password_file: redis.pass     # first line: the password or access key
+//	  redis_tls: true                     # TLS to Redis (implied by the redis_tls_* keys)
+//	  redis_tls_ca_file: ca.pem           # CAs of the servers' certificates
+//	  redis_tls_cert_file: client.pem     # client certificate, with redis_tls_key_file
+//	  redis_tls_key_file: client.key
+//	  redis_tls_server_name: cache.example.com  # verify certificates against this name
+//	  redis_tls_insecure_skip_verify: false     # never in production
 //	  check_timeout: 100ms                # longest wait for the store per check
 //	  shutdown_timeout: 10s               # longest drain on SIGTERM
 //	  reload_interval: 5s                 # how often to look for config changes
@@ -36,12 +44,19 @@ import (
 // checked here (addresses are HOST:PORT, redis and redis_cluster exclusive);
 // whether an address can be listened on or reached is for the server.
 type Server struct {
-	Listen          string
-	GRPCListen      string
-	EnvoyConfig     string
-	Redis           string
-	RedisCluster    []string
-	CheckTimeout    time.Duration
+	Listen       string
+	GRPCListen   string
+	EnvoyConfig  string
+	Redis        string
+	RedisCluster []string
+	CheckTimeout time.Duration
+
+	// Redis authentication and TLS, as the --redis-* flags.
+	RedisUsername, RedisPasswordFile                  string
+	RedisTLS, RedisTLSInsecureSkipVerify              bool
+	RedisTLSCAFile, RedisTLSCertFile, RedisTLSKeyFile string
+	RedisTLSServerName                                string
+
 	ShutdownTimeout time.Duration
 	ReloadInterval  time.Duration
 	APITokenFile    string
@@ -70,17 +85,26 @@ func (c *Config) Server() Server {
 }
 
 type serverYAML struct {
-	Listen          string   `yaml:"listen"`
-	GRPCListen      string   `yaml:"grpc_listen"`
-	EnvoyConfig     string   `yaml:"envoy_config"`
-	Redis           string   `yaml:"redis"`
-	RedisCluster    []string `yaml:"redis_cluster"`
-	CheckTimeout    string   `yaml:"check_timeout"`
-	ShutdownTimeout string   `yaml:"shutdown_timeout"`
-	ReloadInterval  string   `yaml:"reload_interval"`
-	APITokenFile    string   `yaml:"api_token_file"`
-	AdminTokenFile  string   `yaml:"admin_token_file"`
-	LogLevel        string   `yaml:"log_level"`
+	Listen       string   `yaml:"listen"`
+	GRPCListen   string   `yaml:"grpc_listen"`
+	EnvoyConfig  string   `yaml:"envoy_config"`
+	Redis        string   `yaml:"redis"`
+	RedisCluster []string `yaml:"redis_cluster"`
+
+	RedisUsername              string `yaml:"redis_username"`
+	RedisPasswordFile          string `yaml:"redis_password_file"`
+	RedisTLS                   bool   `yaml:"redis_tls"`
+	RedisTLSCAFile             string `yaml:"redis_tls_ca_file"`
+	RedisTLSCertFile           string `yaml:"redis_tls_cert_file"`
+	RedisTLSKeyFile            string `yaml:"redis_tls_key_file"`
+	RedisTLSServerName         string `yaml:"redis_tls_server_name"`
+	RedisTLSInsecureSkipVerify bool   `yaml:"redis_tls_insecure_skip_verify"`
+	CheckTimeout               string `yaml:"check_timeout"`
+	ShutdownTimeout            string `yaml:"shutdown_timeout"`
+	ReloadInterval             string `yaml:"reload_interval"`
+	APITokenFile               string `yaml:"api_token_file"`
+	AdminTokenFile             string `yaml:"admin_token_file"`
+	LogLevel                   string `yaml:"log_level"`
 
 	// The local over-limit cache; a pointer, to tell 0 from absent.
 	LocalCacheSize   *int   `yaml:"local_cache_size"`
@@ -93,11 +117,15 @@ func serverOf(src source, root *yaml.Node, s serverYAML) (Server, error) {
 		return errorAt(src.name, lineOf(root, "server", field), "server: "+format, args...)
 	}
 	out := Server{
-		Listen:       s.Listen,
-		GRPCListen:   s.GRPCListen,
-		Redis:        s.Redis,
-		RedisCluster: s.RedisCluster,
-		LogLevel:     s.LogLevel,
+		Listen:                     s.Listen,
+		GRPCListen:                 s.GRPCListen,
+		Redis:                      s.Redis,
+		RedisCluster:               s.RedisCluster,
+		LogLevel:                   s.LogLevel,
+		RedisUsername:              s.RedisUsername,
+		RedisTLS:                   s.RedisTLS,
+		RedisTLSServerName:         s.RedisTLSServerName,
+		RedisTLSInsecureSkipVerify: s.RedisTLSInsecureSkipVerify,
 	}
 	for _, a := range []struct{ field, addr string }{{"listen", s.Listen}, {"grpc_listen", s.GRPCListen}} {
 		if a.addr == "" {
@@ -159,6 +187,10 @@ func serverOf(src source, root *yaml.Node, s serverYAML) (Server, error) {
 	out.EnvoyConfig = relativeTo(dir, s.EnvoyConfig)
 	out.APITokenFile = relativeTo(dir, s.APITokenFile)
 	out.AdminTokenFile = relativeTo(dir, s.AdminTokenFile)
+	out.RedisPasswordFile = relativeTo(dir, s.RedisPasswordFile)
+	out.RedisTLSCAFile = relativeTo(dir, s.RedisTLSCAFile)
+	out.RedisTLSCertFile = relativeTo(dir, s.RedisTLSCertFile)
+	out.RedisTLSKeyFile = relativeTo(dir, s.RedisTLSKeyFile)
 	return out, nil
 }
 

@@ -262,7 +262,11 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 	}()
 
 	if cfg.Compare {
-		cmp := bench.Comparison{Config: load, Redis: cfg.Store.redisOptions(), Limit: limit, RedisBenchmark: cfg.RedisBenchmark}
+		ropts, err := cfg.Store.redisOptions()
+		if err != nil {
+			return err
+		}
+		cmp := bench.Comparison{Config: load, Redis: ropts, Limit: limit, RedisBenchmark: cfg.RedisBenchmark}
 		if cfg.Progress {
 			cmp.Status = func(name string) {
 				if name == bench.NameRedisBenchmark {
@@ -321,7 +325,11 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 		setup.Addr = strings.Join(cfg.redisAddrs(), ",")
 		if !cfg.AllowRemote {
 			// The seeds are on loopback; so must be every node they announce.
-			nodes, err := bench.NodeAddrs(ctx, cfg.Store.redisOptions())
+			ropts, err := cfg.Store.redisOptions()
+			if err != nil {
+				return nil, nil, err
+			}
+			nodes, err := bench.NodeAddrs(ctx, ropts)
 			if err != nil {
 				return nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
 			}

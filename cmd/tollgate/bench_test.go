@@ -165,7 +165,7 @@ func TestBenchCommandErrors(t *testing.T) {
 		{[]string{"--http", "http://127.0.0.1:1", "--grpc", "127.0.0.1:2"}, "mutually exclusive"},
 		{[]string{"--redis", "127.0.0.1:1", "--redis-cluster", "127.0.0.1:2"}, "mutually exclusive"},
 		{[]string{"--token-file", "x"}, "--token-file needs --http"},
-		{[]string{"--redis-tls"}, "--redis-tls flags need --redis"},
+		{[]string{"--redis-tls"}, "need --redis or --redis-cluster"},
 		{[]string{"--cost", "11", "--limit", "10"}, "exceeds --limit"},
 		{[]string{"--cost", "0"}, "--cost"},
 		{[]string{"--algorithm", "leaky"}, "--algorithm"},
@@ -203,7 +203,7 @@ func TestBenchStoreFlags(t *testing.T) {
 	if c.TLS == nil || c.TLS.CAFile != "ca.pem" || c.TLS.ServerName != "cache" || !c.TLS.InsecureSkipVerify {
 		t.Errorf("TLS %+v", c.TLS)
 	}
-	if o := c.redisOptions(); !o.Cluster || len(o.Addrs) != 2 || o.TLS != c.TLS {
+	if o, err := c.redisOptions(); err != nil || !o.Cluster || len(o.Addrs) != 2 || o.TLS != c.TLS {
 		t.Errorf("redisOptions %+v", o)
 	}
 }

@@ -134,8 +134,7 @@ section of the --config file. Command line > environment > file > default.`,
 	f.StringVar(&cfg.Listen, "listen", defaultListen, "`HOST:PORT` to serve HTTP on (port 0 picks a free one)")
 	f.StringVar(&cfg.GRPCListen, "grpc-listen", "", "`HOST:PORT` to serve the Envoy rate limit service (gRPC) on; needs --envoy-config")
 	f.StringVar(&cfg.EnvoyConfigPath, "envoy-config", "", "Envoy ratelimit descriptor configs, a `file or directory`; reloaded on change")
-	f.StringVar(&cfg.Store.Redis, "redis", "", "standalone Redis `HOST:PORT` (default: in-memory store)")
-	f.StringSliceVar(&cfg.Store.RedisCluster, "redis-cluster", nil, "Redis Cluster seed nodes, `HOST:PORT[,HOST:PORT...]`")
+	addStoreFlags(f, &cfg.Store)
 	f.DurationVar(&cfg.CheckTimeout, "check-timeout", defaultCheckTimeout, "how long a check may wait for the store before the policy's failure mode applies")
 	f.StringVar(&cfg.APITokenFile, "api-token-file", "", "`file` of bearer tokens (one a line) that /v1/* requests need")
 	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "`file` of bearer tokens that may also call /v1/reset")
@@ -185,6 +184,12 @@ func applyFile(f *pflag.FlagSet, s config.Server) error {
 		}
 		return d.String()
 	}
+	yes := func(b bool) string {
+		if b {
+			return "true"
+		}
+		return ""
+	}
 	positive := func(n int) string {
 		if n <= 0 {
 			return ""
@@ -197,6 +202,14 @@ func applyFile(f *pflag.FlagSet, s config.Server) error {
 		{"envoy-config", s.EnvoyConfig},
 		{"redis", s.Redis},
 		{"redis-cluster", strings.Join(s.RedisCluster, ",")},
+		{"redis-username", s.RedisUsername},
+		{"redis-password-file", s.RedisPasswordFile},
+		{"redis-tls", yes(s.RedisTLS)},
+		{"redis-tls-ca-file", s.RedisTLSCAFile},
+		{"redis-tls-cert-file", s.RedisTLSCertFile},
+		{"redis-tls-key-file", s.RedisTLSKeyFile},
+		{"redis-tls-server-name", s.RedisTLSServerName},
+		{"redis-tls-insecure-skip-verify", yes(s.RedisTLSInsecureSkipVerify)},
 		{"check-timeout", dur(s.CheckTimeout)},
 		{"api-token-file", s.APITokenFile},
 		{"admin-token-file", s.AdminTokenFile},

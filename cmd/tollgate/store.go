@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -26,6 +28,9 @@ type storeConfig struct {
 	Observer redis.Observer
 	// TLS, when not nil, makes every Redis connection use TLS.
 	TLS *redis.TLSOptions
+	// Username and PasswordFile authenticate to Redis (ACL user; the file
+	// holds the password, or the access key, on its first line).
+	Username, PasswordFile string
 }
 
 // addStoreFlags registers on f the flags that select the store: --redis,
@@ -34,6 +39,8 @@ type storeConfig struct {
 func addStoreFlags(f *pflag.FlagSet, c *storeConfig) {
 	f.StringVar(&c.Redis, "redis", "", "standalone Redis `HOST:PORT` (default: in-memory store)")
 	f.StringSliceVar(&c.RedisCluster, "redis-cluster", nil, "Redis Cluster seed nodes, `HOST:PORT[,HOST:PORT...]`")
+	f.StringVar(&c.Username, "redis-username", "", "Redis ACL `user` (default: the default user)")
+	f.StringVar(&c.PasswordFile, "redis-password-file", "", "`file` whose first line is the Redis password or access key")
 	tls := func() *redis.TLSOptions {
 		if c.TLS == nil {
 			c.TLS = &redis.TLSOptions{}
@@ -78,15 +85,27 @@ func (v tlsValue) Set(s string) error { return v.set(s) }
 func (v tlsValue) String() string     { return "" }
 func (v tlsValue) Type() string       { return v.typ }
 
-// redisOptions returns the options of the Redis store c selects.
-func (c storeConfig) redisOptions() redis.Options {
+// redisOptions returns the options of the Redis store c selects, with the
+// password read from its file.
+func (c storeConfig) redisOptions() (redis.Options, error) {
 	opts := redis.Options{Addrs: c.RedisCluster, Cluster: true}
 	if c.Redis != "" {
 		opts = redis.Options{Addrs: []string{c.Redis}}
 	}
 	opts.Observer = c.Observer
 	opts.TLS = c.TLS
-	return opts
+	opts.Username = c.Username
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return redis.Options{}, fmt.Errorf("--redis-password-file: %w", err)
+		}
+		opts.Password, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
+		if opts.Password == "" {
+			return redis.Options{}, fmt.Errorf("--redis-password-file %s: empty", c.PasswordFile)
+		}
+	}
+	return opts, nil
 }
 
 // kind names the selected store for logs: "memory", "redis" or
@@ -115,8 +134,8 @@ func (c storeConfig) validate() error {
 			return fmt.Errorf("--redis-cluster: %w", err)
 		}
 	}
-	if c.TLS != nil && c.kind() == "memory" {
-		return errors.New("--redis-tls flags need --redis or --redis-cluster")
+	if (c.TLS != nil || c.Username != "" || c.PasswordFile != "") && c.kind() == "memory" {
+		return errors.New("--redis-tls, --redis-username and --redis-password-file need --redis or --redis-cluster")
 	}
 	return nil
 }
@@ -142,7 +161,11 @@ func openStore(ctx context.Context, cfg storeConfig) (st tollgate.Store, ready f
 		m := memory.New(memory.Options{})
 		return m, nil, m.Close, nil
 	}
-	r, err := redis.New(ctx, cfg.redisOptions())
+	opts, err := cfg.redisOptions()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r, err := redis.New(ctx, opts)
 	if err != nil {
 		return nil, nil, nil, err
 	}

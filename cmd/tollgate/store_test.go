@@ -1,0 +1,41 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRedisPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, file, want, err string
+	}{
+		{"first line", write("a", "s3cret\nignored\n"), "s3cret", ""},
+		{"crlf", write("b", "s3cret\r\n"), "s3cret", ""},
+		{"empty", write("c", "\n"), "", "empty"},
+		{"missing", filepath.Join(dir, "nope"), "", "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := storeConfig{Redis: "127.0.0.1:1", Username: "u", PasswordFile: tc.file}
+			o, err := c.redisOptions()
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || o.Password != tc.want || o.Username != "u" {
+				t.Fatalf("got %q/%q, %v; want %q", o.Username, o.Password, err, tc.want)
+			}
+		})
+	}
+}
