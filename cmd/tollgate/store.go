@@ -169,7 +169,7 @@ func openStore(ctx context.Context, cfg storeConfig) (st tollgate.Store, ready f
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return r, r.Ping, r.Close, nil
+	return r, r.Ready, r.Close, nil
 }
 
 // deadlineStore bounds each call of a store by a timeout (--check-timeout),

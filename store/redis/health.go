@@ -117,6 +117,19 @@ func (h *slotHealth) record(slot uint16, failed bool, now time.Time) time.Durati
 	return time.Duration(now.UnixNano() - h.failingSince[slot].Load())
 }
 
+// open counts the slots whose circuit is open and returns the first.
+func (h *slotHealth) open(now time.Time) (n int, first uint16) {
+	for i := range h.failingSince {
+		if since := h.failingSince[i].Load(); since != 0 && now.UnixNano()-since >= int64(h.breakAfter) {
+			if n == 0 {
+				first = uint16(i)
+			}
+			n++
+		}
+	}
+	return n, first
+}
+
 // healGate allows one client rebuild per minHealInterval, jittered so that
 // many instances do not rebuild together.
 type healGate struct{ next atomic.Int64 }

@@ -50,6 +50,9 @@ func TestCircuitBreaker(t *testing.T) {
 	if !open || obs.fastFails.Load() == 0 {
 		t.Fatalf("circuit never opened (fast fails %d)", obs.fastFails.Load())
 	}
+	if err := s.Ready(ctx); err == nil {
+		t.Error("Ready with the server down")
+	}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if err := standalone.Restart(rctx); err != nil {
@@ -67,6 +70,9 @@ func TestCircuitBreaker(t *testing.T) {
 			t.Fatalf("no recovery: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Errorf("not Ready after recovery: %v", err)
 	}
 }
 

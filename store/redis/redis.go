@@ -299,6 +299,23 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Ready reports whether the store serves every hash slot: Redis answers a
+// PING, and no slot's circuit is open (see Options.BreakAfter). A service
+// uses it for its readiness probe, to be taken out of rotation while a shard
+// has no master and back once its slots are served again.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.Ping(ctx); err != nil {
+		return err
+	}
+	if s.health == nil {
+		return nil
+	}
+	if n, first := s.health.open(time.Now()); n > 0 {
+		return fmt.Errorf("%w: %d hash slots failing (slot %d first)", ErrCircuitOpen, n, first)
+	}
+	return nil
+}
+
 // Close closes every connection.
 func (s *Store) Close() error {
 	s.healMu.Lock()
