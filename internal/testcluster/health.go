@@ -239,8 +239,8 @@ func (c *Cluster) checkNode(ctx context.Context, n *Node) ([]nodeInfo, error) {
 			return nil, errorAt(n, "flags running node %s as failing", peer.Addr)
 		case ni.pending:
 			return nil, errorAt(n, "is still in handshake with %s", peer.Addr)
-		case ni.addr != peer.Addr:
-			return nil, errorAt(n, "knows %s at %s", peer.Addr, ni.addr)
+		case ni.addr != peer.Announced():
+			return nil, errorAt(n, "knows %s at %s, want %s", peer.Addr, ni.addr, peer.Announced())
 		}
 	}
 	if self.id == "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +32,7 @@ const (
 // Methods are safe for concurrent use, but Kill and Restart of one node should
 // not race each other.
 type Node struct {
-	Addr    string // "host:port", what clients dial
+	Addr    string // "host:port" the node listens on; the package dials it
 	Host    string // loopback IP address
 	Port    int
 	BusPort int    // cluster bus port; 0 for a standalone server
@@ -42,6 +43,43 @@ type Node struct {
 
 	mu   sync.Mutex
 	proc *process // nil when never started or killed
+	// Ports the cluster announces for the node (cluster-announce-port and
+	// cluster-announce-bus-port); 0 means its own.
+	announcePort, announceBusPort int
+}
+
+// Announced is the address the cluster gives clients for the node, in
+// CLUSTER SLOTS, CLUSTER NODES and redirects: Addr unless Options.Announce
+// or Announce set another port, such as a proxy's.
+func (n *Node) Announced() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.announcePort == 0 {
+		return n.Addr
+	}
+	return net.JoinHostPort(n.Host, strconv.Itoa(n.announcePort))
+}
+
+// Announce makes the running node announce port and busPort (0: its own)
+// from now on, with CONFIG SET, and keeps them across Restart. Peers learn
+// the new address by gossip; WaitHealthy waits until all agree.
+func (n *Node) Announce(ctx context.Context, port, busPort int) error {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if n.BusPort == 0 {
+		return fmt.Errorf("%s: not a cluster node", n.Addr)
+	}
+	if _, err := n.Do(ctx, "CONFIG", "SET", "cluster-announce-port", port, "cluster-announce-bus-port", busPort); err != nil {
+		return fmt.Errorf("%s: %w", n.Addr, err)
+	}
+	// The config file is what Restart starts from.
+	if _, err := n.Do(ctx, "CONFIG", "REWRITE"); err != nil {
+		return fmt.Errorf("%s: %w", n.Addr, err)
+	}
+	n.mu.Lock()
+	n.announcePort, n.announceBusPort = port, busPort
+	n.mu.Unlock()
+	return nil
 }
 
 // process is one run of a node.
@@ -228,6 +266,12 @@ func (n *Node) writeConfig(o Options) error {
 		// A node otherwise learns its own address from peers only, and a
 		// one-node cluster would list itself as ":port".
 		line("cluster-announce-ip %s", n.Host)
+		if n.announcePort != 0 {
+			line("cluster-announce-port %d", n.announcePort)
+		}
+		if n.announceBusPort != 0 {
+			line("cluster-announce-bus-port %d", n.announceBusPort)
+		}
 		line("cluster-node-timeout %d", o.NodeTimeout.Milliseconds())
 		line("cluster-require-full-coverage %s", yesNo(o.RequireFullCoverage))
 		line("cluster-allow-reads-when-down no")

@@ -11,7 +11,10 @@
 // Start returns only once the cluster is healthy in the sense of WaitHealthy,
 // because right after creation replicas are still loading and CLUSTER SLOTS
 // may be empty. Failover, Node.Kill and Node.Restart inject faults; WaitHealthy
-// waits for the cluster to recover.
+// waits for the cluster to recover. MoveSlots, or BeginMigration, MigrateKeys
+// and FinishMigration step by step, migrate slots (ASK and MOVED on demand).
+// Options.Announce and Node.Announce put nodes behind other ports, such as
+// fault proxies'.
 //
 // Several test binaries may use the package at once (go test runs packages in
 // parallel): each cluster picks a random free port and picks another when a
@@ -108,6 +111,13 @@ type Options struct {
 	// ExtraConfig lines are appended to every node's redis.conf, after and
 	// so overriding the package's own settings.
 	ExtraConfig []string
+	// Announce, when set, is called for each cluster node before it starts
+	// (again if Start retries on another port) with the node's address and
+	// bus port, and returns the ports the node is to announce instead, 0
+	// meaning its own: typically those of proxies in front of it (see
+	// internal/faultproxy), so that clients and peers reach it through
+	// them. The package itself still talks to the node directly.
+	Announce func(host string, port, busPort int) (announcePort, announceBusPort int, err error)
 	// Logf receives progress messages, such as t.Logf. Nil discards them.
 	Logf func(format string, args ...any)
 
@@ -226,6 +236,12 @@ func startNodes(ctx context.Context, o Options, bin, dir string, port int, clust
 		}
 		if cluster {
 			n.BusPort = port + busPortOffset
+			if o.Announce != nil {
+				var err error
+				if n.announcePort, n.announceBusPort, err = o.Announce(h, port, n.BusPort); err != nil {
+					return fail(fmt.Errorf("testcluster: Announce for %s: %w", n.Addr, err))
+				}
+			}
 		}
 		// A previous attempt may have left a nodes.conf for another port.
 		if err := os.RemoveAll(n.Dir); err != nil {
@@ -366,12 +382,13 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// Addrs returns every node's "host:port", masters first: a client's seed
-// list. Stopped nodes are included; the list never changes.
+// Addrs returns every node's announced "host:port" (Node.Announced),
+// masters first: a client's seed list. Stopped nodes are included; the list
+// changes only when Node.Announce changes an address.
 func (c *Cluster) Addrs() []string {
 	addrs := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
-		addrs[i] = n.Addr
+		addrs[i] = n.Announced()
 	}
 	return addrs
 }
@@ -380,11 +397,11 @@ func (c *Cluster) Addrs() []string {
 // first Masters nodes are masters; ask Shards or Node.Role for current roles.
 func (c *Cluster) Nodes() []*Node { return slices.Clone(c.nodes) }
 
-// Do runs one command on the node at addr (see Node.Do); addr must be one of
-// Addrs, typically taken from a MOVED or ASK reply.
+// Do runs one command on the node at addr (see Node.Do); addr is a node's
+// Addr or announced address, typically taken from a MOVED or ASK reply.
 func (c *Cluster) Do(ctx context.Context, addr string, args ...any) (any, error) {
 	for _, n := range c.nodes {
-		if n.Addr == addr {
+		if n.Addr == addr || n.Announced() == addr {
 			return n.Do(ctx, args...)
 		}
 	}
@@ -478,28 +495,11 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 func (c *Cluster) Failover(ctx context.Context, replica *Node) error {
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	if !slices.Contains(c.nodes, replica) {
-		return errors.New("testcluster: Failover of a node not in this cluster")
-	}
-	ns, err := c.view(ctx, replica)
+	master, err := c.masterOf(ctx, replica)
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(ns, func(ni nodeInfo) bool { return ni.myself })
-	if i < 0 || ns[i].master {
-		return errorAt(replica, "not a replica")
-	}
-	master := c.byID(ns[i].masterID)
-	if master == nil {
-		return errorAt(replica, "replicates unknown node %s", ns[i].masterID)
-	}
-	c.mu.Lock()
-	last := c.roleChanged[replica]
-	if t := c.roleChanged[master]; t.After(last) {
-		last = t
-	}
-	c.mu.Unlock()
-	if wait := time.Until(last.Add(4 * c.opt.NodeTimeout)); wait > 0 {
+	if wait := c.spacing(replica, master); wait > 0 {
 		c.opt.Logf("testcluster: waiting %v before another failover of %s's shard", wait.Round(time.Millisecond), master.Addr)
 		if err := sleep(ctx, wait); err != nil {
 			return fmt.Errorf("testcluster: failover of %s: %w", replica.Addr, err)
@@ -530,6 +530,52 @@ func (c *Cluster) Failover(ctx context.Context, replica *Node) error {
 	c.opt.Logf("testcluster: %s took over from %s; converged after %v",
 		replica.Addr, master.Addr, time.Since(begin).Round(time.Millisecond))
 	return nil
+}
+
+// FailoverDelay returns how long Failover of replica would wait before
+// promoting it (see Failover's spacing rule); 0 means at once. Callers that
+// must know when the failover starts, such as a chaos test placing a fault
+// marker, wait this long first.
+func (c *Cluster) FailoverDelay(ctx context.Context, replica *Node) (time.Duration, error) {
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	master, err := c.masterOf(ctx, replica)
+	if err != nil {
+		return 0, err
+	}
+	return max(0, c.spacing(replica, master)), nil
+}
+
+// masterOf returns the master that replica replicates, by replica's view.
+func (c *Cluster) masterOf(ctx context.Context, replica *Node) (*Node, error) {
+	if !slices.Contains(c.nodes, replica) {
+		return nil, errors.New("testcluster: failover of a node not in this cluster")
+	}
+	ns, err := c.view(ctx, replica)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(ns, func(ni nodeInfo) bool { return ni.myself })
+	if i < 0 || ns[i].master {
+		return nil, errorAt(replica, "not a replica")
+	}
+	master := c.byID(ns[i].masterID)
+	if master == nil {
+		return nil, errorAt(replica, "replicates unknown node %s", ns[i].masterID)
+	}
+	return master, nil
+}
+
+// spacing is how long to wait before a manual failover of replica's shard:
+// until 4×NodeTimeout after either node last changed role.
+func (c *Cluster) spacing(replica, master *Node) time.Duration {
+	c.mu.Lock()
+	last := c.roleChanged[replica]
+	if t := c.roleChanged[master]; t.After(last) {
+		last = t
+	}
+	c.mu.Unlock()
+	return time.Until(last.Add(4 * c.opt.NodeTimeout))
 }
 
 // Server is a standalone (non-cluster) redis-server. The embedded Node gives

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/internal/faultproxy"
 )
 
 // needServer skips without redis-server, except in CI where the integration
@@ -348,5 +350,137 @@ func TestBadConfig(t *testing.T) {
 	_, err := Start(ctx, Options{ExtraConfig: []string{"no-such-directive yes"}})
 	if err == nil || !strings.Contains(err.Error(), "Bad directive") {
 		t.Errorf("Start with a bad directive: %v", err)
+	}
+}
+
+// TestAnnounceAndMigrate runs a 3-master cluster behind proxies: the nodes
+// announce the proxies' ports, one node moves to another proxy, and slots
+// migrate with the ASK and MOVED redirects that follow.
+func TestAnnounceAndMigrate(t *testing.T) {
+	needServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	proxies := map[string][2]*faultproxy.Proxy{} // by host: client, bus
+	defer func() {
+		for _, ps := range proxies {
+			ps[0].Close()
+			ps[1].Close()
+		}
+	}()
+	announce := func(host string, port, busPort int) (int, int, error) {
+		if old, ok := proxies[host]; ok {
+			old[0].Close()
+			old[1].Close()
+		}
+		p, err := faultproxy.New(net.JoinHostPort(host, "0"), net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			return 0, 0, err
+		}
+		b, err := faultproxy.New(net.JoinHostPort(host, "0"), net.JoinHostPort(host, strconv.Itoa(busPort)))
+		if err != nil {
+			p.Close()
+			return 0, 0, err
+		}
+		proxies[host] = [2]*faultproxy.Proxy{p, b}
+		return p.Port(), b.Port(), nil
+	}
+	c, err := Start(ctx, Options{Masters: 3, NoReplicas: true, Announce: announce, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	for i, n := range c.Nodes() {
+		if want := proxies[n.Host][0].Addr(); n.Announced() != want || c.Addrs()[i] != want {
+			t.Errorf("node %s announced %s, Addrs %s; want %s", n.Addr, n.Announced(), c.Addrs()[i], want)
+		}
+	}
+
+	// A key, its slot and owner; a MOVED from another master names the
+	// owner's proxy.
+	const key = "testcluster:announce"
+	v, err := c.Nodes()[0].Do(ctx, "CLUSTER", "KEYSLOT", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot := int(v.(int64))
+	owner, err := c.SlotOwner(ctx, slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Do(ctx, "SET", key, "v"); err != nil {
+		t.Fatal(err)
+	}
+	var other *Node
+	for _, n := range c.Nodes() {
+		if n != owner {
+			other = n
+			break
+		}
+	}
+	if kind, addr, ok := IsRedirect(func() error { _, err := other.Do(ctx, "GET", key); return err }()); !ok || kind != "MOVED" || addr != owner.Announced() {
+		t.Errorf("GET on a non-owner: %s %s; want MOVED %s", kind, addr, owner.Announced())
+	}
+
+	// Migration by steps: ASK while half-migrated, MOVED after.
+	if err := c.BeginMigration(ctx, slot, owner, other); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.MigrateKeys(ctx, slot, owner, other, 0); err != nil || n != 1 {
+		t.Fatalf("MigrateKeys = %d, %v; want 1 key", n, err)
+	}
+	_, err = owner.Do(ctx, "GET", key)
+	if kind, addr, ok := IsRedirect(err); !ok || kind != "ASK" || addr != other.Announced() {
+		t.Errorf("GET on the source while migrating: %v; want ASK %s", err, other.Announced())
+	}
+	if err := c.FinishMigration(ctx, slot, owner, other); err != nil {
+		t.Fatal(err)
+	}
+	_, err = owner.Do(ctx, "GET", key)
+	if kind, addr, ok := IsRedirect(err); !ok || kind != "MOVED" || addr != other.Announced() {
+		t.Errorf("GET on the source after migrating: %v; want MOVED %s", err, other.Announced())
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// MoveSlots brings it back, with the key.
+	if err := c.MoveSlots(ctx, []int{slot, slot + 1}, owner); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := owner.Do(ctx, "GET", key); err != nil || got != "v" {
+		t.Errorf("GET after moving back: %v, %v", got, err)
+	}
+	if o, err := c.SlotOwner(ctx, slot+1); err != nil || o != owner {
+		t.Errorf("owner of slot %d after MoveSlots: %v, %v", slot+1, o, err)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node moves to another proxy: peers learn the new address.
+	host := owner.Host
+	p2, err := faultproxy.New(net.JoinHostPort(host, "0"), owner.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	if err := owner.Announce(ctx, p2.Port(), proxies[host][1].Port()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.Do(ctx, "GET", key)
+	if kind, addr, ok := IsRedirect(err); !ok || kind != "MOVED" || addr != p2.Addr() {
+		t.Errorf("GET on a non-owner after the move: %v; want MOVED %s", err, p2.Addr())
+	}
+	// Restart keeps the new address.
+	if err := owner.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if owner.Announced() != p2.Addr() {
+		t.Errorf("after Restart: announced %s, want %s", owner.Announced(), p2.Addr())
 	}
 }

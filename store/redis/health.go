@@ -24,6 +24,7 @@ const (
 	DefaultProbeEvery      = 250 * time.Millisecond
 	DefaultHealAfter       = 5 * time.Second
 	DefaultTopologyRefresh = 30 * time.Second
+	DefaultConnTimeout     = 2 * time.Second
 	// minHealInterval is the least time between two client rebuilds.
 	minHealInterval = 30 * time.Second
 	// retireGrace is how long a replaced client lives on for calls in flight.
@@ -41,8 +42,8 @@ type Observer interface {
 	Retry(kind string)
 	// FastFail: a call was refused because its slot's circuit is open.
 	FastFail()
-	// Heal: the store replaced its client, for reason ("redirect_loop" or
-	// "persistent_errors").
+	// Heal: the store replaced its client, for reason ("redirect_loop",
+	// "persistent_errors" or "topology_changed").
 	Heal(reason string)
 }
 

@@ -122,6 +122,10 @@ type Options struct {
 	// even when nothing failed (it also does on every redirect and
 	// connection error). 0 means DefaultTopologyRefresh; negative disables.
 	TopologyRefresh time.Duration
+	// ConnTimeout is how long a connection may wait for any reply (or a
+	// background PING's) before it is deemed dead, closed and re-dialed;
+	// 0 means DefaultConnTimeout.
+	ConnTimeout time.Duration
 	// Observer receives resilience events (retries, fast failures, heals);
 	// nil means none.
 	Observer Observer
@@ -153,6 +157,8 @@ type Store struct {
 	healMu    sync.Mutex
 	retired   []rueidis.Client // replaced clients, closed after a grace period
 	closed    bool
+	done      chan struct{} // closed by Close: stops the slot-map watcher
+	watching  atomic.Bool
 }
 
 // New connects to Redis. It fails when no address answers or an option is
@@ -186,6 +192,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if len(opts.AddressMap) > 0 {
 		co.DialCtxFn = mappedDialer(opts.AddressMap)
 	}
+	// A connection whose node stopped answering is torn down (and the slot
+	// map reloaded) after this long, not rueidis's default 10 s.
+	co.ConnWriteTimeout = cmp.Or(opts.ConnTimeout, DefaultConnTimeout)
 	if opts.Cluster {
 		co.ClusterOption.MaxMovedRedirections = maxRedirects
 		switch {
@@ -208,6 +217,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		obs:       opts.Observer,
 		log:       opts.Logger,
 		healAfter: cmp.Or(opts.HealAfter, DefaultHealAfter),
+		done:      make(chan struct{}),
 	}
 	s.client.Store(&client)
 	if s.obs == nil {
@@ -249,10 +259,8 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	keys := s.keys(req.Key, req.Limit.Algorithm)
 	// A consume may run twice only when its id makes the second a repeat.
 	retryable := req.Op == tollgate.OpPeek || (req.Op == tollgate.OpConsume && req.ID != "")
-	var reply []int64
-	err := s.guard(ctx, req.Key, retryable, func(ctx context.Context) (err error) {
-		reply, err = s.scripts[req.Limit.Algorithm].Exec(ctx, s.c(), keys, args).AsIntSlice()
-		return err
+	reply, err := guard(s, ctx, req.Key, retryable, func(ctx context.Context) ([]int64, error) {
+		return s.scripts[req.Limit.Algorithm].Exec(ctx, s.c(), keys, args).AsIntSlice()
 	})
 	if err != nil {
 		return tollgate.Result{}, s.fail(err)
@@ -280,9 +288,9 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
 		keys = append(keys, s.keys(key, a)...)
 	}
-	err := s.guard(ctx, key, true, func(ctx context.Context) error {
+	_, err := guard(s, ctx, key, true, func(ctx context.Context) (struct{}, error) {
 		c := s.c()
-		return c.Do(ctx, c.B().Del().Key(keys...).Build()).Error()
+		return struct{}{}, c.Do(ctx, c.B().Del().Key(keys...).Build()).Error()
 	})
 	if err != nil {
 		return s.fail(err)
@@ -322,6 +330,7 @@ func (s *Store) Close() error {
 	defer s.healMu.Unlock()
 	if !s.closed {
 		s.closed = true
+		close(s.done)
 		s.c().Close()
 		for _, old := range s.retired {
 			old.Close()
@@ -333,18 +342,19 @@ func (s *Store) Close() error {
 
 // guard runs call for key's hash slot through the circuit breaker and the
 // retry policy, and heals the client when the slot keeps failing.
-func (s *Store) guard(ctx context.Context, key string, retryable bool, call func(context.Context) error) error {
+func guard[T any](s *Store, ctx context.Context, key string, retryable bool, call func(context.Context) (T, error)) (T, error) {
 	var sl uint16
 	if s.cluster {
 		sl = slot(escape(key))
 	}
 	if s.health != nil && !s.health.admit(sl, time.Now()) {
 		s.obs.FastFail()
-		return ErrCircuitOpen
+		var zero T
+		return zero, ErrCircuitOpen
 	}
-	err := s.retry.do(ctx, retryable, call, s.obs)
+	v, err := retryDo(ctx, s.retry, retryable, s.obs, call)
 	if s.health == nil || (err != nil && !transient(err)) {
-		return err // a reply error says nothing about the way to Redis
+		return v, err // a reply error says nothing about the way to Redis
 	}
 	failing := s.health.record(sl, err != nil, time.Now())
 	switch kind := ErrorKind(err); {
@@ -353,8 +363,10 @@ func (s *Store) guard(ctx context.Context, key string, retryable bool, call func
 		s.heal("redirect_loop", sl, kind, failing)
 	case failing >= s.healAfter:
 		s.heal("persistent_errors", sl, kind, failing)
+	case failing > 0 && s.cluster:
+		s.watch(sl)
 	}
-	return err
+	return v, err
 }
 
 // heal replaces the client with one built anew from the seed addresses, when
@@ -363,8 +375,16 @@ func (s *Store) heal(reason string, sl uint16, kind string, failing time.Duratio
 	if !s.healGate.try(time.Now()) {
 		return
 	}
-	go func() { // off the caller's path: dialing takes time
-		client, err := rueidis.NewClient(s.options)
+	go s.rebuild(reason, sl, kind, failing) // off the caller's path: dialing takes time
+}
+
+// rebuild builds a new client, swaps it in and retires the old one.
+// Seeds known to answer come first (a dead seed would slow the start).
+func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Duration, first ...string) {
+	{
+		o := s.options
+		o.InitAddress = append(first, o.InitAddress...)
+		client, err := rueidis.NewClient(o)
 		s.healMu.Lock()
 		defer s.healMu.Unlock()
 		if s.closed {
@@ -392,7 +412,7 @@ func (s *Store) heal(reason string, sl uint16, kind string, failing time.Duratio
 				(*old).Close()
 			}
 		})
-	}()
+	}
 }
 
 // Key returns the Redis key that holds state of key under a; for the sliding

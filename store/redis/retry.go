@@ -33,30 +33,55 @@ func newRetryPolicy(o Options) retryPolicy {
 	return p
 }
 
-// do runs call, and again after a transient failure while retries and the
-// deadline last, if retryable says a second run is safe. Each attempt has
-// its own timeout, within ctx's.
-func (p retryPolicy) do(ctx context.Context, retryable bool, call func(context.Context) error, obs Observer) error {
+// retryDo runs call, and again after a transient failure while retries and
+// the deadline last, if retryable says a second run is safe. Each attempt has
+// its own timeout, within ctx's, and ends with it even if the client does
+// not (see bounded).
+func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Observer, call func(context.Context) (T, error)) (T, error) {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, p.attempt)
-		err := call(actx)
+		v, err := bounded(actx, call)
 		cancel()
 		if err == nil || !retryable || attempt >= p.retries || ctx.Err() != nil || !transient(err) {
-			return err
+			return v, err
 		}
 		obs.Retry(ErrorKind(err))
 		// Full jitter: spreads the retries of many callers after a failover.
 		wait := rand.N(min(maxRetryBackoff, p.backoff<<attempt)) + time.Millisecond
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return err
+			return v, err
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return err
+			return v, err
 		case <-t.C:
 		}
+	}
+}
+
+// bounded runs call and returns when it does or when ctx ends, whichever is
+// first. The client can block a caller past its context: a node that stops
+// answering (black-holed, not closed) fills its connection's pipeline, and
+// new calls wait for room until the connection is torn down. The call then
+// finishes in the background and its result is dropped.
+func bounded[T any](ctx context.Context, call func(context.Context) (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := call(ctx)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 

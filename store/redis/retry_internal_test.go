@@ -31,14 +31,14 @@ func TestTransient(t *testing.T) {
 func TestRetryPolicy(t *testing.T) {
 	p := retryPolicy{retries: 3, attempt: time.Second, backoff: time.Millisecond}
 	ctx := context.Background()
-	failing := func(n int, err error) (func(context.Context) error, *int) {
+	failing := func(n int, err error) (func(context.Context) (int, error), *int) {
 		calls := 0
-		return func(context.Context) error {
+		return func(context.Context) (int, error) {
 			calls++
 			if calls <= n {
-				return err
+				return 0, err
 			}
-			return nil
+			return calls, nil
 		}, &calls
 	}
 	for _, tc := range []struct {
@@ -57,7 +57,7 @@ func TestRetryPolicy(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			call, calls := failing(tc.fails, tc.err)
-			err := p.do(ctx, tc.retryable, call, nopObserver{})
+			_, err := retryDo(ctx, p, tc.retryable, nopObserver{}, call)
 			if *calls != tc.wantCalls || (err != nil) != tc.wantErr {
 				t.Errorf("calls %d, err %v; want %d calls, error %t", *calls, err, tc.wantCalls, tc.wantErr)
 			}
@@ -68,8 +68,23 @@ func TestRetryPolicy(t *testing.T) {
 	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	call, calls := failing(10, io.EOF)
-	if err := slow.do(dctx, true, call, nopObserver{}); err == nil || *calls > 2 {
+	if _, err := retryDo(dctx, slow, true, nopObserver{}, call); err == nil || *calls > 2 {
 		t.Errorf("calls %d, err %v: want an early stop", *calls, err)
+	}
+}
+
+// An attempt ends with its context even when the client would block on.
+func TestBoundedAttempt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	release := make(chan struct{})
+	defer close(release)
+	_, err := bounded(ctx, func(context.Context) (int, error) {
+		<-release // ignores its context, as a client waiting for pipeline room does
+		return 1, nil
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the deadline", err)
 	}
 }
 

@@ -1,5 +1,20 @@
 package redis
 
+import "strings"
+
+// KeySlot returns the Redis Cluster hash slot of a Redis key, as CLUSTER
+// KEYSLOT computes it: a key with a hash tag (a non-empty part between the
+// first '{' and the next '}') hashes only that part. The keys of limiter key
+// k live in KeySlot(store.Key(k, alg)).
+func KeySlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return int(slot(key))
+}
+
 // slot returns the Redis Cluster hash slot of a key that has a hash tag:
 // CRC16 (XMODEM) of the tag, modulo 16384, as the servers compute it.
 func slot(tag string) uint16 {

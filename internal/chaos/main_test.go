@@ -1,0 +1,97 @@
+package chaos_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/testcluster"
+)
+
+// The scenarios share one Cluster (3 masters, 3 replicas, cluster-node-timeout
+// 2000), started by the first scenario that needs it and stopped when the
+// package's tests end. Each scenario starts from a healthy cluster and uses
+// its own keys; roles change from one scenario to the next.
+var shared struct {
+	once sync.Once
+	c    *testcluster.Cluster
+	err  error
+}
+
+// The scenarios that need a network between clients and nodes share a
+// second cluster whose nodes announce the ports of fault proxies, one for
+// clients and one for the cluster bus per node, so that clients, replicas
+// and peers all reach a node through its proxies.
+var behindProxies struct {
+	once sync.Once
+	c    *testcluster.Cluster
+	ps   *proxies
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, c := range []*testcluster.Cluster{shared.c, behindProxies.c} {
+		if c == nil {
+			continue
+		}
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "chaos: stopping a cluster:", err)
+		}
+	}
+	if behindProxies.ps != nil {
+		behindProxies.ps.close()
+	}
+	stopTLS()
+	os.Exit(code)
+}
+
+// needCluster returns the shared cluster, starting it on first use. Without
+// redis-server it skips the test, except in CI (CI=true), where the chaos
+// suite must run.
+func needCluster(t *testing.T) *testcluster.Cluster {
+	t.Helper()
+	shared.once.Do(func() {
+		shared.c, shared.err = startCluster(t, testcluster.Options{NodeTimeout: nodeTimeout})
+	})
+	checkStart(t, shared.err)
+	return shared.c
+}
+
+// needProxied returns the cluster behind proxies and its proxies, starting
+// them on first use; it skips like needCluster.
+func needProxied(t *testing.T) (*testcluster.Cluster, *proxies) {
+	t.Helper()
+	behindProxies.once.Do(func() {
+		ps := newProxies()
+		behindProxies.ps = ps
+		behindProxies.c, behindProxies.err = startCluster(t, testcluster.Options{NodeTimeout: nodeTimeout, Announce: ps.announce})
+	})
+	checkStart(t, behindProxies.err)
+	return behindProxies.c, behindProxies.ps
+}
+
+func startCluster(t *testing.T, o testcluster.Options) (*testcluster.Cluster, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	begin := time.Now()
+	c, err := testcluster.Start(ctx, o)
+	if err == nil {
+		t.Logf("cluster %v started in %v", c.Addrs(), time.Since(begin).Round(time.Millisecond))
+	}
+	return c, err
+}
+
+func checkStart(t *testing.T, err error) {
+	t.Helper()
+	switch {
+	case errors.Is(err, testcluster.ErrNoServer) && os.Getenv("CI") != "true":
+		t.Skip("chaos: skipping, redis-server is not installed (scripts/test.sh installs it):", err)
+	case err != nil:
+		t.Fatal("chaos: starting the cluster:", err)
+	}
+}
