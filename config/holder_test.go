@@ -19,9 +19,15 @@ func TestMain(m *testing.M) {
 // wait bounds every wait in these tests.
 const wait = 5 * time.Second
 
+// writeFile replaces path's content at once (a new file renamed over it,
+// as deploy tools do), so that a watching Holder never reads it half written.
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
