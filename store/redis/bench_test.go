@@ -475,7 +475,9 @@ func TestRedisBenchmarkCeiling(t *testing.T) {
 				}
 				args = append(args, "EVALSHA", sha, "2",
 					"ceil"+run+":{tag}:__rand_int__:l", "ceil"+run+":{tag}:__rand_int__:m",
-					"0", "1", "1000000", "3600000000", "")
+					// ARGV as the store sends them; the id is random too.
+					"0", "1", "1000000", "3600000000", "", "__rand_int__",
+					strconv.FormatInt(tollgate.DefaultDedupeWindow.Microseconds(), 10))
 				cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
 				cpu0 := serverCPU(t, nodes)
 				out, err := exec.CommandContext(cctx, bin, args...).Output()
