@@ -40,12 +40,11 @@
 //   - config: ConfigPolicies or ConfigEnvoy; its result "ok" or "error".
 //   - kind of a retry: redis.ErrorKind of the failed attempt ("timeout",
 //     "conn", "moved", "clusterdown", …); reason of a heal: the store's
-//     ("redirect_loop", "persistent_errors"). Fixed sets of store/redis.
+//     ("redirect_loop", "persistent_errors", "topology_changed"). Fixed sets of store/redis.
 //   - kind of a redirect: RedirectMoved or RedirectAsk.
 //
-// The Redis store reports retries, fast failures and heals (its Observer).
-// Redirects, topology refreshes and reconnects happen inside its client
-// library and are not reported yet: those series stay at 0 until they are.
+// The Redis store reports retries, fast failures, heals, redirects,
+// topology refreshes and reconnects through its Observer.
 package metrics
 
 import (
@@ -142,7 +141,7 @@ type Observer interface {
 	// circuit is open.
 	FastFail()
 	// Heal reports that the store rebuilt its client after persistent
-	// trouble, for reason ("redirect_loop", "persistent_errors").
+	// trouble, for reason ("redirect_loop", "persistent_errors", "topology_changed").
 	Heal(reason string)
 	// Redirect reports a MOVED or ASK reply (RedirectMoved, RedirectAsk)
 	// that the client followed.

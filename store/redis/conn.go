@@ -1,8 +1,9 @@
 package redis
 
-// How the store reaches nodes: TLS and address mapping.
+// How the store reaches nodes: TLS, address mapping, observed connections.
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 )
 
 // TLSOptions configures TLS to Redis. The zero value verifies the server
@@ -65,26 +67,84 @@ func (o *TLSOptions) config(log *slog.Logger) (*tls.Config, error) {
 	return c, nil
 }
 
-// mappedDialer dials the address m maps an announced address to, or the
-// address itself. TLS, when on, still verifies against Options.TLS's
-// ServerName (or the announced host, when that is empty).
-func mappedDialer(m map[string]string) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
+// dialer dials the address m maps an announced address to, or the address
+// itself, and wraps each connection so that obs sees what rueidis handles
+// out of sight: reconnects, redirects and slot-map reloads. TLS, when on,
+// still verifies against Options.TLS's ServerName (or the announced host,
+// when that is empty).
+func dialer(m map[string]string, obs Observer) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
+	var dialed sync.Map // address → struct{}: a second dial is a reconnect
 	return func(ctx context.Context, addr string, d *net.Dialer, tc *tls.Config) (net.Conn, error) {
 		target := addr
 		if to, ok := m[addr]; ok {
 			target = to
 		}
+		var c net.Conn
+		var err error
 		if tc == nil {
-			return d.DialContext(ctx, "tcp", target)
-		}
-		if tc.ServerName == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
+			c, err = d.DialContext(ctx, "tcp", target)
+		} else {
+			if tc.ServerName == "" {
+				host, _, herr := net.SplitHostPort(addr)
+				if herr != nil {
+					return nil, herr
+				}
+				tc = tc.Clone()
+				tc.ServerName = host
 			}
-			tc = tc.Clone()
-			tc.ServerName = host
+			c, err = (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", target)
 		}
-		return (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", target)
+		if err != nil {
+			return nil, err
+		}
+		if _, again := dialed.LoadOrStore(addr, struct{}{}); again {
+			obs.Reconnect()
+		}
+		return observedConn{Conn: c, obs: obs}, nil
 	}
+}
+
+// observedConn counts, in the RESP it carries, the redirects Redis answers
+// (error replies "-MOVED" and "-ASK" at the start of a line) and the slot-map
+// reloads the client asks for (CLUSTER SLOTS or SHARDS). A match split
+// across two reads or writes is missed; the figures are for metrics.
+type observedConn struct {
+	net.Conn
+	obs Observer
+}
+
+var (
+	movedReply    = []byte("\n-MOVED ")
+	askReply      = []byte("\n-ASK ")
+	slotsRequest  = []byte("$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n")
+	shardsRequest = []byte("$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n")
+)
+
+func (c observedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if b := p[:n]; n > 0 && bytes.IndexByte(b, '-') >= 0 {
+		for range countLines(b, movedReply) {
+			c.obs.Redirect("moved")
+		}
+		for range countLines(b, askReply) {
+			c.obs.Redirect("ask")
+		}
+	}
+	return n, err
+}
+
+func (c observedConn) Write(p []byte) (int, error) {
+	if bytes.Contains(p, slotsRequest) || bytes.Contains(p, shardsRequest) {
+		c.obs.TopologyRefresh()
+	}
+	return c.Conn.Write(p)
+}
+
+// countLines counts pat (which starts with a newline) in b, also at b's start.
+func countLines(b, pat []byte) int {
+	n := bytes.Count(b, pat)
+	if bytes.HasPrefix(b, pat[1:]) {
+		n++
+	}
+	return n
 }

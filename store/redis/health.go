@@ -45,13 +45,22 @@ type Observer interface {
 	// Heal: the store replaced its client, for reason ("redirect_loop",
 	// "persistent_errors" or "topology_changed").
 	Heal(reason string)
+	// Redirect: a node answered "moved" or "ask" (the client follows it).
+	Redirect(kind string)
+	// TopologyRefresh: the client asked a node for the slot map.
+	TopologyRefresh()
+	// Reconnect: the client dialed a node it had dialed before.
+	Reconnect()
 }
 
 type nopObserver struct{}
 
-func (nopObserver) Retry(string) {}
-func (nopObserver) FastFail()    {}
-func (nopObserver) Heal(string)  {}
+func (nopObserver) Retry(string)     {}
+func (nopObserver) FastFail()        {}
+func (nopObserver) Heal(string)      {}
+func (nopObserver) Redirect(string)  {}
+func (nopObserver) TopologyRefresh() {}
+func (nopObserver) Reconnect()       {}
 
 // ErrorKind names the kind of a store error, for metrics and logs:
 // "circuit_open", "timeout", "canceled", "moved", "ask", "clusterdown",

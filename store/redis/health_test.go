@@ -11,11 +11,22 @@ import (
 	"github.com/tollgate/tollgate/store/redis"
 )
 
-type countingObserver struct{ retries, fastFails, heals atomic.Int64 }
+type countingObserver struct {
+	retries, fastFails, heals, moved, asks, refreshes, reconnects atomic.Int64
+}
 
 func (o *countingObserver) Retry(string) { o.retries.Add(1) }
 func (o *countingObserver) FastFail()    { o.fastFails.Add(1) }
 func (o *countingObserver) Heal(string)  { o.heals.Add(1) }
+func (o *countingObserver) Redirect(kind string) {
+	if kind == "moved" {
+		o.moved.Add(1)
+	} else {
+		o.asks.Add(1)
+	}
+}
+func (o *countingObserver) TopologyRefresh() { o.refreshes.Add(1) }
+func (o *countingObserver) Reconnect()       { o.reconnects.Add(1) }
 
 // While a server is down its checks fail fast once the circuit opens, and
 // the first probe after it is back closes the circuit again.
@@ -131,5 +142,61 @@ func TestHealSwapsClient(t *testing.T) {
 	case <-obs.reasons:
 		t.Error("a second heal within the interval")
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// The Observer sees what the client handles out of sight: the slot-map loads,
+// a MOVED after a slot changed hands, and re-dials after connections died.
+func TestObserverSeesRedirectsAndReconnects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs := &countingObserver{}
+	s := open(t, redis.Options{Addrs: cluster.Addrs(), Cluster: true, Observer: obs})
+	lim := tollgate.New(s, tollgate.Options{})
+	key := t.Name() + time.Now().String()
+	if _, err := lim.Consume(ctx, key, 1, tollgate.PerHour(10)); err != nil {
+		t.Fatal(err)
+	}
+	if obs.refreshes.Load() == 0 {
+		t.Error("no slot-map load seen")
+	}
+
+	// Move the key's slot to another master: the next call is redirected.
+	sl := redis.KeySlot(s.Key(key, tollgate.SlidingLog))
+	owner, err := cluster.SlotOwner(ctx, sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	masters, err := cluster.Masters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := masters[0]
+	if to == owner {
+		to = masters[1]
+	}
+	if err := cluster.MoveSlots(ctx, []int{sl}, to); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.MoveSlots(context.Background(), []int{sl}, owner) })
+	if res, err := lim.Consume(ctx, key, 1, tollgate.PerHour(10)); err != nil || res.Used != 2 {
+		t.Fatalf("after the move: %+v, %v", res, err)
+	}
+	if obs.moved.Load() == 0 {
+		t.Error("no MOVED seen")
+	}
+
+	// Drop every client connection: the client dials again.
+	for _, n := range cluster.Nodes() {
+		if _, err := n.Do(ctx, "CLIENT", "KILL", "TYPE", "normal"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for obs.reconnects.Load() == 0 && ctx.Err() == nil {
+		lim.Consume(ctx, key, 1, tollgate.PerHour(10))
+		time.Sleep(20 * time.Millisecond)
+	}
+	if obs.reconnects.Load() == 0 {
+		t.Error("no reconnect seen")
 	}
 }

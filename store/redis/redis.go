@@ -189,8 +189,11 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		Dialer:            net.Dialer{Timeout: opts.DialTimeout},
 		DisableCache:      true, // no client-side caching: every check must reach the server
 	}
-	if len(opts.AddressMap) > 0 {
-		co.DialCtxFn = mappedDialer(opts.AddressMap)
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	if len(opts.AddressMap) > 0 || opts.Observer != (nopObserver{}) {
+		co.DialCtxFn = dialer(opts.AddressMap, opts.Observer)
 	}
 	// A connection whose node stopped answering is torn down (and the slot
 	// map reloaded) after this long, not rueidis's default 10 s.
@@ -220,9 +223,6 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		done:      make(chan struct{}),
 	}
 	s.client.Store(&client)
-	if s.obs == nil {
-		s.obs = nopObserver{}
-	}
 	if opts.BreakAfter >= 0 {
 		s.health = &slotHealth{breakAfter: cmp.Or(opts.BreakAfter, DefaultBreakAfter), probeEvery: cmp.Or(opts.ProbeEvery, DefaultProbeEvery)}
 	}
