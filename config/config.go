@@ -59,6 +59,10 @@ type Policy struct {
 	// FailOpen means let requests through when the store is unavailable;
 	// false (failure_mode: fail_closed, the default) means refuse them.
 	FailOpen bool
+	// FailLocal (failure_mode: fail_local) means answer from an in-process
+	// limiter of the same limit while the store is unavailable: each
+	// instance then limits on its own.
+	FailLocal bool
 }
 
 // Config is a validated set of policies, with the file's server section. It
@@ -99,6 +103,7 @@ func (c *Config) Policies() []Policy {
 const (
 	FailClosed = "fail_closed"
 	FailOpen   = "fail_open"
+	FailLocal  = "fail_local"
 )
 
 type policyFile struct {
@@ -195,8 +200,10 @@ func policyOf(p policyYAML, at func(field, format string, args ...any) error) (P
 	case "", FailClosed:
 	case FailOpen:
 		pol.FailOpen = true
+	case FailLocal:
+		pol.FailLocal = true
 	default:
-		return Policy{}, at("failure_mode", "unknown failure_mode %q (want %s or %s)", p.FailureMode, FailClosed, FailOpen)
+		return Policy{}, at("failure_mode", "unknown failure_mode %q (want %s, %s or %s)", p.FailureMode, FailClosed, FailOpen, FailLocal)
 	}
 	return pol, nil
 }

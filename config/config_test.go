@@ -35,7 +35,7 @@ var badConfigs = []struct {
 	{"policy_window_too_long.yaml", 4, `window 8760h0m0s out of range`, true},
 	{"policy_window_too_short.yaml", 4, `window 10µs out of range`, true},
 	{"policy_bad_algorithm.yaml", 5, `policy "a": tollgate: invalid limit: unknown algorithm "token_bucket"`, true},
-	{"policy_bad_failure_mode.yaml", 5, `policy "a": unknown failure_mode "fail_sometimes" (want fail_closed or fail_open)`, false},
+	{"policy_bad_failure_mode.yaml", 5, `policy "a": unknown failure_mode "fail_sometimes" (want fail_closed, fail_open or fail_local)`, false},
 	{"policy_shadow_not_bool.yaml", 5, "cannot unmarshal !!str `maybe` into bool", false},
 	{"policy_duplicate_key.yaml", 4, `mapping key "units" already defined at line 3`, false},
 	{"policy_two_documents.yaml", 2, `more than one YAML document`, false},

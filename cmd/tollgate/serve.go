@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/server/metrics"
 	"github.com/tollgate/tollgate/server/rls"
+	"github.com/tollgate/tollgate/store/memory"
 	"github.com/tollgate/tollgate/store/overlimit"
 )
 
@@ -176,12 +177,16 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		}
 	}
 
+	// fail_local policies fall back to this instance's own memory.
+	fallback := memory.New(memory.Options{})
+	defer fallback.Close()
 	opts := httpapi.Options{
 		Logger:      logger,
 		APITokens:   apiTokens,
 		AdminTokens: adminTokens,
 		Observer:    m,
 		Metrics:     m.Handler(),
+		Fallback:    tollgate.New(fallback, tollgate.Options{}),
 	}
 	if policies != nil { // not a typed nil in the interface
 		opts.Policies = policies

@@ -234,6 +234,11 @@ type Options struct {
 	// Observer is told the outcome of every consume (see Observer). Nil
 	// reports nothing.
 	Observer Observer
+	// Fallback answers the requests of fail_local policies while the store
+	// is unavailable, marked with HeaderDegraded "local-fallback"; it should
+	// sit on an in-process store (store/memory). Nil makes fail_local act
+	// as fail_closed.
+	Fallback *tollgate.Limiter
 	// Metrics, if not nil, serves GET /metrics, without a token like
 	// /healthz (for example a Prometheus handler). Nil: /metrics is 404.
 	Metrics http.Handler
@@ -271,6 +276,7 @@ type handler struct {
 	tokens   tokens
 	observer Observer
 	routes   map[string]route
+	fallback *tollgate.Limiter // for fail_local policies; may be nil
 }
 
 type route struct {
@@ -291,6 +297,7 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		policies: opts.Policies,
 		tokens:   newTokens(opts.APITokens, opts.AdminTokens),
 		observer: opts.Observer,
+		fallback: opts.Fallback,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -407,6 +414,10 @@ type degradedResult struct {
 // result's "degraded" when the store did not answer.
 const degradedStoreUnavailable = "store-unavailable"
 
+// degradedLocalFallback is the value of HeaderDegraded on answers of a
+// fail_local policy's fallback limiter.
+const degradedLocalFallback = "local-fallback"
+
 type errorBody struct {
 	Error errorDetail `json:"error"`
 }
@@ -429,12 +440,13 @@ func badRequest(code Code, format string, args ...any) *apiError {
 
 // target is what a request applies to: an inline limit or a policy.
 type target struct {
-	name     string // the policy's name, or "" for an inline limit
-	key      string // the request's key
-	storeKey string // the key in the store
-	lim      tollgate.Limit
-	shadow   bool
-	failOpen bool
+	name      string // the policy's name, or "" for an inline limit
+	key       string // the request's key
+	storeKey  string // the key in the store
+	lim       tollgate.Limit
+	shadow    bool
+	failOpen  bool
+	failLocal bool
 }
 
 // headerName is the name of t in the RateLimit header fields.
@@ -469,7 +481,9 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 		if req.RequestID != "" {
 			ctx = tollgate.WithRequestID(ctx, req.RequestID)
 		}
-		res, err = h.lim.Consume(ctx, t.storeKey, cost, t.lim)
+		res, err = h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
+			return l.Consume(ctx, t.storeKey, cost, t.lim)
+		})
 	}
 	h.respond(w, r, tollgate.OpConsume, t, res, err)
 }
@@ -485,7 +499,9 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	res, err := h.lim.Peek(r.Context(), t.storeKey, t.lim)
+	res, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
+		return l.Peek(r.Context(), t.storeKey, t.lim)
+	})
 	h.respond(w, r, tollgate.OpPeek, t, res, err)
 }
 
@@ -500,7 +516,9 @@ func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	res, err := h.lim.Refund(r.Context(), t.storeKey, cost, t.lim)
+	res, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
+		return l.Refund(r.Context(), t.storeKey, cost, t.lim)
+	})
 	h.respond(w, r, tollgate.OpRefund, t, res, err)
 }
 
@@ -576,12 +594,13 @@ func (h *handler) resolve(req limitRequest, withCost bool) (int64, target, *apiE
 		return 0, target{}, e
 	}
 	return cost, target{
-		name:     p.Name,
-		key:      req.Key,
-		storeKey: policyKey(p.Name, req.Key),
-		lim:      p.Limit,
-		shadow:   p.Shadow,
-		failOpen: p.FailOpen,
+		name:      p.Name,
+		key:       req.Key,
+		storeKey:  policyKey(p.Name, req.Key),
+		lim:       p.Limit,
+		shadow:    p.Shadow,
+		failOpen:  p.FailOpen,
+		failLocal: p.FailLocal,
 	}, nil
 }
 
@@ -617,6 +636,19 @@ func policyKey(name, key string) string {
 	}
 	sum := sha256.Sum256([]byte(k))
 	return "\x00#" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// apply runs call on the Limiter and, for a fail_local policy whose store
+// is unavailable, on the fallback Limiter, marking the response degraded.
+func (h *handler) apply(w http.ResponseWriter, r *http.Request, t target, call func(*tollgate.Limiter) (tollgate.Result, error)) (tollgate.Result, error) {
+	res, err := call(h.lim)
+	if err == nil || !t.failLocal || h.fallback == nil || !errors.Is(err, tollgate.ErrUnavailable) {
+		return res, err
+	}
+	h.logAt(r, slog.LevelWarn, "store unavailable: answering from the local fallback",
+		slog.String("policy", t.name), slog.Any("error", err))
+	w.Header().Set(HeaderDegraded, degradedLocalFallback)
+	return call(h.fallback)
 }
 
 // respond writes the Limiter's answer for t: the result, or the error.
