@@ -1,12 +1,15 @@
 package chaos_test
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/testcluster"
+	"github.com/tollgate/tollgate/store/redis"
 )
 
 // runs is how many times each scenario repeats its faults.
@@ -45,7 +48,24 @@ func TestGracefulFailover(t *testing.T) {
 // again within crashBound of the kill, and the restart must not disturb the
 // clients. Units lost to the crash are reported, not asserted.
 func TestKillMaster(t *testing.T) {
-	s := newScenario(t, "kill-master", false)
+	killMasters(newScenario(t, "kill-master", false))
+}
+
+// TestKillMasterWaitReplica is TestKillMaster with consumes that wait for a
+// replica (redis.Options.WaitReplicas), for the units a crash loses with and
+// without it (reported in the accounting, not asserted).
+func TestKillMasterWaitReplica(t *testing.T) {
+	if os.Getenv("TOLLGATE_CHAOS_WAIT") == "" {
+		t.Skip("a measurement (~30 s): TOLLGATE_CHAOS_WAIT=1 runs it")
+	}
+	c := needCluster(t)
+	killMasters(newScenarioWith(t, c, "kill-master-wait", false, func(ctx context.Context) (*redis.Store, error) {
+		return redis.New(ctx, redis.Options{Addrs: c.Addrs(), Cluster: true, WaitReplicas: 1, WaitTimeout: 100 * time.Millisecond})
+	}))
+}
+
+// killMasters kills a master, restarts it 10 s later, twice.
+func killMasters(s *scenario) {
 	for run := range runs {
 		sh := s.shards()[run%3]
 		master := sh.Master

@@ -21,10 +21,11 @@ var ErrCircuitOpen = errors.New("redis: circuit open: this hash slot's node keep
 // Defaults of the health options.
 const (
 	DefaultBreakAfter      = time.Second
-	DefaultProbeEvery      = 250 * time.Millisecond
+	DefaultProbeEvery      = 100 * time.Millisecond
 	DefaultHealAfter       = 5 * time.Second
 	DefaultTopologyRefresh = 30 * time.Second
 	DefaultConnTimeout     = 2 * time.Second
+	DefaultWaitTimeout     = 100 * time.Millisecond
 	// minHealInterval is the least time between two client rebuilds.
 	minHealInterval = 30 * time.Second
 	// retireGrace is how long a replaced client lives on for calls in flight.
@@ -125,6 +126,14 @@ func (h *slotHealth) record(slot uint16, failed bool, now time.Time) time.Durati
 	}
 	h.failingSince[slot].CompareAndSwap(0, now.UnixNano())
 	return time.Duration(now.UnixNano() - h.failingSince[slot].Load())
+}
+
+// reset closes every circuit: after a new client, the old failures say
+// nothing about the new connections.
+func (h *slotHealth) reset() {
+	for i := range h.failingSince {
+		h.failingSince[i].Store(0)
+	}
 }
 
 // open counts the slots whose circuit is open and returns the first.

@@ -23,6 +23,7 @@ package redis
 import (
 	"cmp"
 	"context"
+	"crypto/sha1"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -126,6 +127,15 @@ type Options struct {
 	// background PING's) before it is deemed dead, closed and re-dialed;
 	// 0 means DefaultConnTimeout.
 	ConnTimeout time.Duration
+	// WaitReplicas, when positive, makes each consume and refund wait
+	// (Redis WAIT, up to WaitTimeout) until that many replicas have its
+	// write, so that a crash of the master right after the answer loses it
+	// less often. The answer comes after the timeout even if fewer replicas
+	// confirmed. 0 (the default) answers as soon as the master has applied
+	// the write: replication is asynchronous.
+	WaitReplicas int
+	// WaitTimeout bounds the wait for replicas; 0 means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 	// Observer receives resilience events (retries, fast failures, heals);
 	// nil means none.
 	Observer Observer
@@ -151,6 +161,10 @@ type Store struct {
 	obs     Observer
 	log     *slog.Logger
 
+	waitN     int64       // replicas a write waits for (0: none)
+	waitMS    int64       // and for how long at most
+	shas      [3]string   // the scripts' SHA-1s, for the waiting path
+	sources   [3]string   // and their sources, for EVAL after NOSCRIPT
 	health    *slotHealth // nil: no breaker
 	healAfter time.Duration
 	healGate  healGate
@@ -226,9 +240,15 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.BreakAfter >= 0 {
 		s.health = &slotHealth{breakAfter: cmp.Or(opts.BreakAfter, DefaultBreakAfter), probeEvery: cmp.Or(opts.ProbeEvery, DefaultProbeEvery)}
 	}
-	s.scripts[tollgate.SlidingLog] = rueidis.NewLuaScript(slidingLogLua)
-	s.scripts[tollgate.SlidingWindow] = rueidis.NewLuaScript(slidingWindowLua)
-	s.scripts[tollgate.GCRA] = rueidis.NewLuaScript(gcraLua)
+	s.sources = [3]string{slidingLogLua, slidingWindowLua, gcraLua}
+	for a, src := range s.sources {
+		s.scripts[a] = rueidis.NewLuaScript(src)
+		s.shas[a] = fmt.Sprintf("%x", sha1.Sum([]byte(src)))
+	}
+	if opts.WaitReplicas > 0 {
+		s.waitN = int64(opts.WaitReplicas)
+		s.waitMS = cmp.Or(opts.WaitTimeout, DefaultWaitTimeout).Milliseconds()
+	}
 	if err := s.Ping(ctx); err != nil {
 		client.Close()
 		return nil, err
@@ -260,6 +280,9 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	// A consume may run twice only when its id makes the second a repeat.
 	retryable := req.Op == tollgate.OpPeek || (req.Op == tollgate.OpConsume && req.ID != "")
 	reply, err := guard(s, ctx, req.Key, retryable, func(ctx context.Context) ([]int64, error) {
+		if s.waitN > 0 && req.Op != tollgate.OpPeek {
+			return s.execAndWait(ctx, req.Limit.Algorithm, keys, args)
+		}
 		return s.scripts[req.Limit.Algorithm].Exec(ctx, s.c(), keys, args).AsIntSlice()
 	})
 	if err != nil {
@@ -280,6 +303,25 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 		res.RetryAfter = time.Duration(retry) * time.Microsecond
 	}
 	return res, nil
+}
+
+// execAndWait runs algorithm a's script and WAIT on one connection, so that
+// WAIT counts the replicas that have this script's write.
+func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, keys, args []string) ([]int64, error) {
+	var reply []int64
+	err := s.c().Dedicated(func(dc rueidis.DedicatedClient) error {
+		wait := func() rueidis.Completed {
+			return dc.B().Wait().Numreplicas(s.waitN).Timeout(s.waitMS).Build()
+		}
+		res := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.shas[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		if rerr, ok := rueidis.IsRedisErr(res[0].Error()); ok && rerr.IsNoScript() {
+			res = dc.DoMulti(ctx, dc.B().Eval().Script(s.sources[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		}
+		var err error
+		reply, err = res[0].AsIntSlice()
+		return err
+	})
+	return reply, err
 }
 
 // Reset implements tollgate.Store: it deletes every key of key.
@@ -400,6 +442,9 @@ func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Dura
 		}
 		old := s.client.Swap(&client)
 		s.retired = append(s.retired, *old)
+		if s.health != nil {
+			s.health.reset()
+		}
 		s.obs.Heal(reason)
 		s.log.Warn("redis: client rebuilt", "reason", reason, "slot", sl, "error_kind", kind,
 			"failing_for", failing.String(), "seeds", s.options.InitAddress)

@@ -23,6 +23,8 @@ func targets() []struct {
 	}{
 		{"Standalone", redis.Options{Addrs: []string{standalone.Addr}}},
 		{"Cluster", redis.Options{Addrs: cluster.Addrs(), Cluster: true}},
+		// Writes wait for a replica (WAIT on the script's connection).
+		{"ClusterWaitReplica", redis.Options{Addrs: cluster.Addrs(), Cluster: true, WaitReplicas: 1, WaitTimeout: time.Second}},
 	}
 }
 

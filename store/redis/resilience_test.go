@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,5 +109,36 @@ func TestAddressMap(t *testing.T) {
 	res, err := tollgate.New(s, tollgate.Options{}).Consume(context.Background(), t.Name(), 1, tollgate.PerSecond(5))
 	if err != nil || !res.Allowed {
 		t.Fatalf("got %+v, %v", res, err)
+	}
+}
+
+// With WaitReplicas every consume is followed by WAIT on its connection.
+func TestWaitReplicas(t *testing.T) {
+	ctx := context.Background()
+	waits := func() (n int64) {
+		for _, node := range cluster.Nodes() {
+			v, err := node.Do(ctx, "INFO", "commandstats")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := v.(string)
+			if i := strings.Index(s, "cmdstat_wait:calls="); i >= 0 {
+				var c int64
+				fmt.Sscanf(s[i+len("cmdstat_wait:calls="):], "%d", &c)
+				n += c
+			}
+		}
+		return n
+	}
+	before := waits()
+	s := open(t, redis.Options{Addrs: cluster.Addrs(), Cluster: true, WaitReplicas: 1, WaitTimeout: time.Second})
+	lim := tollgate.New(s, tollgate.Options{})
+	for i := range 5 {
+		if res, err := lim.Consume(ctx, fmt.Sprint(t.Name(), i), 1, tollgate.PerHour(5)); err != nil || !res.Allowed {
+			t.Fatalf("consume: %+v, %v", res, err)
+		}
+	}
+	if got := waits() - before; got < 5 {
+		t.Errorf("%d WAITs for 5 consumes", got)
 	}
 }
