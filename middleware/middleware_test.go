@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/fakeclock"
 	"github.com/tollgate/tollgate/middleware"
 	"github.com/tollgate/tollgate/store/memory"
 )
@@ -24,27 +25,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newLimiter returns a Limiter over a memory store on a fake clock.
-func newLimiter(t *testing.T) (*tollgate.Limiter, *clock) {
+func newLimiter(t *testing.T) (*tollgate.Limiter, *fakeclock.Clock) {
 	t.Helper()
-	c := &clock{t: t0}
+	c := fakeclock.New(t0)
 	st := memory.New(memory.Options{Now: c.Now})
 	t.Cleanup(func() { _ = st.Close() })
 	return tollgate.New(st, tollgate.Options{Now: c.Now}), c

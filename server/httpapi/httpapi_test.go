@@ -11,13 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/fakeclock"
 	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/store/memory"
 )
@@ -29,33 +29,16 @@ func TestMain(m *testing.M) {
 // t0 is the fake clock's start.
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type env struct {
 	h     http.Handler
 	lim   *tollgate.Limiter
-	clock *clock
+	clock *fakeclock.Clock
 }
 
 // newEnv returns a handler over a memory store driven by a fake clock.
 func newEnv(t testing.TB, opts httpapi.Options) *env {
 	t.Helper()
-	c := &clock{t: t0}
+	c := fakeclock.New(t0)
 	st := memory.New(memory.Options{Now: c.Now})
 	t.Cleanup(func() { _ = st.Close() })
 	lim := tollgate.New(st, tollgate.Options{Now: c.Now})
@@ -646,7 +629,7 @@ func FuzzConsume(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
-	c := &clock{t: t0}
+	c := fakeclock.New(t0)
 	st := memory.New(memory.Options{Now: c.Now})
 	f.Cleanup(func() { _ = st.Close() })
 	h := httpapi.New(tollgate.New(st, tollgate.Options{Now: c.Now}), httpapi.Options{})

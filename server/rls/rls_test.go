@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/fakeclock"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -73,35 +73,17 @@ descriptors:
     rate_limit: {unit: day, requests_per_unit: 1}
 `
 
-// clock is a fake clock, safe for concurrent use.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 type env struct {
 	conn   *grpc.ClientConn
 	client rlspb.RateLimitServiceClient
-	clock  *clock
+	clock  *fakeclock.Clock
 }
 
 // start serves a Server with rules (nil: none) over store (nil: a memory
 // store) on a loopback port and connects a client; all stop at cleanup.
 func start(t *testing.T, rules Rules, store tollgate.Store, opts Options) *env {
 	t.Helper()
-	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	if store == nil {
 		m := memory.New(memory.Options{})
 		t.Cleanup(func() { m.Close() })
@@ -215,12 +197,12 @@ const (
 func TestAllowedThenOverLimit(t *testing.T) {
 	e := start(t, parseRules(t, rules), nil, Options{})
 	e.expect(t, 0, d("user=alice"), ok, "OK remaining=1 limit=2/MINUTE reset=60s")
-	e.clock.Add(10 * time.Second)
+	e.clock.Advance(10 * time.Second)
 	e.expect(t, 0, d("user=alice"), ok, "OK remaining=0 limit=2/MINUTE reset=60s")
 	e.expect(t, 0, d("user=alice"), over, "OVER_LIMIT remaining=0 limit=2/MINUTE reset=60s")
 	e.expect(t, 0, d("user=bob"), ok, "OK remaining=1 limit=2/MINUTE reset=60s") // per value
 	// The sliding log frees alice's first request 60s after it was made.
-	e.clock.Add(50 * time.Second)
+	e.clock.Advance(50 * time.Second)
 	e.expect(t, 0, d("user=alice"), ok, "OK remaining=0 limit=2/MINUTE reset=60s")
 	e.expect(t, 0, d("user=alice"), over, "OVER_LIMIT remaining=0 limit=2/MINUTE reset=60s")
 }
@@ -242,7 +224,7 @@ func TestNestedDescriptors(t *testing.T) {
 	e.expect(t, 0, d("route=/api", "method=POST", "extra=1"), ok, "OK remaining=0")
 	e.expect(t, 0, d("route=/other", "method=POST"), ok, "OK remaining=0")
 	e.expect(t, 0, d(), ok, "OK remaining=0")
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 	e.expect(t, 0, d("route=/api", "method=POST"), ok, "OK remaining=0 limit=1/SECOND reset=1s")
 }
 

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/fakeclock"
 	"github.com/tollgate/tollgate/store/memory"
 	"github.com/tollgate/tollgate/store/overlimit"
 )
@@ -20,23 +21,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // t0 is the fake clock's start.
 var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t0.Add(d)
-}
 
 // counting counts the calls that reach the wrapped store.
 type counting struct {
@@ -59,7 +43,7 @@ type hits atomic.Int64
 func (h *hits) CacheHit() { (*atomic.Int64)(h).Add(1) }
 
 type env struct {
-	clock *clock
+	clock *fakeclock.Clock
 	inner *counting
 	cache *overlimit.Store
 	lim   *tollgate.Limiter
@@ -71,7 +55,7 @@ type env struct {
 // else the stores use their own clocks, set to the same fake one.
 func newEnv(t *testing.T, opts overlimit.Options, limiterClock bool) *env {
 	t.Helper()
-	c := &clock{t: t0}
+	c := fakeclock.New(t0)
 	mem := memory.New(memory.Options{Now: c.Now})
 	t.Cleanup(func() { _ = mem.Close() })
 	e := &env{clock: c, inner: &counting{Store: mem}, hits: new(hits)}
@@ -114,7 +98,7 @@ func run(t *testing.T, e *env, steps []step) {
 		if s.id != "" {
 			ctx = tollgate.WithRequestID(ctx, s.id)
 		}
-		e.clock.Set(s.at)
+		e.clock.Set(t0.Add(s.at))
 		key := s.key
 		if key == "" {
 			key = "k"

@@ -12,6 +12,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/fakeclock"
 )
 
 // testModel drives a store and a reference model with the same random
@@ -28,7 +29,7 @@ func testModel(t *testing.T, backend Backend, opts Options) {
 				units := rapid.Int64Range(1, 20).Draw(rt, "units")
 				limit := tollgate.Limit{Units: units, Window: window, Algorithm: a}
 				start := time.Duration(rapid.Int64Range(0, int64(window)).Draw(rt, "start"))
-				clk := &clock{now: t0.Add(start).Truncate(time.Microsecond)}
+				clk := fakeclock.New(t0.Add(start).Truncate(time.Microsecond))
 				dedupe := time.Duration(rapid.SampledFrom([]int64{1, 3, 20}).Draw(rt, "dedupe_s")) * time.Second
 				lim := tollgate.New(store, tollgate.Options{Now: clk.Now, DedupeWindow: dedupe})
 				key := uniqueKey(t, "model")

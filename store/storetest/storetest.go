@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/fakeclock"
 )
 
 // Backend opens a fresh backend for one test and returns a function that
@@ -49,15 +50,6 @@ func Run(t *testing.T, backend Backend, opts Options) {
 	t.Run("Model", func(t *testing.T) { testModel(t, backend, opts) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, backend) })
 }
-
-// clock is a fake clock for tollgate.Options.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Set(t time.Time) { c.mu.Lock(); c.now = t; c.mu.Unlock() }
 
 // uniqueKey gives each test its own keys on a shared server, so no test
 // needs to flush anything.
@@ -216,7 +208,7 @@ func testSteps(t *testing.T, backend Backend) {
 	for _, tc := range stepCases {
 		t.Run(tc.name, func(t *testing.T) {
 			open := backend(t)
-			clk := &clock{}
+			clk := fakeclock.New(time.Time{})
 			lim := tollgate.New(open(), tollgate.Options{Now: clk.Now})
 			key := uniqueKey(t, "k")
 			for i, s := range tc.steps {
@@ -251,7 +243,7 @@ func do(ctx context.Context, l *tollgate.Limiter, op tollgate.Op, key string, co
 
 func testInvalidInput(t *testing.T, backend Backend) {
 	open := backend(t)
-	clk := &clock{now: t0}
+	clk := fakeclock.New(t0)
 	lim := tollgate.New(open(), tollgate.Options{Now: clk.Now, MaxKeyLen: 16})
 	ctx := context.Background()
 	key := "valid-key"
@@ -303,7 +295,7 @@ func testInvalidInput(t *testing.T, backend Backend) {
 
 func testIsolation(t *testing.T, backend Backend) {
 	open := backend(t)
-	clk := &clock{now: t0}
+	clk := fakeclock.New(t0)
 	lim := tollgate.New(open(), tollgate.Options{Now: clk.Now})
 	ctx := context.Background()
 	base := uniqueKey(t, "")
