@@ -26,6 +26,13 @@ import (
 //	  redis_tls_key_file: client.key
 //	  redis_tls_server_name: cache.example.com  # verify certificates against this name
 //	  redis_tls_insecure_skip_verify: false     # never in production
+//	  redis_address_map: {10.0.0.5:6379: redis.example.com:6379}  # announced → reachable
+//	  redis_dial_timeout: 5s              # Redis store tuning (redis.Options)
+//	  redis_conn_timeout: 2s
+//	  redis_attempt_timeout: 1s
+//	  redis_retries: 2                    # negative: none
+//	  redis_conns_per_node: 2
+//	  redis_wait_replicas: 1              # WAIT for replicas after each write
 //	  check_timeout: 100ms                # longest wait for the store per check
 //	  shutdown_timeout: 10s               # longest drain on SIGTERM
 //	  reload_interval: 5s                 # how often to look for config changes
@@ -52,10 +59,13 @@ type Server struct {
 	CheckTimeout time.Duration
 
 	// Redis authentication and TLS, as the --redis-* flags.
-	RedisUsername, RedisPasswordFile                  string
-	RedisTLS, RedisTLSInsecureSkipVerify              bool
-	RedisTLSCAFile, RedisTLSCertFile, RedisTLSKeyFile string
-	RedisTLSServerName                                string
+	RedisUsername, RedisPasswordFile                        string
+	RedisTLS, RedisTLSInsecureSkipVerify                    bool
+	RedisTLSCAFile, RedisTLSCertFile, RedisTLSKeyFile       string
+	RedisTLSServerName                                      string
+	RedisAddressMap                                         map[string]string
+	RedisDialTimeout, RedisConnTimeout, RedisAttemptTimeout time.Duration
+	RedisRetries, RedisConnsPerNode, RedisWaitReplicas      int
 
 	ShutdownTimeout time.Duration
 	ReloadInterval  time.Duration
@@ -99,12 +109,20 @@ type serverYAML struct {
 	RedisTLSKeyFile            string `yaml:"redis_tls_key_file"`
 	RedisTLSServerName         string `yaml:"redis_tls_server_name"`
 	RedisTLSInsecureSkipVerify bool   `yaml:"redis_tls_insecure_skip_verify"`
-	CheckTimeout               string `yaml:"check_timeout"`
-	ShutdownTimeout            string `yaml:"shutdown_timeout"`
-	ReloadInterval             string `yaml:"reload_interval"`
-	APITokenFile               string `yaml:"api_token_file"`
-	AdminTokenFile             string `yaml:"admin_token_file"`
-	LogLevel                   string `yaml:"log_level"`
+
+	RedisAddressMap     map[string]string `yaml:"redis_address_map"`
+	RedisDialTimeout    string            `yaml:"redis_dial_timeout"`
+	RedisConnTimeout    string            `yaml:"redis_conn_timeout"`
+	RedisAttemptTimeout string            `yaml:"redis_attempt_timeout"`
+	RedisRetries        int               `yaml:"redis_retries"`
+	RedisConnsPerNode   int               `yaml:"redis_conns_per_node"`
+	RedisWaitReplicas   int               `yaml:"redis_wait_replicas"`
+	CheckTimeout        string            `yaml:"check_timeout"`
+	ShutdownTimeout     string            `yaml:"shutdown_timeout"`
+	ReloadInterval      string            `yaml:"reload_interval"`
+	APITokenFile        string            `yaml:"api_token_file"`
+	AdminTokenFile      string            `yaml:"admin_token_file"`
+	LogLevel            string            `yaml:"log_level"`
 
 	// The local over-limit cache; a pointer, to tell 0 from absent.
 	LocalCacheSize   *int   `yaml:"local_cache_size"`
@@ -126,6 +144,18 @@ func serverOf(src source, root *yaml.Node, s serverYAML) (Server, error) {
 		RedisTLS:                   s.RedisTLS,
 		RedisTLSServerName:         s.RedisTLSServerName,
 		RedisTLSInsecureSkipVerify: s.RedisTLSInsecureSkipVerify,
+		RedisAddressMap:            s.RedisAddressMap,
+		RedisRetries:               s.RedisRetries,
+		RedisConnsPerNode:          s.RedisConnsPerNode,
+		RedisWaitReplicas:          s.RedisWaitReplicas,
+	}
+	for from, to := range s.RedisAddressMap {
+		if !hostPort(from) || !hostPort(to) {
+			return Server{}, at("redis_address_map", "redis_address_map %q: %q: want HOST:PORT: HOST:PORT", from, to)
+		}
+	}
+	if s.RedisConnsPerNode < 0 || s.RedisWaitReplicas < 0 {
+		return Server{}, at("redis_conns_per_node", "redis_conns_per_node and redis_wait_replicas cannot be negative")
 	}
 	for _, a := range []struct{ field, addr string }{{"listen", s.Listen}, {"grpc_listen", s.GRPCListen}} {
 		if a.addr == "" {
@@ -156,6 +186,9 @@ func serverOf(src source, root *yaml.Node, s serverYAML) (Server, error) {
 		{"shutdown_timeout", s.ShutdownTimeout, &out.ShutdownTimeout},
 		{"reload_interval", s.ReloadInterval, &out.ReloadInterval},
 		{"local_cache_max_age", s.LocalCacheMaxAge, &out.LocalCacheMaxAge},
+		{"redis_dial_timeout", s.RedisDialTimeout, &out.RedisDialTimeout},
+		{"redis_conn_timeout", s.RedisConnTimeout, &out.RedisConnTimeout},
+		{"redis_attempt_timeout", s.RedisAttemptTimeout, &out.RedisAttemptTimeout},
 	} {
 		if d.value == "" {
 			continue

@@ -882,6 +882,8 @@ func TestEveryFlagInFile(t *testing.T) {
 			value = "1"
 		case f.Value.Type() == "bool":
 			value = "true"
+		case f.Value.Type() == "stringToString":
+			value = "{127.0.0.1:1: 127.0.0.1:2}"
 		case f.Value.Type() == "stringSlice":
 			value = "[127.0.0.1:1]"
 		case strings.Contains(f.Name, "listen") || f.Name == "redis":

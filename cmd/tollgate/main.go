@@ -39,6 +39,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,6 +185,20 @@ func applyFile(f *pflag.FlagSet, s config.Server) error {
 		}
 		return d.String()
 	}
+	nonzero := func(n int) string {
+		if n == 0 {
+			return ""
+		}
+		return strconv.Itoa(n)
+	}
+	pairs := func(m map[string]string) string {
+		var kv []string
+		for k, v := range m {
+			kv = append(kv, k+"="+v)
+		}
+		slices.Sort(kv)
+		return strings.Join(kv, ",")
+	}
 	yes := func(b bool) string {
 		if b {
 			return "true"
@@ -210,6 +225,13 @@ func applyFile(f *pflag.FlagSet, s config.Server) error {
 		{"redis-tls-key-file", s.RedisTLSKeyFile},
 		{"redis-tls-server-name", s.RedisTLSServerName},
 		{"redis-tls-insecure-skip-verify", yes(s.RedisTLSInsecureSkipVerify)},
+		{"redis-address-map", pairs(s.RedisAddressMap)},
+		{"redis-dial-timeout", dur(s.RedisDialTimeout)},
+		{"redis-conn-timeout", dur(s.RedisConnTimeout)},
+		{"redis-attempt-timeout", dur(s.RedisAttemptTimeout)},
+		{"redis-retries", nonzero(s.RedisRetries)},
+		{"redis-conns-per-node", positive(s.RedisConnsPerNode)},
+		{"redis-wait-replicas", positive(s.RedisWaitReplicas)},
 		{"check-timeout", dur(s.CheckTimeout)},
 		{"api-token-file", s.APITokenFile},
 		{"admin-token-file", s.AdminTokenFile},

@@ -31,6 +31,12 @@ type storeConfig struct {
 	// Username and PasswordFile authenticate to Redis (ACL user; the file
 	// holds the password, or the access key, on its first line).
 	Username, PasswordFile string
+	// AddressMap maps announced node addresses to reachable ones.
+	AddressMap map[string]string
+	// Tuning of the Redis store (redis.Options); zero values are its
+	// defaults.
+	DialTimeout, ConnTimeout, AttemptTimeout time.Duration
+	Retries, ConnsPerNode, WaitReplicas      int
 }
 
 // addStoreFlags registers on f the flags that select the store: --redis,
@@ -41,6 +47,13 @@ func addStoreFlags(f *pflag.FlagSet, c *storeConfig) {
 	f.StringSliceVar(&c.RedisCluster, "redis-cluster", nil, "Redis Cluster seed nodes, `HOST:PORT[,HOST:PORT...]`")
 	f.StringVar(&c.Username, "redis-username", "", "Redis ACL `user` (default: the default user)")
 	f.StringVar(&c.PasswordFile, "redis-password-file", "", "`file` whose first line is the Redis password or access key")
+	f.StringToStringVar(&c.AddressMap, "redis-address-map", nil, "announced Redis node addresses and where to reach them, `IP:PORT=HOST:PORT,...` (NAT, private endpoints)")
+	f.DurationVar(&c.DialTimeout, "redis-dial-timeout", 0, "bound on connecting to a Redis node (default 5s)")
+	f.DurationVar(&c.ConnTimeout, "redis-conn-timeout", 0, "a connection without any reply this long is closed and dialed again (default 2s)")
+	f.DurationVar(&c.AttemptTimeout, "redis-attempt-timeout", 0, "bound on one attempt of a call, within the check's deadline (default 1s)")
+	f.IntVar(&c.Retries, "redis-retries", 0, "retries of a call that failed transiently, within its deadline (default 2; negative: none)")
+	f.IntVar(&c.ConnsPerNode, "redis-conns-per-node", 0, "connections to each Redis node, rounded up to a power of two (default: the client's)")
+	f.IntVar(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas each write waits for (Redis WAIT, up to 100ms); 0: none")
 	tls := func() *redis.TLSOptions {
 		if c.TLS == nil {
 			c.TLS = &redis.TLSOptions{}
@@ -95,6 +108,9 @@ func (c storeConfig) redisOptions() (redis.Options, error) {
 	opts.Observer = c.Observer
 	opts.TLS = c.TLS
 	opts.Username = c.Username
+	opts.AddressMap = c.AddressMap
+	opts.DialTimeout, opts.ConnTimeout, opts.AttemptTimeout = c.DialTimeout, c.ConnTimeout, c.AttemptTimeout
+	opts.Retries, opts.ConnsPerNode, opts.WaitReplicas = c.Retries, c.ConnsPerNode, c.WaitReplicas
 	if c.PasswordFile != "" {
 		b, err := os.ReadFile(c.PasswordFile)
 		if err != nil {

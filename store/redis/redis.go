@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"slices"
 	"strconv"
@@ -123,6 +124,10 @@ type Options struct {
 	// even when nothing failed (it also does on every redirect and
 	// connection error). 0 means DefaultTopologyRefresh; negative disables.
 	TopologyRefresh time.Duration
+	// ConnsPerNode is how many connections the client keeps to each node,
+	// rounded up to a power of two (at most 256); calls share them through
+	// auto-pipelining. 0 means rueidis's default (2 on a 2-core machine).
+	ConnsPerNode int
 	// ConnTimeout is how long a connection may wait for any reply (or a
 	// background PING's) before it is deemed dead, closed and re-dialed;
 	// 0 means DefaultConnTimeout.
@@ -212,6 +217,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	// A connection whose node stopped answering is torn down (and the slot
 	// map reloaded) after this long, not rueidis's default 10 s.
 	co.ConnWriteTimeout = cmp.Or(opts.ConnTimeout, DefaultConnTimeout)
+	if opts.ConnsPerNode > 1 {
+		co.PipelineMultiplex = min(bits.Len(uint(opts.ConnsPerNode-1)), rueidis.MaxPipelineMultiplex)
+	}
 	if opts.Cluster {
 		co.ClusterOption.MaxMovedRedirections = maxRedirects
 		switch {

@@ -103,8 +103,9 @@ func TestTimedOutConsumeCountsOnce(t *testing.T) {
 func TestAddressMap(t *testing.T) {
 	const announced = "127.0.0.99:1" // nothing listens there
 	s := open(t, redis.Options{
-		Addrs:      []string{announced},
-		AddressMap: map[string]string{announced: standalone.Addr},
+		Addrs:        []string{announced},
+		AddressMap:   map[string]string{announced: standalone.Addr},
+		ConnsPerNode: 4,
 	})
 	res, err := tollgate.New(s, tollgate.Options{}).Consume(context.Background(), t.Name(), 1, tollgate.PerSecond(5))
 	if err != nil || !res.Allowed {
