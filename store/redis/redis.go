@@ -431,41 +431,39 @@ func (s *Store) heal(reason string, sl uint16, kind string, failing time.Duratio
 // rebuild builds a new client, swaps it in and retires the old one.
 // Seeds known to answer come first (a dead seed would slow the start).
 func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Duration, first ...string) {
-	{
-		o := s.options
-		o.InitAddress = append(first, o.InitAddress...)
-		client, err := rueidis.NewClient(o)
+	o := s.options
+	o.InitAddress = append(first, o.InitAddress...)
+	client, err := rueidis.NewClient(o)
+	s.healMu.Lock()
+	defer s.healMu.Unlock()
+	if s.closed {
+		if err == nil {
+			client.Close()
+		}
+		return
+	}
+	if err != nil {
+		s.healGate.failed(time.Now())
+		s.log.Warn("redis: could not rebuild the client", "reason", reason, "err", err)
+		return
+	}
+	old := s.client.Swap(&client)
+	s.retired = append(s.retired, *old)
+	if s.health != nil {
+		s.health.reset()
+	}
+	s.obs.Heal(reason)
+	s.log.Warn("redis: client rebuilt", "reason", reason, "slot", sl, "error_kind", kind,
+		"failing_for", failing.String(), "seeds", s.options.InitAddress)
+	// In-flight calls on the old client finish within their deadlines.
+	time.AfterFunc(retireGrace, func() {
 		s.healMu.Lock()
 		defer s.healMu.Unlock()
-		if s.closed {
-			if err == nil {
-				client.Close()
-			}
-			return
+		if i := slices.Index(s.retired, *old); i >= 0 {
+			s.retired = slices.Delete(s.retired, i, i+1)
+			(*old).Close()
 		}
-		if err != nil {
-			s.healGate.failed(time.Now())
-			s.log.Warn("redis: could not rebuild the client", "reason", reason, "err", err)
-			return
-		}
-		old := s.client.Swap(&client)
-		s.retired = append(s.retired, *old)
-		if s.health != nil {
-			s.health.reset()
-		}
-		s.obs.Heal(reason)
-		s.log.Warn("redis: client rebuilt", "reason", reason, "slot", sl, "error_kind", kind,
-			"failing_for", failing.String(), "seeds", s.options.InitAddress)
-		// In-flight calls on the old client finish within their deadlines.
-		time.AfterFunc(retireGrace, func() {
-			s.healMu.Lock()
-			defer s.healMu.Unlock()
-			if i := slices.Index(s.retired, *old); i >= 0 {
-				s.retired = slices.Delete(s.retired, i, i+1)
-				(*old).Close()
-			}
-		})
-	}
+	})
 }
 
 // Key returns the Redis key that holds state of key under a; for the sliding
