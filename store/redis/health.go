@@ -136,6 +136,19 @@ func (h *slotHealth) reset() {
 	}
 }
 
+// failing lists the slots whose calls have been failing for less than
+// within: a slot that nothing calls any more keeps its streak, and must not
+// hold a watcher forever.
+func (h *slotHealth) failing(now time.Time, within time.Duration) []uint16 {
+	var sls []uint16
+	for i := range h.failingSince {
+		if since := h.failingSince[i].Load(); since != 0 && now.UnixNano()-since < int64(within) {
+			sls = append(sls, uint16(i))
+		}
+	}
+	return sls
+}
+
 // open counts the slots whose circuit is open and returns the first.
 func (h *slotHealth) open(now time.Time) (n int, first uint16) {
 	for i := range h.failingSince {

@@ -407,14 +407,17 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 		return v, err // a reply error says nothing about the way to Redis
 	}
 	failing := s.health.record(sl, err != nil, time.Now())
+	if err == nil || s.healAfter < 0 {
+		return v, err
+	}
+	if s.cluster {
+		s.watch()
+	}
 	switch kind := ErrorKind(err); {
-	case s.healAfter < 0:
 	case kind == "moved" || kind == "ask":
 		s.heal("redirect_loop", sl, kind, failing)
 	case failing >= s.healAfter:
 		s.heal("persistent_errors", sl, kind, failing)
-	case failing > 0 && s.cluster:
-		s.watch(sl)
 	}
 	return v, err
 }
@@ -428,12 +431,23 @@ func (s *Store) heal(reason string, sl uint16, kind string, failing time.Duratio
 	go s.rebuild(reason, sl, kind, failing) // off the caller's path: dialing takes time
 }
 
-// rebuild builds a new client, swaps it in and retires the old one.
-// Seeds known to answer come first (a dead seed would slow the start).
-func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Duration, first ...string) {
+// rebuild builds a new client, swaps it in and retires the old one. With
+// from, the client loads its slot map from those nodes alone: a node that
+// just took slots over knows it before the others, whose older map would
+// send the new client back to the old master. Otherwise, or when they do
+// not answer, it starts from the seeds.
+func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Duration, from ...string) {
 	o := s.options
-	o.InitAddress = append(first, o.InitAddress...)
-	client, err := rueidis.NewClient(o)
+	var client rueidis.Client
+	err := errors.New("no address")
+	if len(from) > 0 {
+		o.InitAddress = from
+		client, err = rueidis.NewClient(o)
+		o.InitAddress = s.options.InitAddress
+	}
+	if err != nil {
+		client, err = rueidis.NewClient(o)
+	}
 	s.healMu.Lock()
 	defer s.healMu.Unlock()
 	if s.closed {

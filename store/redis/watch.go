@@ -9,84 +9,114 @@ import (
 )
 
 const (
-	// watchEvery and watchFor pace the slot-map watcher.
-	watchEvery = 100 * time.Millisecond
+	// watchEvery paces the slot-map watcher's questions to each node;
+	// watchFor bounds one watcher's life (a later failure starts another).
+	watchEvery = 50 * time.Millisecond
 	watchFor   = 20 * time.Second
+	// askTimeout bounds one CLUSTER SLOTS question: a node that holds it up
+	// (dead, black-holed) delays no answer from the others.
+	askTimeout = time.Second
 )
 
-// watch starts, unless one runs, a watcher of the slot map for a failing
-// Cluster slot. The client reloads its slot map only after a random delay
+// watch starts, unless one runs, the watcher of the slot map for failing
+// Cluster slots. The client reloads its slot map only after a random delay
 // of up to a second (and not at all for calls that timed out), so after a
 // crash or a black-holed master it would keep calling the old master for a
-// while after the replica took over. The watcher asks the cluster who serves
-// the slot; when that changes, it rebuilds the client at once.
-func (s *Store) watch(sl uint16) {
+// while after the replica took over. The watcher notes who serves each
+// failing slot, as the nodes tell it, and rebuilds the client as soon as a
+// node names another owner for a slot that is still failing.
+func (s *Store) watch() {
 	if !s.watching.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer s.watching.Store(false)
-		first := ""
-		for end := time.Now().Add(watchFor); time.Now().Before(end); {
-			if s.health.failingSince[sl].Load() == 0 {
-				return // served again
-			}
-			owner, _ := s.slotOwner(sl, first)
-			switch {
-			case owner == "":
-			case first == "":
-				first = owner
-			case owner != first:
-				s.rebuild("topology_changed", sl, "", 0, owner)
-				return
-			}
-			select {
-			case <-s.done:
-				return
-			case <-time.After(watchEvery):
-			}
-		}
+		s.watchSlots()
 	}()
 }
 
-// slotOwner asks every node the client knows, at once, which address
-// serves sl, and returns the first answer that differs from was (or the
-// first answer at all when was is ""): a dead or black-holed node cannot
-// hold the answer up.
-func (s *Store) slotOwner(sl uint16, was string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), watchEvery*2)
-	defer cancel()
-	nodes := s.c().Nodes()
-	answers := make(chan string, len(nodes))
-	for _, n := range nodes {
-		go func() {
-			owner, _ := askOwner(ctx, n, sl)
-			answers <- owner
-		}()
-	}
-	var same string
-	for range nodes {
-		select {
-		case owner := <-answers:
-			if owner == "" {
-				continue
-			}
-			if owner != was {
-				return owner, nil
-			}
-			same = owner
-		case <-ctx.Done():
-			return same, ctx.Err()
-		}
-	}
-	return same, nil
+// slotMap is one node's answer to CLUSTER SLOTS.
+type slotMap struct {
+	node   string
+	ranges []slotRange
 }
 
-func askOwner(ctx context.Context, c rueidis.Client, sl uint16) (string, error) {
+type slotRange struct {
+	first, last uint16
+	owner       string
+}
+
+func (m slotMap) owner(sl uint16) string {
+	for _, r := range m.ranges {
+		if r.first <= sl && sl <= r.last {
+			return r.owner
+		}
+	}
+	return ""
+}
+
+func (s *Store) watchSlots() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	answers := make(chan slotMap)
+	asking := map[string]bool{} // nodes with a question in flight
+	owners := map[uint16]string{}
+	tick := time.NewTicker(watchEvery)
+	defer tick.Stop()
+	for end := time.Now().Add(watchFor); time.Now().Before(end); {
+		select {
+		case <-s.done:
+			return
+		case m := <-answers:
+			asking[m.node] = false
+			for sl, was := range owners {
+				if now := m.owner(sl); now != "" && was != "" && now != was {
+					s.rebuild("topology_changed", sl, "", 0, now)
+					return
+				}
+			}
+			for sl, was := range owners {
+				if was == "" {
+					owners[sl] = m.owner(sl)
+				}
+			}
+		case <-tick.C:
+			failing := s.health.failing(time.Now(), watchFor)
+			if len(failing) == 0 {
+				return // served again
+			}
+			next := make(map[uint16]string, len(failing))
+			for _, sl := range failing {
+				next[sl] = owners[sl] // "" until a node names the owner
+			}
+			owners = next
+			for addr, n := range s.c().Nodes() {
+				if asking[addr] {
+					continue
+				}
+				asking[addr] = true
+				go func() {
+					m := slotMap{node: addr}
+					actx, acancel := context.WithTimeout(ctx, askTimeout)
+					m.ranges, _ = askSlots(actx, n)
+					acancel()
+					select {
+					case answers <- m:
+					case <-ctx.Done():
+					}
+				}()
+			}
+		}
+	}
+}
+
+// askSlots asks one node for its slot map.
+func askSlots(ctx context.Context, c rueidis.Client) ([]slotRange, error) {
 	ranges, err := c.Do(ctx, c.B().ClusterSlots().Build()).ToArray()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
+	var m []slotRange
 	for _, r := range ranges {
 		fields, err := r.ToArray()
 		if err != nil || len(fields) < 3 {
@@ -95,12 +125,12 @@ func askOwner(ctx context.Context, c rueidis.Client, sl uint16) (string, error) 
 		lo, err1 := fields[0].AsInt64()
 		hi, err2 := fields[1].AsInt64()
 		node, err3 := fields[2].ToArray()
-		if err1 != nil || err2 != nil || err3 != nil || len(node) < 2 || int64(sl) < lo || int64(sl) > hi {
+		if err1 != nil || err2 != nil || err3 != nil || len(node) < 2 {
 			continue
 		}
 		host, _ := node[0].ToString()
 		port, _ := node[1].AsInt64()
-		return host + ":" + strconv.FormatInt(port, 10), nil
+		m = append(m, slotRange{uint16(lo), uint16(hi), host + ":" + strconv.FormatInt(port, 10)})
 	}
-	return "", nil
+	return m, nil
 }
