@@ -18,12 +18,17 @@
 // proxy, the connections it opens (nodes dial from their own address with
 // bind-source-addr).
 //
+// SetSourceDelay delays, by a fixed time, every byte relayed on connections
+// from one source IP address: a slow link, such as a replica's replication
+// stream lagging behind its master.
+//
 // SetBackend changes where new connections go; established ones keep their
 // backend. So a client whose connections were re-established meanwhile may
 // talk to the wrong server until it dials again.
 package faultproxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +73,8 @@ type Proxy struct {
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every mode change
 	mode     Mode
-	bySource map[string]Mode // source IP → mode overriding mode
+	bySource map[string]Mode          // source IP → mode overriding mode
+	delays   map[string]time.Duration // source IP → delay of each byte
 	backend  string
 	links    map[*link]struct{}
 	accepted int
@@ -102,7 +108,7 @@ func New(addr, backend string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, backend: backend, changed: make(chan struct{}), links: map[*link]struct{}{}, bySource: map[string]Mode{}}
+	p := &Proxy{ln: ln, backend: backend, changed: make(chan struct{}), links: map[*link]struct{}{}, bySource: map[string]Mode{}, delays: map[string]time.Duration{}}
 	p.wg.Go(p.accept)
 	return p, nil
 }
@@ -136,11 +142,33 @@ func (p *Proxy) SetSourceMode(ip string, m Mode) {
 	p.changeLocked()
 }
 
-// ClearSourceModes removes every SetSourceMode override.
+// ClearSourceModes removes every SetSourceMode override and every
+// SetSourceDelay.
 func (p *Proxy) ClearSourceModes() {
 	p.mu.Lock()
 	clear(p.bySource)
+	clear(p.delays)
 	p.changeLocked()
+}
+
+// SetSourceDelay makes the bytes of connections from the IP address ip,
+// established or new, in both directions, flow d after they arrive; 0
+// removes the delay. Bytes keep their order, and throughput is not limited.
+func (p *Proxy) SetSourceDelay(ip string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d <= 0 {
+		delete(p.delays, ip)
+		return
+	}
+	p.delays[ip] = d
+}
+
+// delay is the delay for l's bytes.
+func (p *Proxy) delay(l *link) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.delays[l.source]
 }
 
 // changeLocked wakes every waiting relay, closes the connections that are
@@ -303,28 +331,62 @@ func (p *Proxy) serve(l *link) {
 	<-errc
 }
 
-// pump copies src to dst, holding each chunk while the proxy black-holes.
+// pump copies src to dst. Each chunk waits out the link's delay, counted
+// from when it was read, and is held while the proxy black-holes. Reading
+// goes on meanwhile, so that a delay does not limit throughput.
 func (p *Proxy) pump(l *link, dst, src net.Conn) error {
-	buf := make([]byte, bufSize)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if !p.wait(l) {
-				return errors.New("faultproxy: dropped")
+	chunks := make(chan chunk, 256)
+	rerr := make(chan error, 1)
+	p.wg.Go(func() {
+		defer close(chunks)
+		buf := make([]byte, bufSize)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case chunks <- chunk{bytes.Clone(buf[:n]), time.Now()}:
+				case <-l.dead:
+					rerr <- errDropped
+					return
+				}
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
+			if err != nil {
+				rerr <- err
+				return
 			}
 		}
-		if err != nil {
-			if err == io.EOF {
-				// Half-close is not relayed; the peer sees the close.
-				return nil
+	})
+	for c := range chunks {
+		if !p.wait(l) {
+			return errDropped
+		}
+		if d := time.Until(c.read.Add(p.delay(l))); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-l.dead:
+				t.Stop()
+				return errDropped
 			}
+		}
+		if _, err := dst.Write(c.b); err != nil {
 			return err
 		}
 	}
+	if err := <-rerr; err != io.EOF {
+		return err
+	}
+	// Half-close is not relayed; the peer sees the close.
+	return nil
 }
+
+// chunk is bytes read from one side and when.
+type chunk struct {
+	b    []byte
+	read time.Time
+}
+
+var errDropped = errors.New("faultproxy: dropped")
 
 // setServer records the backend connection, or closes it and returns false
 // if the link was closed meanwhile.

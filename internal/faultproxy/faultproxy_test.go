@@ -2,6 +2,7 @@ package faultproxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -220,5 +221,61 @@ func TestSourceMode(t *testing.T) {
 	cut.c.SetDeadline(time.Now().Add(time.Second))
 	if got, err := cut.r.ReadString('\n'); err != nil || got != "a: 2\n" {
 		t.Errorf("after clearing, held answer: %q, %v", got, err)
+	}
+}
+
+// TestSourceDelay checks that a delayed source's bytes never arrive before
+// the delay (a lower bound, which no slowness of the machine can break),
+// keep their order and all arrive, while other sources are not held.
+func TestSourceDelay(t *testing.T) {
+	p, err := New("127.0.0.1:0", echo(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	dialFrom := func(ip string) *client {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: time.Second}
+		c, err := d.Dial("tcp", p.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return &client{c, bufio.NewReader(c)}
+	}
+	slow, other := dialFrom("127.0.0.2"), dialFrom("127.0.0.3")
+	const delay = 300 * time.Millisecond
+	p.SetSourceDelay("127.0.0.2", delay)
+
+	start := time.Now()
+	got, err := slow.ask("1", 10*time.Second)
+	if err != nil || got != "a: 1" {
+		t.Fatalf("delayed source: %q, %v", got, err)
+	}
+	// Both directions are delayed.
+	if took := time.Since(start); took < 2*delay {
+		t.Errorf("round trip through the delayed link took %v, less than twice the delay %v", took, delay)
+	}
+	if got, err := other.ask("1", 10*time.Second); err != nil || got != "a: 1" {
+		t.Errorf("other source: %q, %v", got, err)
+	}
+
+	// Many lines at once, more than one chunk: all arrive, in order.
+	var b strings.Builder
+	const lines = 5000
+	for i := range lines {
+		fmt.Fprintf(&b, "line %d %s\n", i, strings.Repeat("x", 20))
+	}
+	slow.c.SetDeadline(time.Now().Add(20 * time.Second))
+	go io.WriteString(slow.c, b.String())
+	for i := range lines {
+		l, err := slow.r.ReadString('\n')
+		if want := fmt.Sprintf("a: line %d %s\n", i, strings.Repeat("x", 20)); err != nil || l != want {
+			t.Fatalf("line %d: %q, %v; want %q", i, l, err, want)
+		}
+	}
+
+	p.SetSourceDelay("127.0.0.2", 0)
+	if got, err := slow.ask("2", 10*time.Second); err != nil || got != "a: 2" {
+		t.Errorf("after removing the delay: %q, %v", got, err)
 	}
 }
