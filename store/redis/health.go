@@ -26,6 +26,9 @@ const (
 	DefaultTopologyRefresh = 30 * time.Second
 	DefaultConnTimeout     = 2 * time.Second
 	DefaultWaitTimeout     = 100 * time.Millisecond
+	// MaxWaiting is how many calls of one Store may wait for replicas at
+	// once (Options.WaitReplicas).
+	MaxWaiting = 64
 	// minHealInterval is the least time between two client rebuilds.
 	minHealInterval = 30 * time.Second
 	// retireGrace is how long a replaced client lives on for calls in flight.

@@ -140,6 +140,12 @@ type Options struct {
 	// the write: replication is asynchronous.
 	WaitReplicas int
 	// WaitTimeout bounds the wait for replicas; 0 means DefaultWaitTimeout.
+	// The wait also ends, by the same rule, a little before the call's
+	// deadline, so that the answer comes in time.
+	//
+	// A waiting call holds a connection of its own (WAIT blocks the
+	// connection it runs on); at most MaxWaiting calls per Store wait at
+	// once, and the others queue until their deadline.
 	WaitTimeout time.Duration
 	// Observer receives resilience events (retries, fast failures, heals);
 	// nil means none.
@@ -166,11 +172,12 @@ type Store struct {
 	obs     Observer
 	log     *slog.Logger
 
-	waitN     int64       // replicas a write waits for (0: none)
-	waitMS    int64       // and for how long at most
-	shas      [3]string   // the scripts' SHA-1s, for the waiting path
-	sources   [3]string   // and their sources, for EVAL after NOSCRIPT
-	health    *slotHealth // nil: no breaker
+	waitN     int64         // replicas a write waits for (0: none)
+	waitMS    int64         // and for how long at most
+	waiting   chan struct{} // one token per call that may wait at once
+	shas      [3]string     // the scripts' SHA-1s, for the waiting path
+	sources   [3]string     // and their sources, for EVAL after NOSCRIPT
+	health    *slotHealth   // nil: no breaker
 	healAfter time.Duration
 	healGate  healGate
 	healMu    sync.Mutex
@@ -256,6 +263,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.WaitReplicas > 0 {
 		s.waitN = int64(opts.WaitReplicas)
 		s.waitMS = cmp.Or(opts.WaitTimeout, DefaultWaitTimeout).Milliseconds()
+		s.waiting = make(chan struct{}, MaxWaiting)
 	}
 	if err := s.Ping(ctx); err != nil {
 		client.Close()
@@ -315,11 +323,31 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 
 // execAndWait runs algorithm a's script and WAIT on one connection, so that
 // WAIT counts the replicas that have this script's write.
+//
+// The connections come from rueidis's pool of dedicated connections, which
+// dials a new one whenever none is free; and one whose call outlives its
+// deadline is closed. Unbounded, a burst of calls would dial hundreds of
+// connections at once, time out while dialing, and go on so for good. So
+// few calls wait at once, and WAIT ends before the call's deadline.
 func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, keys, args []string) ([]int64, error) {
+	select {
+	case s.waiting <- struct{}{}:
+		defer func() { <-s.waiting }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	waitMS := s.waitMS
+	if d, ok := ctx.Deadline(); ok {
+		// Leave the script and the reply a quarter of the time left.
+		waitMS = min(waitMS, time.Until(d).Milliseconds()*3/4)
+		if waitMS < 1 {
+			return nil, context.DeadlineExceeded
+		}
+	}
 	var reply []int64
 	err := s.c().Dedicated(func(dc rueidis.DedicatedClient) error {
 		wait := func() rueidis.Completed {
-			return dc.B().Wait().Numreplicas(s.waitN).Timeout(s.waitMS).Build()
+			return dc.B().Wait().Numreplicas(s.waitN).Timeout(waitMS).Build()
 		}
 		res := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.shas[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
 		if rerr, ok := rueidis.IsRedisErr(res[0].Error()); ok && rerr.IsNoScript() {

@@ -143,3 +143,33 @@ func TestWaitReplicas(t *testing.T) {
 		t.Errorf("%d WAITs for 5 consumes", got)
 	}
 }
+
+// A replica that never confirms must not cost the call its answer: WAIT
+// ends before the call's deadline, even when WaitTimeout is longer, and
+// many such calls at once all get their answer (few hold a connection at
+// a time; the others queue).
+func TestWaitEndsBeforeDeadline(t *testing.T) {
+	// The standalone server has no replica: every WAIT runs to its end.
+	s := open(t, redis.Options{Addrs: []string{standalone.Addr}, WaitReplicas: 1, WaitTimeout: time.Hour})
+	lim := tollgate.New(s, tollgate.Options{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*redis.MaxWaiting)
+	for i := range cap(errs) {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			res, err := lim.Consume(ctx, fmt.Sprint(t.Name(), i), 1, tollgate.PerHour(5))
+			if err == nil && !res.Allowed {
+				err = fmt.Errorf("denied: %+v", res)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
