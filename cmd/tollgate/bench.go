@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/bench"
+	"github.com/tollgate/tollgate/server/metrics"
+	"github.com/tollgate/tollgate/store/overlimit"
 )
 
 // Defaults of bench flags.
@@ -52,9 +55,11 @@ type benchConfig struct {
 	Window    time.Duration
 	Algorithm string
 
-	// Compare runs the baselines after Tollgate (Redis stores only);
-	// RedisBenchmark is the redis-benchmark binary ("" looks in PATH).
-	Compare        bool
+	// Compare are the comparisons run after Tollgate (bench.ParseEntries:
+	// entries and groups; --compare alone is bench.GroupBaselines, which
+	// runs on Redis only); RedisBenchmark is the redis-benchmark binary (""
+	// looks in PATH).
+	Compare        []string
 	RedisBenchmark string
 
 	// JSON prints the report as JSON; Progress shows progress bars on
@@ -85,15 +90,25 @@ gRPC (--grpc HOST:PORT, Envoy RLS; the service needs the rule that
 
 A run stops at --duration, at --count checks, or on Ctrl-C, whichever
 comes first, and always prints its report. Each key is a fresh one, and a
-library run resets its keys afterwards.
+library or HTTP run resets its keys afterwards (over HTTP by POST
+/v1/reset, which needs an admin token when the service has tokens), unless
+--keep-keys.
 
---compare (Redis targets) then runs, with the same load on the same
-deployment, the alternatives a user would pick: the seed's sorted-set
-pattern (two transactions per check, one member per unit), go-redis/
-redis_rate (GCRA), and redis-benchmark running Tollgate's own script by
-EVALSHA (the ceiling, when redis-benchmark is installed); each is shown as
-a ratio to Tollgate. Compare ratios from one invocation, not figures across
-runs: they move with whatever else runs on the machine.
+--compare (library targets) then runs, with the same load on the same
+store, more rows, each shown as a ratio to Tollgate's. --compare alone (or
+--compare=baselines; Redis stores only) runs the alternatives a user would
+pick: the seed's sorted-set pattern (two transactions per check, one member
+per unit), go-redis/redis_rate (GCRA), and redis-benchmark running
+Tollgate's own script by EVALSHA, unpipelined and 16 deep (the ceiling,
+when redis-benchmark is installed). --compare=http starts the service
+(as tollgate serve, with its defaults) on 127.0.0.1 on the same store and
+checks through its HTTP API. --compare=deny checks keys filled to their
+limit (the largest cost per window), every check denied: answered by the
+store (deny-store), then by the service's local over-limit cache
+(deny-cached, its ratios to deny-store). Entries: http, seed, redis_rate,
+redis-benchmark, deny; groups: baselines, all; comma-separated, with "=".
+Compare ratios from one invocation, not figures across runs: they move
+with whatever else runs on the machine.
 
 A benchmark is load: targets must be on loopback (127.0.0.0/8, ::1,
 localhost), including every node a cluster announces, unless
@@ -103,6 +118,8 @@ Unlike serve, bench reads no TOLLGATE_* environment variables: it loads
 only what its command line names.`,
 		Example: `  tollgate bench
   tollgate bench --redis-cluster 127.0.0.11:7000 --compare --duration 5s
+  tollgate bench --redis-cluster 127.0.0.11:7000 --compare=all --json
+  tollgate bench --compare=http,deny
   tollgate bench --http http://127.0.0.1:8080 --cost 1-10 --limit 100 --window 1m --keys 1000
   tollgate bench --print-envoy-config > bench.yaml  # then: tollgate serve --grpc-listen 127.0.0.1:8081 --envoy-config bench.yaml
   tollgate bench --grpc 127.0.0.1:8081 --json`,
@@ -137,9 +154,11 @@ only what its command line names.`,
 	f.Int64Var(&cfg.Units, "limit", defaultBenchUnits, "`units` per window of the limit checked (the default lets every check through)")
 	f.DurationVar(&cfg.Window, "window", defaultBenchWindow, "window of the limit checked")
 	f.StringVar(&cfg.Algorithm, "algorithm", tollgate.SlidingLog.String(), "algorithm of the limit checked: sliding_log, sliding_window or gcra")
-	f.BoolVar(&cfg.Compare, "compare", false, "also run the seed's pattern, go-redis/redis_rate and redis-benchmark on the same Redis, as ratios to Tollgate")
+	f.StringSliceVar(&cfg.Compare, "compare", nil, "also run, as ratios to Tollgate: alone, the seed's pattern, go-redis/redis_rate and redis-benchmark on the same Redis; "+
+		"=`LIST` of http, seed, redis_rate, redis-benchmark, deny, baselines, all")
+	f.Lookup("compare").NoOptDefVal = bench.GroupBaselines
 	f.StringVar(&cfg.RedisBenchmark, "redis-benchmark", "", "redis-benchmark `binary` for --compare (default: from PATH; skipped when missing)")
-	f.BoolVar(&cfg.Load.KeepKeys, "keep-keys", false, "leave the keys' state in the store (by default the library and baselines reset their keys)")
+	f.BoolVar(&cfg.Load.KeepKeys, "keep-keys", false, "leave the keys' state in the store (by default the library, HTTP and baseline runs reset their keys)")
 	f.BoolVar(&cfg.JSON, "json", false, "print the report as one JSON object")
 	f.BoolVar(&noProgress, "no-progress", false, "show no progress bar (none is shown when stderr is not a terminal)")
 	f.BoolVar(&cfg.PrintEnvoyConfig, "print-envoy-config", false, "print the Envoy config a service needs for --grpc (with --limit, --window, --algorithm, --grpc-domain and --grpc-descriptor-key) and exit")
@@ -197,10 +216,21 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 		return limit, cost, errors.New("--http, --grpc and --redis/--redis-cluster are mutually exclusive: give one target")
 	case c.TokenFile != "" && c.HTTP == "":
 		return limit, cost, errors.New("--token-file needs --http")
-	case c.Compare && c.Store.kind() == "memory":
-		return limit, cost, errors.New("--compare needs --redis or --redis-cluster: the baselines run on Redis")
+	case len(c.Compare) > 0 && (c.HTTP != "" || c.GRPC != ""):
+		return limit, cost, errors.New("--compare needs the library target (--redis, --redis-cluster or the memory store), not --http or --grpc")
 	case c.GRPC == "" && cost.Max() > limit.Units:
 		return limit, cost, fmt.Errorf("--cost up to %d exceeds --limit %d: such checks could never be allowed", cost.Max(), limit.Units)
+	}
+	if len(c.Compare) > 0 {
+		entries, err := bench.ParseEntries(c.Compare)
+		if err != nil {
+			return limit, cost, fmt.Errorf("--compare: %w", err)
+		}
+		for _, e := range entries {
+			if bench.NeedsRedis(e) && c.Store.kind() == "memory" {
+				return limit, cost, fmt.Errorf("--compare needs --redis or --redis-cluster: the baselines run on Redis (%s)", e)
+			}
+		}
 	}
 	if err := c.Store.validate(); err != nil {
 		return limit, cost, err
@@ -251,7 +281,7 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 		Units: limit.Units, Window: limit.Window, Algorithm: limit.Algorithm.String(), Cost: cost.String(),
 		Keys: load.Keys, Concurrency: load.Concurrency, MaxChecks: load.Count, MaxDuration: load.Duration,
 	}}
-	target, closeTarget, err := openBenchTarget(ctx, cfg, limit, &report.Setup)
+	target, store, closeTarget, err := openBenchTarget(ctx, cfg, limit, &report.Setup)
 	if err != nil {
 		return err
 	}
@@ -261,15 +291,25 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 		}
 	}()
 
-	if cfg.Compare {
-		ropts, err := cfg.Store.redisOptions()
+	if len(cfg.Compare) > 0 {
+		entries, err := bench.ParseEntries(cfg.Compare)
 		if err != nil {
 			return err
 		}
-		cmp := bench.Comparison{Config: load, Redis: ropts, Limit: limit, RedisBenchmark: cfg.RedisBenchmark}
+		cmp := bench.Comparison{Config: load, Entries: entries, Limit: limit, RedisBenchmark: cfg.RedisBenchmark,
+			HTTP: func(ctx context.Context) (bench.Target, func() error, error) {
+				return startBenchService(ctx, store, limit, load.Concurrency)
+			},
+			Deny: func(cached bool) *tollgate.Limiter { return benchServiceLimiter(store, cached) },
+		}
+		if cfg.Store.kind() != "memory" {
+			if cmp.Redis, err = cfg.Store.redisOptions(); err != nil {
+				return err
+			}
+		}
 		if cfg.Progress {
 			cmp.Status = func(name string) {
-				if name == bench.NameRedisBenchmark {
+				if strings.HasPrefix(name, bench.NameRedisBenchmark) {
 					fmt.Fprintf(stderr, "%s: running (no progress shown) …\n", name)
 				}
 			}
@@ -293,14 +333,14 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 }
 
 // openBenchTarget opens Tollgate's target and fills in setup's target
-// fields.
-func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit, setup *bench.Setup) (bench.Target, func() error, error) {
+// fields. For the library it also returns the store (nil otherwise).
+func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit, setup *bench.Setup) (bench.Target, tollgate.Store, func() error, error) {
 	switch {
 	case cfg.HTTP != "":
 		setup.Target, setup.Addr = "http", cfg.HTTP
 		toks, err := loadTokens(cfg.TokenFile, "--token-file", slog.New(slog.DiscardHandler))
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		opts := bench.HTTPOptions{Conns: cfg.Load.Concurrency}
 		if len(toks) > 0 {
@@ -308,17 +348,17 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 		}
 		h, err := bench.NewHTTP(cfg.HTTP, limit, opts)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return h, h.Close, nil
+		return h, nil, h.Close, nil
 	case cfg.GRPC != "":
 		setup.Target, setup.Addr = "grpc", cfg.GRPC
 		setup.Units, setup.Window, setup.Algorithm = 0, 0, "" // the service's rule applies
 		g, err := bench.NewGRPC(cfg.GRPC, cfg.GRPCDomain, cfg.GRPCDescriptorKey)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return g, g.Close, nil
+		return g, nil, g.Close, nil
 	}
 	setup.Target, setup.Store = "library", cfg.Store.kind()
 	if setup.Store != "memory" {
@@ -327,24 +367,78 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 			// The seeds are on loopback; so must be every node they announce.
 			ropts, err := cfg.Store.redisOptions()
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			nodes, err := bench.NodeAddrs(ctx, ropts)
 			if err != nil {
-				return nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
+				return nil, nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
 			}
 			for _, a := range nodes {
 				if err := bench.CheckLoopbackAddr(a); err != nil {
-					return nil, nil, fmt.Errorf("--%s: node %w", setup.Store, err)
+					return nil, nil, nil, fmt.Errorf("--%s: node %w", setup.Store, err)
 				}
 			}
 		}
 	}
 	st, _, closeStore, err := openStore(ctx, cfg.Store)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
+		return nil, nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
 	}
-	return bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit}, closeStore, nil
+	return bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit}, st, closeStore, nil
+}
+
+// benchServiceConfig is how --compare runs the service: serve's defaults,
+// on a free port of 127.0.0.1.
+func benchServiceConfig() serveConfig {
+	return serveConfig{
+		Listen:           "127.0.0.1:0",
+		CheckTimeout:     defaultCheckTimeout,
+		ShutdownTimeout:  defaultShutdownTimeout,
+		ReloadInterval:   defaultReloadInterval,
+		LocalCacheSize:   overlimit.DefaultSize,
+		LocalCacheMaxAge: defaultLocalCacheMaxAge,
+	}
+}
+
+// startBenchService starts the service in process (runServe, with serve's
+// defaults) on store, listening on a free port of 127.0.0.1, and returns
+// the Target of its HTTP API, checking limit over conns connections, and
+// a function that stops it. The store is not closed.
+func startBenchService(ctx context.Context, store tollgate.Store, limit tollgate.Limit, conns int) (bench.Target, func() error, error) {
+	cfg := benchServiceConfig()
+	cfg.store = store
+	listening := make(chan net.Addr, 1)
+	cfg.onListening = func(h, _ net.Addr) { listening <- h }
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- runServe(sctx, cfg, nil) }()
+	var addr net.Addr
+	select {
+	case addr = <-listening:
+	case err := <-done:
+		cancel()
+		return nil, nil, fmt.Errorf("start the service: %w", err)
+	}
+	stop := func() error {
+		cancel()
+		return <-done
+	}
+	h, err := bench.NewHTTP("http://"+addr.String(), limit, bench.HTTPOptions{Conns: conns})
+	if err != nil {
+		return nil, nil, errors.Join(err, stop())
+	}
+	return h, func() error { return errors.Join(h.Close(), stop()) }, nil
+}
+
+// benchServiceLimiter returns a Limiter on store wrapped as serve wraps it
+// with its defaults (serviceStore), with the local over-limit cache when
+// cached, and without it otherwise.
+func benchServiceLimiter(store tollgate.Store, cached bool) *tollgate.Limiter {
+	cfg := benchServiceConfig()
+	if !cached {
+		cfg.LocalCacheSize = 0
+	}
+	return tollgate.New(serviceStore(store, cfg, metrics.New()), tollgate.Options{})
 }
 
 // redisAddrs returns the Redis addresses given.

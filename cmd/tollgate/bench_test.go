@@ -133,6 +133,76 @@ func TestBenchCommandGRPC(t *testing.T) {
 	}
 }
 
+// --compare=http,deny on the memory store: the service started in process
+// on loopback, and denials answered by the store and by the service's local
+// cache, each row with its ratios.
+func TestBenchCommandCompareHTTPDeny(t *testing.T) {
+	out, _, err := runBenchCmd(t, "--compare=http,deny", "--count", "400", "--keys", "10", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := benchJSON(t, out)
+	rows, _ := m["compare"].([]any)
+	want := []string{bench.NameTollgate, bench.NameHTTP, bench.NameDenyStore, bench.NameDenyCached}
+	if len(rows) != len(want) {
+		t.Fatalf("%d compare rows, want %d:\n%s", len(rows), len(want), out)
+	}
+	for i, r := range rows {
+		row := r.(map[string]any)
+		if row["name"] != want[i] {
+			t.Errorf("row %d is %v, want %s", i, row["name"], want[i])
+		}
+		for _, f := range []string{"checks_per_sec", "ratio_checks_per_sec", "ratio_p99", "p99_ms"} {
+			if v, _ := row[f].(float64); v <= 0 {
+				t.Errorf("row %s: %s = %v, want positive", want[i], f, row[f])
+			}
+		}
+		if row["checks"] != 400.0 || row["errors"] != 0.0 {
+			t.Errorf("row %s: checks %v, errors %v; want 400, 0 (%v)", want[i], row["checks"], row["errors"], row["errors_by_kind"])
+		}
+	}
+	if rows[1].(map[string]any)["allowed"] != 400.0 {
+		t.Errorf("http row: %v", rows[1])
+	}
+	for _, r := range rows[2:] {
+		if row := r.(map[string]any); row["denied"] != 400.0 {
+			t.Errorf("%v: denied %v, want 400", row["name"], row["denied"])
+		}
+	}
+	if to := rows[3].(map[string]any)["ratio_to"]; to != bench.NameDenyStore {
+		t.Errorf("deny-cached ratio_to %v, want deny-store", to)
+	}
+}
+
+// The service that --compare=http starts stops with its target, and its
+// checks reset keys on the store.
+func TestStartBenchService(t *testing.T) {
+	st := memory.New(memory.Options{})
+	defer st.Close()
+	limit := tollgate.Limit{Units: 2, Window: time.Minute}
+	target, stop, err := startBenchService(t.Context(), st, limit, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, true, false} {
+		if ok, err := target.Check(t.Context(), "k", 1); err != nil || ok != want {
+			t.Fatalf("check %d: %t, %v; want %t", i, ok, err, want)
+		}
+	}
+	if err := target.(bench.Resetter).Reset(t.Context(), "k"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := target.Check(t.Context(), "k", 1); err != nil || !ok {
+		t.Errorf("after reset: %t, %v", ok, err)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	if _, err := target.Check(t.Context(), "k", 1); err == nil {
+		t.Error("the service still answers after stop")
+	}
+}
+
 // A benchmark is load: targets off loopback are refused before anything
 // connects, unless --allow-remote.
 func TestBenchRefusesRemote(t *testing.T) {
@@ -162,6 +232,9 @@ func TestBenchCommandErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--compare"}, "--compare needs --redis"},
+		{[]string{"--compare=http,seed"}, "--compare needs --redis"},
+		{[]string{"--compare=grpc"}, `unknown comparison "grpc"`},
+		{[]string{"--compare=http", "--http", "http://127.0.0.1:1"}, "--compare needs the library target"},
 		{[]string{"--http", "http://127.0.0.1:1", "--grpc", "127.0.0.1:2"}, "mutually exclusive"},
 		{[]string{"--redis", "127.0.0.1:1", "--redis-cluster", "127.0.0.1:2"}, "mutually exclusive"},
 		{[]string{"--token-file", "x"}, "--token-file needs --http"},

@@ -157,13 +157,7 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		}()
 		store, ready = st, readyFn
 	}
-	// Limiter → local over-limit cache → metrics → check timeout → store:
-	// the cache's hits are not store calls, and a timed-out call is one.
-	store = observedStore{store: deadlineStore{store: store, timeout: cfg.CheckTimeout}, obs: m}
-	if cfg.LocalCacheSize > 0 {
-		store = overlimit.New(store, overlimit.Options{Size: cfg.LocalCacheSize, MaxAge: cfg.LocalCacheMaxAge, Observer: m})
-	}
-	lim := tollgate.New(store, tollgate.Options{})
+	lim := tollgate.New(serviceStore(store, cfg, m), tollgate.Options{})
 
 	httpLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -263,6 +257,18 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// serviceStore wraps store as the service uses it. Limiter → local
+// over-limit cache (when cfg.LocalCacheSize > 0) → metrics → check timeout
+// → store: the cache's hits are not store calls, and a timed-out call is
+// one.
+func serviceStore(store tollgate.Store, cfg serveConfig, m *metrics.Metrics) tollgate.Store {
+	store = observedStore{store: deadlineStore{store: store, timeout: cfg.CheckTimeout}, obs: m}
+	if cfg.LocalCacheSize > 0 {
+		store = overlimit.New(store, overlimit.Options{Size: cfg.LocalCacheSize, MaxAge: cfg.LocalCacheMaxAge, Observer: m})
+	}
+	return store
 }
 
 // shutdown stops both servers: it reports NOT_SERVING on gRPC health, stops

@@ -295,6 +295,13 @@ func (w *worker) addError(err error) {
 // resetKeys resets keys through r, concurrency at a time, within
 // DefaultResetTimeout; it returns how many failed and the first error.
 func resetKeys(ctx context.Context, r Resetter, keys []string, concurrency int) (int64, error) {
+	return forEachKey(ctx, keys, concurrency, r.Reset)
+}
+
+// forEachKey calls fn for every key, concurrency at a time, within
+// DefaultResetTimeout (keys left when the time is up fail); it returns how
+// many failed and the first error.
+func forEachKey(ctx context.Context, keys []string, concurrency int, fn func(ctx context.Context, key string) error) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, DefaultResetTimeout)
 	defer cancel()
 	var (
@@ -314,7 +321,7 @@ func resetKeys(ctx context.Context, r Resetter, keys []string, concurrency int) 
 					failed.Add(1)
 					continue
 				}
-				if err := r.Reset(ctx, keys[i]); err != nil {
+				if err := fn(ctx, keys[i]); err != nil {
 					failed.Add(1)
 					mu.Lock()
 					if firstErr == nil {

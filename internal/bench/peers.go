@@ -130,6 +130,9 @@ type Ceiling struct {
 	Requests int64
 	Clients  int
 	Keys     int
+	// Pipeline (-P) is how many calls each connection sends before it
+	// reads the replies; 0 or 1 means none.
+	Pipeline int
 	// Timeout bounds the run; redis-benchmark is killed past it.
 	Timeout time.Duration
 	// KeepKeys leaves the run's keys in Redis; by default they are
@@ -143,12 +146,12 @@ var ErrNoRedisBenchmark = errors.New("redis-benchmark not found in PATH")
 
 // Run loads the script on every node (SCRIPT LOAD), then runs
 //
-//	redis-benchmark -h H -p P [--cluster] -n N -c C -r K --csv \
+//	redis-benchmark -h H -p P [--cluster] -n N -c C -r K [-P D] --csv \
 //	  EVALSHA <sha> 2 tgbench-ceil-<run>:{tag}:__rand_int__:1 tgbench-ceil-<run>:{tag}:__rand_int__:2 \
 //	  0 <cost> <units> <window µs> "" __rand_int__ <dedupe µs>
 //
-// and returns a row with its requests per second and its p50 and p99
-// latency. In cluster mode redis-benchmark routes each call by the "{tag}"
+// and returns a row, named NameRedisBenchmark or "redis-benchmark-P<D>",
+// with its requests per second and its p50 and p99 latency. In cluster mode redis-benchmark routes each call by the "{tag}"
 // it fills in with a slot of the node it sends to; the two keys of a call
 // share that tag but get independent random numbers, which does the same
 // Redis work as a real call. (A hash tag around __rand_int__, as in
@@ -177,6 +180,11 @@ func (c Ceiling) Run(ctx context.Context) (Row, error) {
 	args := []string{"-h", host, "-p", port,
 		"-n", strconv.FormatInt(max(c.Requests, 1), 10), "-c", strconv.Itoa(max(c.Clients, 1)),
 		"-r", strconv.Itoa(max(c.Keys, 1)), "--csv"}
+	name := NameRedisBenchmark
+	if c.Pipeline > 1 {
+		args = append(args, "-P", strconv.Itoa(c.Pipeline))
+		name += "-P" + strconv.Itoa(c.Pipeline)
+	}
 	if c.Redis.Cluster {
 		args = append(args, "--cluster")
 	}
@@ -231,7 +239,7 @@ func (c Ceiling) Run(ctx context.Context) (Row, error) {
 		return Row{}, fmt.Errorf("redis-benchmark: %w: %s", err, lastLine(stderr.String()+string(out)))
 	}
 	return Row{
-		Name:         "redis-benchmark",
+		Name:         name,
 		External:     true,
 		Checks:       c.Requests,
 		ChecksPerSec: rps,

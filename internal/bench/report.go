@@ -34,9 +34,12 @@ type Row struct {
 	// External marks figures from an external tool (redis-benchmark): only
 	// Checks, ChecksPerSec, P50 and P99 are known.
 	External bool
-	// Ratio and RatioP99 are ChecksPerSec and P99 divided by the first
-	// row's (Tollgate's); 0 when unknown.
+	// Ratio and RatioP99 are ChecksPerSec and P99 divided by those of the
+	// row named Base, or of the first row (Tollgate's) when Base is empty
+	// or names no row; 0 when unknown.
 	Ratio, RatioP99 float64
+	// Base names the row the ratios are to; "" means the first row.
+	Base string
 	// Skipped, when not empty, says why the row has no figures.
 	Skipped string
 	// Note is a remark on the row (keys not reset, …).
@@ -70,16 +73,25 @@ type Report struct {
 	Rows  []Row
 }
 
-// ComputeRatios sets each row's Ratio and RatioP99 against the first row.
+// ComputeRatios sets each row's Ratio and RatioP99 against its Base row,
+// or the first row.
 func (r *Report) ComputeRatios() {
 	if len(r.Rows) == 0 {
 		return
 	}
-	base := r.Rows[0]
 	for i := range r.Rows {
 		row := &r.Rows[i]
 		row.Ratio, row.RatioP99 = 0, 0
 		if row.Skipped != "" {
+			continue
+		}
+		base := r.Rows[0]
+		if row.Base != "" {
+			if j := slices.IndexFunc(r.Rows, func(b Row) bool { return b.Name == row.Base }); j >= 0 {
+				base = r.Rows[j]
+			}
+		}
+		if base.Skipped != "" {
 			continue
 		}
 		if base.ChecksPerSec > 0 {
@@ -165,6 +177,9 @@ func (r Report) String() string {
 		}
 		if row.Note != "" {
 			notes = append(notes, fmt.Sprintf("  %s: %s", row.Name, row.Note))
+		}
+		if row.Base != "" && row.Skipped == "" {
+			notes = append(notes, fmt.Sprintf("  %s: ×tollgate columns are ratios to %s", row.Name, row.Base))
 		}
 	}
 	if len(errs) > 0 {
@@ -263,6 +278,7 @@ type rowJSON struct {
 	StoppedBy    string            `json:"stopped_by,omitempty"`
 	Ratio        float64           `json:"ratio_checks_per_sec,omitempty"`
 	RatioP99     float64           `json:"ratio_p99,omitempty"`
+	RatioTo      string            `json:"ratio_to,omitempty"`
 	Skipped      string            `json:"skipped,omitempty"`
 	Note         string            `json:"note,omitempty"`
 }
@@ -273,7 +289,7 @@ func (row Row) json() rowJSON {
 	j := rowJSON{
 		Name: row.Name, ChecksPerSec: row.ChecksPerSec, Checks: row.Checks,
 		ElapsedSec: row.Elapsed.Seconds(), P50: ms(row.P50), P99: ms(row.P99),
-		StoppedBy: row.StoppedBy, Ratio: row.Ratio, RatioP99: row.RatioP99, Skipped: row.Skipped, Note: row.Note,
+		StoppedBy: row.StoppedBy, Ratio: row.Ratio, RatioP99: row.RatioP99, RatioTo: row.Base, Skipped: row.Skipped, Note: row.Note,
 	}
 	if !row.External && row.Skipped == "" {
 		j.Allowed, j.Denied, j.Errors = &row.Allowed, &row.Denied, &row.Errors
@@ -289,7 +305,8 @@ func (row Row) json() rowJSON {
 
 // MarshalJSON renders the report as one object: the setup, then the first
 // (Tollgate's) row's figures at the top level, and with more rows a
-// "compare" list of all rows, each with its ratios to the first.
+// "compare" list of all rows, each with its ratios to the first (or, with
+// "ratio_to", to the row it names).
 func (r Report) MarshalJSON() ([]byte, error) {
 	type setupJSON struct {
 		Target      string  `json:"target"`

@@ -87,3 +87,49 @@ func TestReportString(t *testing.T) {
 		}
 	}
 }
+
+// A row with a Base has its ratios to that row; a Base that names no row,
+// or a skipped one, falls back to the first row, or to no ratio.
+func TestReportRatioBase(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		rows      []bench.Row
+		wantRatio float64
+		wantP99   float64
+	}{
+		{"to its base", []bench.Row{
+			{Name: "tollgate", ChecksPerSec: 100, P99: time.Millisecond},
+			{Name: "deny-store", ChecksPerSec: 50, P99: 4 * time.Millisecond},
+			{Name: "deny-cached", ChecksPerSec: 1000, P99: time.Millisecond, Base: "deny-store"},
+		}, 20, 0.25},
+		{"unknown base: the first row", []bench.Row{
+			{Name: "tollgate", ChecksPerSec: 100, P99: time.Millisecond},
+			{Name: "x", ChecksPerSec: 1, P99: time.Millisecond},
+			{Name: "deny-cached", ChecksPerSec: 1000, P99: 2 * time.Millisecond, Base: "nope"},
+		}, 10, 2},
+		{"skipped base: none", []bench.Row{
+			{Name: "tollgate", ChecksPerSec: 100, P99: time.Millisecond},
+			{Name: "deny-store", Skipped: "no store"},
+			{Name: "deny-cached", ChecksPerSec: 1000, P99: time.Millisecond, Base: "deny-store"},
+		}, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := bench.Report{Setup: bench.Setup{Target: "library", Units: 1, Window: time.Hour, Cost: "1"}, Rows: tc.rows}
+			r.ComputeRatios()
+			last := r.Rows[len(r.Rows)-1]
+			if last.Ratio != tc.wantRatio || last.RatioP99 != tc.wantP99 {
+				t.Errorf("ratios %v, %v; want %v, %v", last.Ratio, last.RatioP99, tc.wantRatio, tc.wantP99)
+			}
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := `"ratio_to":"` + last.Base + `"`; !strings.Contains(string(b), want) {
+				t.Errorf("JSON lacks %s: %s", want, b)
+			}
+			if s := r.String(); last.Skipped == "" && !strings.Contains(s, "deny-cached: ×tollgate columns are ratios to "+last.Base) {
+				t.Errorf("table does not say what the ratios are to:\n%s", s)
+			}
+		})
+	}
+}

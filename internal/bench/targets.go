@@ -41,13 +41,15 @@ func (l Library) Reset(ctx context.Context, key string) error { return l.Limiter
 // HTTP is the Target of a running service's HTTP API: POST /v1/consume with
 // an inline limit, over keep-alive connections. 200 is allowed, 429 denied;
 // any other answer is an error of kind "http_<status>_<code>" (the error
-// body's code, when there is one).
+// body's code, when there is one). It is a Resetter: POST /v1/reset.
 type HTTP struct {
-	url    string
-	limit  tollgate.Limit
-	token  string
-	client *http.Client
-	tr     *http.Transport
+	url string
+	// resetURL is POST /v1/reset's, for Reset.
+	resetURL string
+	limit    tollgate.Limit
+	token    string
+	client   *http.Client
+	tr       *http.Transport
 }
 
 // HTTPOptions configures an HTTP target.
@@ -84,10 +86,11 @@ func NewHTTP(base string, limit tollgate.Limit, opts HTTPOptions) (*HTTP, error)
 		ForceAttemptHTTP2:   false,
 	}
 	return &HTTP{
-		url:   strings.TrimSuffix(u.String(), "/") + "/v1/consume",
-		limit: limit,
-		token: opts.Token,
-		tr:    tr,
+		url:      strings.TrimSuffix(u.String(), "/") + "/v1/consume",
+		resetURL: strings.TrimSuffix(u.String(), "/") + "/v1/reset",
+		limit:    limit,
+		token:    opts.Token,
+		tr:       tr,
 		client: &http.Client{
 			Transport: tr,
 			// A redirect could lead anywhere, past the loopback check.
@@ -148,6 +151,34 @@ func (h *HTTP) Check(ctx context.Context, key string, cost int64) (bool, error) 
 		kind += "_" + e.Error.Code
 	}
 	return false, &KindError{Kind: kind, Err: fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))}
+}
+
+// Reset implements Resetter: POST /v1/reset of the inline key (with an
+// admin token when the service asks for one: Token must be one).
+func (h *HTTP) Reset(ctx context.Context, key string) error {
+	k, err := json.Marshal(key)
+	if err != nil {
+		return err
+	}
+	body := append(append([]byte(`{"key":`), k...), '}')
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.resetURL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if h.token != "" {
+		req.Header.Set("Authorization", "Bearer "+h.token)
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("reset: %s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	return nil
 }
 
 // Close closes the idle connections.

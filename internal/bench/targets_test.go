@@ -144,3 +144,36 @@ Master 1: 8a2e 127.0.0.12:7000
 		t.Error("no rps column: no error")
 	}
 }
+
+// The HTTP target resets its keys by POST /v1/reset after a run; a token
+// that may not reset leaves them, and the row says so.
+func TestHTTPTargetReset(t *testing.T) {
+	lim := newLimiter(t)
+	srv := httptest.NewServer(httpapi.New(lim, httpapi.Options{APITokens: []string{"api"}, AdminTokens: []string{"admin"}}))
+	defer srv.Close()
+	limit := tollgate.Limit{Units: 5, Window: time.Hour}
+	for _, tc := range []struct {
+		token     string
+		wantReset bool
+	}{{"admin", true}, {"api", false}} {
+		h, err := bench.NewHTTP(srv.URL, limit, bench.HTTPOptions{Token: tc.token, Conns: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		row, err := bench.Run(t.Context(), "http", h, bench.Config{Keys: 1, KeyPrefix: "r-" + tc.token + "-", Count: 10, Concurrency: 2})
+		h.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.Allowed != 5 || row.Errors != 0 {
+			t.Errorf("token %s: allowed %d, errors %d", tc.token, row.Allowed, row.Errors)
+		}
+		res, err := lim.Peek(t.Context(), "r-"+tc.token+"-0", limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reset := res.Used == 0; reset != tc.wantReset || (row.Note == "") != tc.wantReset {
+			t.Errorf("token %s: used %d after the run, note %q; want reset %t", tc.token, res.Used, row.Note, tc.wantReset)
+		}
+	}
+}
