@@ -89,6 +89,10 @@ type Config struct {
 	// Progress, when not nil, is called every ProgressInterval during a run
 	// and once at its end (Done set), from one goroutine at a time.
 	Progress func(Progress)
+	// ServerCPU, when not nil, returns the CPU time the store's servers
+	// have used so far; Run reads it before and after the load (not the
+	// reset) for Row.ServerCPU. An error leaves Row.ServerCPU 0.
+	ServerCPU func(context.Context) (time.Duration, error)
 }
 
 // Progress is a run's state, for a progress bar.
@@ -181,6 +185,11 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 		wg           sync.WaitGroup
 		workers      = make([]*worker, cfg.Concurrency)
 	)
+	srv0, srvErr := time.Duration(0), error(nil)
+	if cfg.ServerCPU != nil {
+		srv0, srvErr = cfg.ServerCPU(checkBase)
+	}
+	cpu0 := processCPU()
 	start := time.Now()
 	for i := range workers {
 		w := &worker{}
@@ -241,6 +250,14 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 	}
 	tick.Stop()
 	elapsed := time.Since(start)
+	cpu := processCPU() - cpu0
+	var srv time.Duration
+	if cfg.ServerCPU != nil && srvErr == nil {
+		var srv1 time.Duration
+		if srv1, srvErr = cfg.ServerCPU(checkBase); srvErr == nil {
+			srv = srv1 - srv0
+		}
+	}
 	progress(true)
 
 	row := Row{Name: name, Elapsed: elapsed}
@@ -263,6 +280,10 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 	}
 	row.Checks = row.Allowed + row.Denied + row.Errors
 	row.ChecksPerSec = float64(row.Checks) / elapsed.Seconds()
+	if row.Checks > 0 {
+		row.ClientCPU = cpu / time.Duration(row.Checks)
+		row.ServerCPU = srv / time.Duration(row.Checks)
+	}
 	row.P50, row.P90, row.P99, row.P999 = hist.Quantile(0.50), hist.Quantile(0.90), hist.Quantile(0.99), hist.Quantile(0.999)
 	switch {
 	case ctx.Err() != nil:

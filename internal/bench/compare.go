@@ -114,7 +114,9 @@ func NeedsRedis(entry string) bool {
 //     answered by the store, then by the service's local over-limit cache.
 //     deny-cached's ratios are to deny-store.
 //
-// Each run of a Target uses fresh keys and resets them afterwards.
+// Each run of a Target uses fresh keys and resets them afterwards. With
+// Redis set, every row also has the CPU time per check of all Redis nodes
+// (Row.ServerCPU, from INFO cpu before and after its load).
 type Comparison struct {
 	// Config is the load of every run.
 	Config Config
@@ -157,6 +159,12 @@ func (c Comparison) Run(ctx context.Context, tollgateTarget Target) ([]Row, erro
 	cfg, err := c.Config.normalize()
 	if err != nil {
 		return nil, err
+	}
+	if len(c.Redis.Addrs) > 0 {
+		if sc, err := newServerCPU(c.Redis); err == nil {
+			defer sc.close()
+			cfg.ServerCPU = sc.total
+		}
 	}
 	entries := c.Entries
 	if entries == nil {
@@ -285,7 +293,7 @@ func (c Comparison) runCeiling(ctx context.Context, cfg Config, tg Row, name str
 		timeout = max(4*tg.Elapsed, 30*time.Second)
 	}
 	ceil := Ceiling{
-		Bin: c.RedisBenchmark, Redis: c.Redis, Limit: c.Limit, Cost: cost, Pipeline: depth,
+		Bin: c.RedisBenchmark, Redis: c.Redis, Limit: c.Limit, Cost: cost, Pipeline: depth, ServerCPU: cfg.ServerCPU,
 		Requests: max(tg.Checks, 1), Clients: cfg.Concurrency, Keys: cfg.Keys, Timeout: timeout, KeepKeys: cfg.KeepKeys,
 	}
 	row, err := ceil.Run(ctx)

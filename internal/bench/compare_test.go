@@ -56,6 +56,9 @@ func TestCompareCluster(t *testing.T) {
 		if row.Skipped != "" || row.Ratio <= 0 || row.RatioP99 <= 0 || row.Checks == 0 {
 			t.Errorf("row %s: skipped %q, ratio %v, p99 ratio %v, checks %d", row.Name, row.Skipped, row.Ratio, row.RatioP99, row.Checks)
 		}
+		if row.ServerCPU <= 0 || row.ClientCPU <= 0 {
+			t.Errorf("row %s: cpu per check %v, Redis cpu per check %v; want both positive", row.Name, row.ClientCPU, row.ServerCPU)
+		}
 		if !row.External {
 			if row.Errors != 0 {
 				t.Errorf("row %s: errors %v", row.Name, row.ErrorSamples)

@@ -2,3 +2,6 @@ package bench
 
 // ParseBenchmarkCSV is parseBenchmarkCSV, for the external tests.
 var ParseBenchmarkCSV = parseBenchmarkCSV
+
+// ParseInfoCPU is parseInfoCPU, for the external tests.
+var ParseInfoCPU = parseInfoCPU

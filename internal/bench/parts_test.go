@@ -59,6 +59,25 @@ func TestParseCost(t *testing.T) {
 	}
 }
 
+func TestParseInfoCPU(t *testing.T) {
+	for _, tc := range []struct {
+		info string
+		want time.Duration
+		ok   bool
+	}{
+		{"# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.250000\r\nused_cpu_sys_children:9.000000\r\n", 1750 * time.Millisecond, true},
+		{"used_cpu_user:2\nused_cpu_sys:0\n", 2 * time.Second, true},
+		{"used_cpu_sys:1.0\n", 0, false},
+		{"used_cpu_sys:x\nused_cpu_user:1\n", 0, false},
+		{"", 0, false},
+	} {
+		got, err := bench.ParseInfoCPU(tc.info)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("%q: %v, %v; want %v, ok %t", tc.info, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
 func TestHistogram(t *testing.T) {
 	var h bench.Histogram
 	for i := range 1000 {

@@ -138,6 +138,9 @@ type Ceiling struct {
 	// KeepKeys leaves the run's keys in Redis; by default they are
 	// deleted afterwards (SCAN on every node, untimed).
 	KeepKeys bool
+	// ServerCPU, when not nil, is read before and after redis-benchmark
+	// runs, for Row.ServerCPU (see Config.ServerCPU).
+	ServerCPU func(context.Context) (time.Duration, error)
 }
 
 // ErrNoRedisBenchmark is returned by Ceiling.Run when redis-benchmark is not
@@ -224,7 +227,17 @@ func (c Ceiling) Run(ctx context.Context) (Row, error) {
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(cctx, bin, args...)
 	cmd.Stderr = &stderr
+	srv0, srvErr := time.Duration(0), error(nil)
+	if c.ServerCPU != nil {
+		srv0, srvErr = c.ServerCPU(ctx)
+	}
 	out, err := cmd.Output()
+	var srv time.Duration
+	if c.ServerCPU != nil && srvErr == nil && err == nil {
+		if srv1, err := c.ServerCPU(ctx); err == nil {
+			srv = srv1 - srv0
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return Row{}, ctx.Err()
@@ -238,9 +251,12 @@ func (c Ceiling) Run(ctx context.Context) (Row, error) {
 	if err != nil {
 		return Row{}, fmt.Errorf("redis-benchmark: %w: %s", err, lastLine(stderr.String()+string(out)))
 	}
+	n := time.Duration(max(c.Requests, 1))
 	return Row{
 		Name:         name,
 		External:     true,
+		ClientCPU:    (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()) / n,
+		ServerCPU:    srv / n,
 		Checks:       c.Requests,
 		ChecksPerSec: rps,
 		Elapsed:      time.Duration(float64(c.Requests) / rps * float64(time.Second)),

@@ -29,6 +29,12 @@ type Row struct {
 	// Latency quantiles of answered checks (errors excluded), each within
 	// 6.25% (see Histogram).
 	P50, P90, P99, P999 time.Duration
+	// ClientCPU is the CPU time (user + system) per check of the process
+	// that made the checks: this one (the load generator and, in process,
+	// the library or the service), or redis-benchmark for its rows.
+	// ServerCPU is that of every Redis node (INFO cpu; replicas included)
+	// during the load, when known. 0 when unknown.
+	ClientCPU, ServerCPU time.Duration
 	// StoppedBy is StoppedByCount, StoppedByDuration or StoppedByInterrupt.
 	StoppedBy string
 	// External marks figures from an external tool (redis-benchmark): only
@@ -137,6 +143,17 @@ func (r Report) String() string {
 	if compare {
 		header += "p99 ×tollgate\t"
 	}
+	var cliCPU, srvCPU bool
+	for _, row := range r.Rows {
+		cliCPU = cliCPU || row.ClientCPU > 0
+		srvCPU = srvCPU || row.ServerCPU > 0
+	}
+	if cliCPU {
+		header += "cpu/check\t"
+	}
+	if srvCPU {
+		header += "redis cpu/check\t"
+	}
 	fmt.Fprintln(tw, header+"stopped by\t")
 	width := 0 // names are padded to one width: left-aligned in right-aligned columns
 	for _, row := range r.Rows {
@@ -161,6 +178,12 @@ func (r Report) String() string {
 			latency(row.P99) + "\t" + dash(latency(row.P999)) + "\t"
 		if compare {
 			line += ratio(row.RatioP99) + "\t"
+		}
+		if cliCPU {
+			line += latency(row.ClientCPU) + "\t"
+		}
+		if srvCPU {
+			line += latency(row.ServerCPU) + "\t"
 		}
 		line += row.StoppedBy + "\t"
 		fmt.Fprintln(tw, line)
@@ -190,6 +213,9 @@ func (r Report) String() string {
 	}
 	if compare {
 		b.WriteString("\n×tollgate: the row's figure divided by Tollgate's (checks/s: above 1 is faster; p99: above 1 is slower).\n")
+	}
+	if cliCPU || srvCPU {
+		b.WriteString("cpu/check: CPU time per check of the process that checked (this one; redis-benchmark for its rows); redis cpu/check: of every Redis node, replicas included.\n")
 	}
 	return b.String()
 }
@@ -275,6 +301,8 @@ type rowJSON struct {
 	P90          *float64          `json:"p90_ms,omitempty"`
 	P99          float64           `json:"p99_ms"`
 	P999         *float64          `json:"p999_ms,omitempty"`
+	ClientCPU    float64           `json:"cpu_us_per_check,omitempty"`
+	ServerCPU    float64           `json:"redis_cpu_us_per_check,omitempty"`
 	StoppedBy    string            `json:"stopped_by,omitempty"`
 	Ratio        float64           `json:"ratio_checks_per_sec,omitempty"`
 	RatioP99     float64           `json:"ratio_p99,omitempty"`
@@ -285,10 +313,13 @@ type rowJSON struct {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
 func (row Row) json() rowJSON {
 	j := rowJSON{
 		Name: row.Name, ChecksPerSec: row.ChecksPerSec, Checks: row.Checks,
 		ElapsedSec: row.Elapsed.Seconds(), P50: ms(row.P50), P99: ms(row.P99),
+		ClientCPU: us(row.ClientCPU), ServerCPU: us(row.ServerCPU),
 		StoppedBy: row.StoppedBy, Ratio: row.Ratio, RatioP99: row.RatioP99, RatioTo: row.Base, Skipped: row.Skipped, Note: row.Note,
 	}
 	if !row.External && row.Skipped == "" {
