@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/chaos/harness"
+	"github.com/tollgate/tollgate/internal/faultproxy"
 	"github.com/tollgate/tollgate/internal/testcluster"
 )
 
@@ -33,6 +35,12 @@ var behindProxies struct {
 	err  error
 }
 
+// proxies are the fault proxies of the cluster behind proxies.
+type proxies struct{ *harness.Proxies }
+
+// of returns n's proxies, for clients and for the cluster bus.
+func (ps *proxies) of(n *testcluster.Node) (client, bus *faultproxy.Proxy) { return ps.Of(n) }
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	for _, c := range []*testcluster.Cluster{shared.c, behindProxies.c} {
@@ -44,7 +52,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	if behindProxies.ps != nil {
-		behindProxies.ps.close()
+		behindProxies.ps.Close()
 	}
 	stopTLS()
 	os.Exit(code)
@@ -56,7 +64,7 @@ func TestMain(m *testing.M) {
 func needCluster(t *testing.T) *testcluster.Cluster {
 	t.Helper()
 	shared.once.Do(func() {
-		shared.c, shared.err = startCluster(t, testcluster.Options{NodeTimeout: nodeTimeout})
+		shared.c, _, shared.err = startCluster(t, testcluster.Options{}, false)
 	})
 	checkStart(t, shared.err)
 	return shared.c
@@ -67,23 +75,27 @@ func needCluster(t *testing.T) *testcluster.Cluster {
 func needProxied(t *testing.T) (*testcluster.Cluster, *proxies) {
 	t.Helper()
 	behindProxies.once.Do(func() {
-		ps := newProxies()
-		behindProxies.ps = ps
-		behindProxies.c, behindProxies.err = startCluster(t, testcluster.Options{NodeTimeout: nodeTimeout, Announce: ps.announce})
+		var ps *harness.Proxies
+		behindProxies.c, ps, behindProxies.err = startCluster(t, testcluster.Options{}, true)
+		if ps != nil {
+			behindProxies.ps = &proxies{ps}
+		}
 	})
 	checkStart(t, behindProxies.err)
 	return behindProxies.c, behindProxies.ps
 }
 
-func startCluster(t *testing.T, o testcluster.Options) (*testcluster.Cluster, error) {
+// startCluster starts a chaos cluster (harness.StartCluster), behind fault
+// proxies when proxied.
+func startCluster(t *testing.T, o testcluster.Options, proxied bool) (*testcluster.Cluster, *harness.Proxies, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	begin := time.Now()
-	c, err := testcluster.Start(ctx, o)
+	c, ps, err := harness.StartCluster(ctx, o, proxied)
 	if err == nil {
 		t.Logf("cluster %v started in %v", c.Addrs(), time.Since(begin).Round(time.Millisecond))
 	}
-	return c, err
+	return c, ps, err
 }
 
 func checkStart(t *testing.T, err error) {

@@ -49,6 +49,9 @@ type Fault struct {
 	OverLimitUnits int64  `json:"over_limit_units"`
 	// Notes holds observations, such as the redirect a probe saw.
 	Notes []string `json:"notes,omitempty"`
+	// Failures lists the checks the fault failed: a missed bound, stuck
+	// slots. Empty when it passed.
+	Failures []string `json:"failures,omitempty"`
 }
 
 // Report is a run as JSON: the configuration, the timeline, markers, faults

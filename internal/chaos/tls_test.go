@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/chaos/harness"
 	"github.com/tollgate/tollgate/internal/testcluster"
 	"github.com/tollgate/tollgate/store/redis"
 )
@@ -60,11 +61,11 @@ func needTLS(t *testing.T) *testcluster.Cluster {
 		if tc.tlsPort, tc.err = freeTLSPort(hosts); tc.err != nil {
 			return
 		}
-		tc.c, tc.err = startCluster(t, testcluster.Options{NodeTimeout: nodeTimeout, ExtraConfig: []string{
+		tc.c, _, tc.err = startCluster(t, testcluster.Options{ExtraConfig: []string{
 			"tls-port " + strconv.Itoa(tc.tlsPort),
 			"tls-cert-file " + cert, "tls-key-file " + key, "tls-ca-cert-file " + tc.caFile,
 			"tls-auth-clients no", "tls-cluster yes", "tls-replication yes",
-		}})
+		}}, false)
 	})
 	checkStart(t, tlsCluster.err)
 	return tlsCluster.c
@@ -179,19 +180,8 @@ func TestTLSFailover(t *testing.T) {
 	})
 	for run := range runs {
 		sh := s.shards()[run]
-		master, replica := sh.Master, sh.Replicas[0]
-		s.run(fault{
-			name:      fmt.Sprintf("run %d: CLUSTER FAILOVER on %s (master %s), over TLS", run+1, replica.Addr, master.Addr),
-			bound:     gracefulBound,
-			idle:      run == 1,
-			idleAfter: run == 0,
-			prepare: func() error {
-				d, err := s.c.FailoverDelay(s.ctx, replica)
-				sleep(s.ctx, d)
-				return err
-			},
-			inject: func() ([]string, error) { return nil, s.c.Failover(s.ctx, replica) },
-		})
+		name := fmt.Sprintf("run %d: CLUSTER FAILOVER on %s (master %s), over TLS", run+1, sh.Replicas[0].Addr, sh.Master.Addr)
+		check(t, harness.Failover(s.Scenario, sh, name, run == 1))
 	}
 	// Every client connection the masters have came in on the TLS port.
 	port := ":" + strconv.Itoa(tlsCluster.tlsPort)

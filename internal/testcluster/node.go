@@ -40,6 +40,9 @@ type Node struct {
 	Dir     string // working directory: redis.conf, redis.log, nodes.conf
 
 	bin string // redis-server binary
+	// external: a node of a cluster given to Attach, not a process of
+	// this package; it counts as running and cannot be killed.
+	external bool
 
 	mu   sync.Mutex
 	proc *process // nil when never started or killed
@@ -139,7 +142,8 @@ func (n *Node) PID() int {
 
 // Running reports whether the node's process is alive (it may still be
 // starting, paused by DEBUG SLEEP, or not yet part of the cluster).
-func (n *Node) Running() bool { return n.PID() != 0 }
+// A node of an attached cluster always counts as running.
+func (n *Node) Running() bool { return n.external || n.PID() != 0 }
 
 // Do runs one command on the node over a new connection and returns its
 // reply: string for simple and bulk strings, int64, []any for arrays, nil for
@@ -181,6 +185,9 @@ func (n *Node) Role(ctx context.Context) (Role, error) {
 // Kill sends SIGKILL, as a crashed host would, and waits for the process to
 // exit. Other nodes notice only after the cluster node timeout.
 func (n *Node) Kill() error {
+	if n.external {
+		return fmt.Errorf("%s: %w", n.Addr, ErrAttached)
+	}
 	p := n.current()
 	if p == nil || p.exited() {
 		return fmt.Errorf("%s: not running", n.Addr)
@@ -196,6 +203,9 @@ func (n *Node) Kill() error {
 // commands; a cluster node then rejoins by itself, which WaitHealthy waits
 // for. Restart fails if something else took the port meanwhile.
 func (n *Node) Restart(ctx context.Context) error {
+	if n.external {
+		return fmt.Errorf("%s: %w", n.Addr, ErrAttached)
+	}
 	ctx, cancel := bound(ctx)
 	defer cancel()
 	if n.Running() {

@@ -339,6 +339,37 @@ func TestSmallCluster(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(v, want) {
 		t.Errorf("CLUSTER SLOTS = %#v, %v; want %#v", v, err, want)
 	}
+
+	// The same cluster, attached by address: commands work, processes are
+	// not the attached cluster's to kill or stop.
+	a, err := Attach(ctx, []string{c.Nodes()[0].Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := a.Nodes()
+	if len(n) != 1 || n[0].Addr != c.Nodes()[0].Addr || n[0].ID != c.Nodes()[0].ID || !n[0].Running() {
+		t.Fatalf("attached nodes %+v", n)
+	}
+	if err := a.WaitHealthy(ctx); err != nil {
+		t.Error(err)
+	}
+	if sh, err := a.Shards(ctx); err != nil || len(sh) != 1 || sh[0].Master != n[0] {
+		t.Errorf("attached shards %+v, %v", sh, err)
+	}
+	if err := n[0].Kill(); !errors.Is(err, ErrAttached) {
+		t.Errorf("Kill of an attached node: %v", err)
+	}
+	if err := n[0].Restart(ctx); !errors.Is(err, ErrAttached) {
+		t.Errorf("Restart of an attached node: %v", err)
+	}
+	if err := a.Stop(); err != nil || !c.Nodes()[0].Running() {
+		t.Errorf("Stop of the attached cluster: %v; the node runs: %v", err, c.Nodes()[0].Running())
+	}
+	for _, addrs := range [][]string{nil, {"10.0.0.1:6379"}, {"localhost:6379"}, {"127.0.0.1"}} {
+		if _, err := Attach(ctx, addrs); err == nil {
+			t.Errorf("Attach(%v) succeeded", addrs)
+		}
+	}
 }
 
 // TestBadConfig checks that a node that cannot start fails Start quickly,
