@@ -316,6 +316,15 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 		}
 		report.Rows, err = cmp.Run(ctx, target)
 	} else {
+		if store != nil && cfg.Store.kind() != "memory" {
+			// Redis CPU per check too; without it the row just lacks it.
+			if ropts, oerr := cfg.Store.redisOptions(); oerr == nil {
+				if cpu, closeCPU, cerr := bench.RedisCPU(ropts); cerr == nil {
+					defer closeCPU()
+					load.ServerCPU = cpu
+				}
+			}
+		}
 		var row bench.Row
 		row, err = bench.Run(ctx, bench.NameTollgate, target, load)
 		report.Rows = []bench.Row{row}

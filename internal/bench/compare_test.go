@@ -93,3 +93,32 @@ func TestCompareCluster(t *testing.T) {
 		}
 	}
 }
+
+// RedisCPU reads the CPU time of every node; a run with it has its Redis
+// CPU per check.
+func TestRedisCPU(t *testing.T) {
+	needCluster(t)
+	opts := redis.Options{Addrs: cluster.Addrs(), Cluster: true}
+	cpu, closeCPU, err := bench.RedisCPU(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeCPU()
+	if d, err := cpu(t.Context()); err != nil || d <= 0 {
+		t.Fatalf("RedisCPU: %v, %v; want a positive time", d, err)
+	}
+	store, err := redis.New(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	limit := tollgate.Limit{Units: 100, Window: time.Hour}
+	row, err := bench.Run(t.Context(), "tollgate", bench.Library{Limiter: tollgate.New(store, tollgate.Options{}), Limit: limit},
+		bench.Config{Keys: 10, Count: 500, Duration: 20 * time.Second, Concurrency: 4, ServerCPU: cpu})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row.ServerCPU <= 0 || row.ClientCPU <= 0 || row.Errors != 0 {
+		t.Errorf("row %+v: want positive CPU per check, no errors", row)
+	}
+}

@@ -74,3 +74,14 @@ func parseInfoCPU(info string) (time.Duration, error) {
 	}
 	return sum, nil
 }
+
+// RedisCPU connects to the Redis deployment opts describes and returns a
+// function for Config.ServerCPU (the CPU time every node has used so far)
+// and one that closes the connection.
+func RedisCPU(opts redis.Options) (func(context.Context) (time.Duration, error), func(), error) {
+	s, err := newServerCPU(opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.total, s.close, nil
+}
