@@ -8,7 +8,9 @@
 //
 // Without --redis or --redis-cluster, serve keeps limiter state in process
 // memory. See package server/httpapi for the HTTP API and package server/rls
-// for the Envoy rate limit service. Prometheus metrics (package
+// for the Envoy rate limit service. `tollgate bench` measures throughput and
+// latency; `tollgate chaos` injects faults into a local Redis Cluster under
+// load and measures recovery. Prometheus metrics (package
 // server/metrics) are served on the HTTP listener at /metrics, without a
 // token.
 //
@@ -82,6 +84,7 @@ func newRootCmd(lookupEnv func(string) (string, bool)) *cobra.Command {
 	}
 	root.AddCommand(newServeCmd(lookupEnv))
 	root.AddCommand(newBenchCmd())
+	root.AddCommand(newChaosCmd())
 	return root
 }
 
