@@ -116,7 +116,9 @@ func charts(r chaos.Report) (top, bottom *gonum.Plot, err error) {
 	slices.Sort(names)
 	maxOK, maxErr := 1.0, 1.0
 	for i, b := range r.Timeline {
-		x := sec(b.AtMS)
+		// A bucket counts the calls that ended in [At, At+bucket): drawn at
+		// its middle, errors do not seem to start before their fault.
+		x := sec(b.AtMS) + bucket.Seconds()/2
 		ok[i] = plotter.XY{X: x, Y: float64(b.OK) * perSec}
 		maxOK = max(maxOK, ok[i].Y)
 		for _, k := range names {
