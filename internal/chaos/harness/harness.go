@@ -76,6 +76,9 @@ type Options struct {
 	// Open connects one client; nil means redis.New on the cluster's
 	// addresses.
 	Open func(context.Context) (*redis.Store, error)
+	// Rate is the load's calls per second, all clients together; zero means
+	// chaos.DefaultRate.
+	Rate float64
 	// Out is the directory the report is written to. Required.
 	Out string
 	// Report receives log lines and failures. Required.
@@ -127,7 +130,7 @@ func New(ctx context.Context, opt Options) (*Scenario, error) {
 		lims = append(lims, tollgate.New(st, tollgate.Options{}))
 	}
 	slot := func(k string) int { return chaos.Slot(s.stores[0].Key(k, tollgate.SlidingLog)) }
-	load, err := chaos.Start(ctx, chaos.Config{Limiters: lims, Slot: slot}, chaos.KeySpec{Prefix: s.prefix()})
+	load, err := chaos.Start(ctx, chaos.Config{Limiters: lims, Slot: slot, Rate: opt.Rate}, chaos.KeySpec{Prefix: s.prefix()})
 	if err != nil {
 		s.closeStores()
 		return nil, err
