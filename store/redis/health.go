@@ -28,7 +28,10 @@ const (
 	DefaultWaitTimeout     = 100 * time.Millisecond
 	// MaxWaiting is how many calls of one Store may wait for replicas at
 	// once (Options.WaitReplicas).
-	MaxWaiting = 64
+	MaxWaiting = 256
+	// replicaCheckEvery paces the counting of a master's replicas while
+	// they are fewer than Options.WaitReplicas.
+	replicaCheckEvery = time.Second
 	// minHealInterval is the least time between two client rebuilds.
 	minHealInterval = 30 * time.Second
 	// retireGrace is how long a replaced client lives on for calls in flight.

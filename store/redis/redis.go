@@ -134,9 +134,14 @@ type Options struct {
 	ConnTimeout time.Duration
 	// WaitReplicas, when positive, makes each consume and refund wait
 	// (Redis WAIT, up to WaitTimeout) until that many replicas have its
-	// write, so that a crash of the master right after the answer loses it
-	// less often. The answer comes after the timeout even if fewer replicas
-	// confirmed. 0 (the default) answers as soon as the master has applied
+	// write, so that a failover after the answer does not lose it. When
+	// fewer confirm within WaitTimeout, the call fails with an error that
+	// wraps ErrNotReplicated (and tollgate.ErrUnavailable): the master
+	// counted the units, a failover may lose them. While a master has
+	// fewer replicas connected than WaitReplicas, there is nothing to wait
+	// for: its calls answer at once, unprotected, until its replicas are
+	// back (counted every second), rather than each failing after the
+	// timeout. 0 (the default) answers as soon as the master has applied
 	// the write: replication is asynchronous.
 	WaitReplicas int
 	// WaitTimeout bounds the wait for replicas; 0 means DefaultWaitTimeout.
@@ -172,12 +177,14 @@ type Store struct {
 	obs     Observer
 	log     *slog.Logger
 
-	waitN     int64         // replicas a write waits for (0: none)
-	waitMS    int64         // and for how long at most
-	waiting   chan struct{} // one token per call that may wait at once
-	shas      [3]string     // the scripts' SHA-1s, for the waiting path
-	sources   [3]string     // and their sources, for EVAL after NOSCRIPT
-	health    *slotHealth   // nil: no breaker
+	waitN     int64               // replicas a write waits for (0: none)
+	waitMS    int64               // and for how long at most
+	waiting   chan struct{}       // one token per call that may wait at once
+	waitOff   *[16384]atomic.Bool // per slot: its master lacks the replicas
+	checking  sync.Map            // masters whose replicas are being counted
+	shas      [3]string           // the scripts' SHA-1s, for the waiting path
+	sources   [3]string           // and their sources, for EVAL after NOSCRIPT
+	health    *slotHealth         // nil: no breaker
 	healAfter time.Duration
 	healGate  healGate
 	healMu    sync.Mutex
@@ -264,6 +271,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		s.waitN = int64(opts.WaitReplicas)
 		s.waitMS = cmp.Or(opts.WaitTimeout, DefaultWaitTimeout).Milliseconds()
 		s.waiting = make(chan struct{}, MaxWaiting)
+		s.waitOff = new([16384]atomic.Bool)
 	}
 	if err := s.Ping(ctx); err != nil {
 		client.Close()
@@ -297,7 +305,9 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	retryable := req.Op == tollgate.OpPeek || (req.Op == tollgate.OpConsume && req.ID != "")
 	reply, err := guard(s, ctx, req.Key, retryable, func(ctx context.Context) ([]int64, error) {
 		if s.waitN > 0 && req.Op != tollgate.OpPeek {
-			return s.execAndWait(ctx, req.Limit.Algorithm, keys, args)
+			if sl := s.slotOf(req.Key); !s.waitOff[sl].Load() {
+				return s.execAndWait(ctx, req.Limit.Algorithm, sl, keys, args)
+			}
 		}
 		return s.scripts[req.Limit.Algorithm].Exec(ctx, s.c(), keys, args).AsIntSlice()
 	})
@@ -321,43 +331,12 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	return res, nil
 }
 
-// execAndWait runs algorithm a's script and WAIT on one connection, so that
-// WAIT counts the replicas that have this script's write.
-//
-// The connections come from rueidis's pool of dedicated connections, which
-// dials a new one whenever none is free; and one whose call outlives its
-// deadline is closed. Unbounded, a burst of calls would dial hundreds of
-// connections at once, time out while dialing, and go on so for good. So
-// few calls wait at once, and WAIT ends before the call's deadline.
-func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, keys, args []string) ([]int64, error) {
-	select {
-	case s.waiting <- struct{}{}:
-		defer func() { <-s.waiting }()
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// slotOf is key's hash slot; 0 outside a Cluster.
+func (s *Store) slotOf(key string) uint16 {
+	if !s.cluster {
+		return 0
 	}
-	waitMS := s.waitMS
-	if d, ok := ctx.Deadline(); ok {
-		// Leave the script and the reply a quarter of the time left.
-		waitMS = min(waitMS, time.Until(d).Milliseconds()*3/4)
-		if waitMS < 1 {
-			return nil, context.DeadlineExceeded
-		}
-	}
-	var reply []int64
-	err := s.c().Dedicated(func(dc rueidis.DedicatedClient) error {
-		wait := func() rueidis.Completed {
-			return dc.B().Wait().Numreplicas(s.waitN).Timeout(waitMS).Build()
-		}
-		res := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.shas[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
-		if rerr, ok := rueidis.IsRedisErr(res[0].Error()); ok && rerr.IsNoScript() {
-			res = dc.DoMulti(ctx, dc.B().Eval().Script(s.sources[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
-		}
-		var err error
-		reply, err = res[0].AsIntSlice()
-		return err
-	})
-	return reply, err
+	return slot(escape(key))
 }
 
 // Reset implements tollgate.Store: it deletes every key of key.
@@ -421,10 +400,7 @@ func (s *Store) Close() error {
 // guard runs call for key's hash slot through the circuit breaker and the
 // retry policy, and heals the client when the slot keeps failing.
 func guard[T any](s *Store, ctx context.Context, key string, retryable bool, call func(context.Context) (T, error)) (T, error) {
-	var sl uint16
-	if s.cluster {
-		sl = slot(escape(key))
-	}
+	sl := s.slotOf(key)
 	if s.health != nil && !s.health.admit(sl, time.Now()) {
 		s.obs.FastFail()
 		var zero T

@@ -144,32 +144,48 @@ func TestWaitReplicas(t *testing.T) {
 	}
 }
 
-// A replica that never confirms must not cost the call its answer: WAIT
-// ends before the call's deadline, even when WaitTimeout is longer, and
-// many such calls at once all get their answer (few hold a connection at
-// a time; the others queue).
-func TestWaitEndsBeforeDeadline(t *testing.T) {
-	// The standalone server has no replica: every WAIT runs to its end.
-	s := open(t, redis.Options{Addrs: []string{standalone.Addr}, WaitReplicas: 1, WaitTimeout: time.Hour})
-	lim := tollgate.New(s, tollgate.Options{})
+// A master without the replicas asked for: a call's WAIT ends before the
+// call's deadline, even when WaitTimeout is longer, and the call fails with
+// ErrNotReplicated (the units are counted on the master); calls at once
+// all get that answer, or succeed; and soon the store stops
+// waiting on that master, so calls succeed again, unprotected.
+func TestWaitWithoutReplicas(t *testing.T) {
+	ctx := context.Background()
+	lim := tollgate.PerHour(1000)
+	// The standalone server has no replica.
+	long := tollgate.New(open(t, redis.Options{Addrs: []string{standalone.Addr}, WaitReplicas: 1, WaitTimeout: time.Hour}), tollgate.Options{})
+	_, err := long.Consume(ctx, t.Name()+"long", 1, lim)
+	if !errors.Is(err, redis.ErrNotReplicated) || !errors.Is(err, tollgate.ErrUnavailable) {
+		t.Fatalf("WAIT past the deadline: got %v, want ErrNotReplicated", err)
+	}
+	if res, err := long.Peek(ctx, t.Name()+"long", lim); err != nil || res.Used != 1 {
+		t.Errorf("the master counted %+v, %v; want 1 unit", res, err)
+	}
+
+	l := tollgate.New(open(t, redis.Options{Addrs: []string{standalone.Addr}, WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond, AttemptTimeout: 5 * time.Second}), tollgate.Options{})
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*redis.MaxWaiting)
+	errs := make(chan error, 64)
 	for i := range cap(errs) {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			res, err := lim.Consume(ctx, fmt.Sprint(t.Name(), i), 1, tollgate.PerHour(5))
-			if err == nil && !res.Allowed {
-				err = fmt.Errorf("denied: %+v", res)
-			}
+			_, err := l.Consume(ctx, fmt.Sprint(t.Name(), i), 1, lim)
 			errs <- err
 		})
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+		if err != nil && !errors.Is(err, redis.ErrNotReplicated) {
+			t.Fatalf("got %v, want success or ErrNotReplicated", err)
+		}
+	}
+	// Waiting stops once the store has counted no replica.
+	for i := 0; ; i++ {
+		_, err := l.Consume(ctx, t.Name()+"after", 1, lim)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, redis.ErrNotReplicated) || i == 50 {
+			t.Fatalf("call %d: %v; want success once the missing replica is known", i, err)
 		}
 	}
 }

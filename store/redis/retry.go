@@ -89,7 +89,7 @@ func bounded[T any](ctx context.Context, call func(context.Context) (T, error)) 
 // or timed out, or the cluster was changing. Redirects (MOVED, ASK) are
 // followed by the client itself; they reach here only when they did not end.
 func transient(err error) bool {
-	if errors.Is(err, rueidis.ErrClosing) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, rueidis.ErrClosing) || errors.Is(err, context.Canceled) || errors.Is(err, ErrNotReplicated) {
 		return false
 	}
 	if rerr, ok := rueidis.IsRedisErr(err); ok {

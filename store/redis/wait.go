@@ -1,0 +1,157 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/tollgate/tollgate"
+)
+
+// ErrNotReplicated means that fewer replicas than Options.WaitReplicas
+// confirmed a write within Options.WaitTimeout: the master applied it, and
+// a failover may lose it.
+var ErrNotReplicated = errors.New("redis: the write reached fewer replicas than WaitReplicas")
+
+// execAndWait runs algorithm a's script and WAIT on one connection, so that
+// WAIT counts the replicas that have this script's write.
+//
+// The connections come from rueidis's pool of dedicated connections, which
+// dials a new one whenever none is free; and one whose call outlives its
+// deadline is closed. Unbounded, a burst of calls would dial hundreds of
+// connections at once, time out while dialing, and go on so for good. So
+// at most MaxWaiting calls wait at once, WAIT ends before the call's
+// deadline, and the connection is not held to that deadline.
+func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, sl uint16, keys, args []string) ([]int64, error) {
+	select {
+	case s.waiting <- struct{}{}:
+		defer func() { <-s.waiting }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	waitMS := s.waitMS
+	if d, ok := ctx.Deadline(); ok {
+		// Leave the script and the reply a quarter of the time left.
+		waitMS = min(waitMS, time.Until(d).Milliseconds()*3/4)
+		if waitMS < 1 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	// The connection's work may outlast the caller, who leaves at its
+	// deadline (see bounded): rueidis closes a dedicated connection whose
+	// call is cut short, and under load, dialing them again and again costs
+	// more than letting WAIT end by itself.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(waitMS)*time.Millisecond+s.options.ConnWriteTimeout)
+	defer cancel()
+	var reply []int64
+	err := s.c().Dedicated(func(dc rueidis.DedicatedClient) error {
+		wait := func() rueidis.Completed {
+			return dc.B().Wait().Numreplicas(s.waitN).Timeout(waitMS).Build()
+		}
+		res := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.shas[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		if rerr, ok := rueidis.IsRedisErr(res[0].Error()); ok && rerr.IsNoScript() {
+			res = dc.DoMulti(ctx, dc.B().Eval().Script(s.sources[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		}
+		var err error
+		if reply, err = res[0].AsIntSlice(); err != nil {
+			return err
+		}
+		n, err := res[1].AsInt64()
+		if err != nil {
+			return err
+		}
+		if n < s.waitN {
+			go s.checkReplicas(sl)
+			return fmt.Errorf("%w: %d of %d within %d ms", ErrNotReplicated, n, s.waitN, waitMS)
+		}
+		return nil
+	})
+	return reply, err
+}
+
+// checkReplicas counts the replicas connected to the master of slot sl.
+// While they are fewer than WaitReplicas, the calls of all its slots do
+// not wait: there is nothing to wait for (its replica died, or was
+// promoted and the old master is not back yet), and each call would fail
+// after the full timeout. It counts again every replicaCheckEvery until
+// they are back; one count per master runs at a time.
+func (s *Store) checkReplicas(sl uint16) {
+	master, slots, err := s.masterOf(sl)
+	if err != nil {
+		return
+	}
+	if _, running := s.checking.LoadOrStore(master, true); running {
+		return
+	}
+	defer s.checking.Delete(master)
+	for {
+		n, err := s.connectedReplicas(master)
+		enough := err == nil && n >= s.waitN
+		for _, sl := range slots {
+			s.waitOff[sl].Store(!enough && err == nil)
+		}
+		if enough || err != nil {
+			return
+		}
+		select {
+		case <-s.done:
+			return
+		case <-time.After(replicaCheckEvery):
+		}
+		if master, slots, err = s.masterOf(sl); err != nil {
+			return
+		}
+	}
+}
+
+// masterOf returns the address of the master that serves sl and all its
+// slots ("" and slot 0 outside a Cluster).
+func (s *Store) masterOf(sl uint16) (string, []uint16, error) {
+	if !s.cluster {
+		return "", []uint16{0}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+	defer cancel()
+	ranges, err := askSlots(ctx, s.c())
+	if err != nil {
+		return "", nil, err
+	}
+	master := slotMap{ranges: ranges}.owner(sl)
+	var slots []uint16
+	for _, r := range ranges {
+		if r.owner == master {
+			for i := int(r.first); i <= int(r.last); i++ {
+				slots = append(slots, uint16(i))
+			}
+		}
+	}
+	return master, slots, nil
+}
+
+// connectedReplicas asks master (any node outside a Cluster) how many
+// replicas are connected to it.
+func (s *Store) connectedReplicas(master string) (int64, error) {
+	c := s.c()
+	if s.cluster {
+		var ok bool
+		if c, ok = c.Nodes()[master]; !ok {
+			return 0, fmt.Errorf("redis: %s is not a known node", master)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+	defer cancel()
+	info, err := c.Do(ctx, c.B().Info().Section("replication").Build()).ToString()
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("redis: INFO replication of %s has no connected_slaves", master)
+}
