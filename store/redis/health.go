@@ -70,7 +70,7 @@ func (nopObserver) TopologyRefresh() {}
 func (nopObserver) Reconnect()       {}
 
 // ErrorKind names the kind of a store error, for metrics and logs:
-// "circuit_open", "timeout", "canceled", "moved", "ask", "clusterdown",
+// "circuit_open", "not_replicated", "timeout", "canceled", "moved", "ask", "clusterdown",
 // "tryagain", "loading", "readonly", "masterdown", "noscript", "closed",
 // "conn" (the connection failed) or "other" (any other reply error).
 func ErrorKind(err error) string {
@@ -79,6 +79,8 @@ func ErrorKind(err error) string {
 		return ""
 	case errors.Is(err, ErrCircuitOpen):
 		return "circuit_open"
+	case errors.Is(err, ErrNotReplicated):
+		return "not_replicated"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):

@@ -3,6 +3,7 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,11 +90,12 @@ func TestCircuitBreaker(t *testing.T) {
 
 func TestErrorKind(t *testing.T) {
 	for err, want := range map[error]string{
-		nil:                      "",
-		redis.ErrCircuitOpen:     "circuit_open",
-		context.DeadlineExceeded: "timeout",
-		context.Canceled:         "canceled",
-		errors.New("EOF"):        "conn",
+		nil:                  "",
+		redis.ErrCircuitOpen: "circuit_open",
+		fmt.Errorf("x: %w", redis.ErrNotReplicated): "not_replicated",
+		context.DeadlineExceeded:                    "timeout",
+		context.Canceled:                            "canceled",
+		errors.New("EOF"):                           "conn",
 	} {
 		if got := redis.ErrorKind(err); got != want {
 			t.Errorf("ErrorKind(%v) = %q, want %q", err, got, want)
