@@ -32,6 +32,9 @@ const (
 	// replicaCheckEvery paces the counting of a master's replicas while
 	// they are fewer than Options.WaitReplicas.
 	replicaCheckEvery = time.Second
+	// dialBackoff is how long the waiting calls of a master that refused a
+	// connection fail fast.
+	dialBackoff = 250 * time.Millisecond
 	// minHealInterval is the least time between two client rebuilds.
 	minHealInterval = 30 * time.Second
 	// retireGrace is how long a replaced client lives on for calls in flight.

@@ -177,14 +177,15 @@ type Store struct {
 	obs     Observer
 	log     *slog.Logger
 
-	waitN     int64               // replicas a write waits for (0: none)
-	waitMS    int64               // and for how long at most
-	waiting   chan struct{}       // one token per call that may wait at once
-	waitOff   *[16384]atomic.Bool // per slot: its master lacks the replicas
-	checking  sync.Map            // masters whose replicas are being counted
-	shas      [3]string           // the scripts' SHA-1s, for the waiting path
-	sources   [3]string           // and their sources, for EVAL after NOSCRIPT
-	health    *slotHealth         // nil: no breaker
+	waitN     int64                // replicas a write waits for (0: none)
+	waitMS    int64                // and for how long at most
+	waiting   chan struct{}        // one token per call that may wait at once
+	waitOff   *[16384]atomic.Bool  // per slot: its master lacks the replicas
+	checking  sync.Map             // masters whose replicas are being counted
+	dialOff   *[16384]atomic.Int64 // per slot: no dedicated dial until (Unix ns)
+	shas      [3]string            // the scripts' SHA-1s, for the waiting path
+	sources   [3]string            // and their sources, for EVAL after NOSCRIPT
+	health    *slotHealth          // nil: no breaker
 	healAfter time.Duration
 	healGate  healGate
 	healMu    sync.Mutex
@@ -272,6 +273,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		s.waitMS = cmp.Or(opts.WaitTimeout, DefaultWaitTimeout).Milliseconds()
 		s.waiting = make(chan struct{}, MaxWaiting)
 		s.waitOff = new([16384]atomic.Bool)
+		s.dialOff = new([16384]atomic.Int64)
 	}
 	if err := s.Ping(ctx); err != nil {
 		client.Close()

@@ -26,7 +26,15 @@ var ErrNotReplicated = errors.New("redis: the write reached fewer replicas than 
 // connections at once, time out while dialing, and go on so for good. So
 // at most MaxWaiting calls wait at once, WAIT ends before the call's
 // deadline, and the connection is not held to that deadline.
+//
+// Every dial of a dedicated connection is costly (rueidis gives each one
+// its full buffers), and calls to a master that is down would dial one
+// each: after a connection error, the calls of all that master's slots
+// fail fast for dialBackoff.
 func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, sl uint16, keys, args []string) ([]int64, error) {
+	if time.Now().UnixNano() < s.dialOff[sl].Load() {
+		return nil, fmt.Errorf("%w: its master refused a connection just now", ErrCircuitOpen)
+	}
 	select {
 	case s.waiting <- struct{}{}:
 		defer func() { <-s.waiting }()
@@ -70,7 +78,24 @@ func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, sl uint16
 		}
 		return nil
 	})
+	if _, reply := rueidis.IsRedisErr(err); err != nil && !reply && ctx.Err() == nil && !errors.Is(err, ErrNotReplicated) {
+		go s.backOffDials(sl)
+	}
 	return reply, err
+}
+
+// backOffDials makes the calls of all the slots of sl's master fail fast
+// for dialBackoff.
+func (s *Store) backOffDials(sl uint16) {
+	until := time.Now().Add(dialBackoff).UnixNano()
+	s.dialOff[sl].Store(until)
+	_, slots, err := s.masterOf(sl)
+	if err != nil {
+		return
+	}
+	for _, sl := range slots {
+		s.dialOff[sl].Store(until)
+	}
 }
 
 // checkReplicas counts the replicas connected to the master of slot sl.
