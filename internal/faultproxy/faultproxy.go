@@ -34,6 +34,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -331,53 +332,81 @@ func (p *Proxy) serve(l *link) {
 	<-errc
 }
 
-// pump copies src to dst. Each chunk waits out the link's delay, counted
-// from when it was read, and is held while the proxy black-holes. Reading
-// goes on meanwhile, so that a delay does not limit throughput.
+// pump copies src to dst, holding each chunk while the proxy black-holes.
+// While the link is delayed, chunks go through a queue to a writer that
+// waits out each one's delay, counted from when it was read, so that
+// reading goes on and a delay does not limit throughput; otherwise, and
+// once the queue is empty, the reader writes them itself.
 func (p *Proxy) pump(l *link, dst, src net.Conn) error {
-	chunks := make(chan chunk, 256)
-	rerr := make(chan error, 1)
+	queue := make(chan chunk, 256)
+	var queued atomic.Int64     // chunks in the queue or being written from it
+	werr := make(chan error, 1) // the writer's error; closed when it ends
 	p.wg.Go(func() {
-		defer close(chunks)
-		buf := make([]byte, bufSize)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				select {
-				case chunks <- chunk{bytes.Clone(buf[:n]), time.Now()}:
-				case <-l.dead:
-					rerr <- errDropped
-					return
-				}
-			}
-			if err != nil {
-				rerr <- err
+		defer close(werr)
+		for c := range queue {
+			if err := p.send(l, dst, c); err != nil {
+				werr <- err
+				l.close() // unblocks the reader
 				return
 			}
+			queued.Add(-1)
 		}
 	})
-	for c := range chunks {
-		if !p.wait(l) {
-			return errDropped
+	closed := false
+	defer func() {
+		if !closed {
+			close(queue)
 		}
-		if d := time.Until(c.read.Add(p.delay(l))); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-l.dead:
-				t.Stop()
-				return errDropped
+	}()
+	buf := make([]byte, bufSize)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			c := chunk{buf[:n], time.Now()}
+			if p.delay(l) == 0 && queued.Load() == 0 {
+				if err := p.send(l, dst, c); err != nil {
+					return err
+				}
+			} else {
+				c.b = bytes.Clone(c.b)
+				queued.Add(1)
+				select {
+				case queue <- c:
+				case <-l.dead:
+					return errDropped
+				}
 			}
 		}
-		if _, err := dst.Write(c.b); err != nil {
+		if err != nil {
+			if err == io.EOF {
+				// What is queued still arrives; then the peer sees the
+				// close (half-close is not relayed).
+				close(queue)
+				closed = true
+				return <-werr
+			}
 			return err
 		}
 	}
-	if err := <-rerr; err != io.EOF {
-		return err
+}
+
+// send writes c to dst once the proxy lets it through and its delay is
+// over.
+func (p *Proxy) send(l *link, dst net.Conn, c chunk) error {
+	if !p.wait(l) {
+		return errDropped
 	}
-	// Half-close is not relayed; the peer sees the close.
-	return nil
+	if d := time.Until(c.read.Add(p.delay(l))); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-l.dead:
+			t.Stop()
+			return errDropped
+		}
+	}
+	_, err := dst.Write(c.b)
+	return err
 }
 
 // chunk is bytes read from one side and when.
