@@ -341,6 +341,9 @@ func (c Comparison) runDeny(ctx context.Context, cfg Config, name, prefix string
 		where = "the local over-limit cache"
 	}
 	note := fmt.Sprintf("limit %d per %s, keys filled: every check denied, by %s", limit.Units, shortDuration(limit.Window), where)
+	if row.Allowed > 0 {
+		note = fmt.Sprintf("limit %d per %s, keys filled, denials by %s; %d checks allowed again as the window moved on", limit.Units, shortDuration(limit.Window), where, row.Allowed)
+	}
 	if row.Note != "" {
 		note += "; " + row.Note
 	}

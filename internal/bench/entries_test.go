@@ -184,3 +184,31 @@ func TestCompareDenyCluster(t *testing.T) {
 		}
 	}
 }
+
+// With a window shorter than the run, filled keys are allowed again; the
+// deny rows say so rather than claim every check was denied.
+func TestCompareDenyShortWindow(t *testing.T) {
+	st := memory.New(memory.Options{})
+	defer st.Close()
+	// The fill and its denial must fall within one window (1 s), and the run
+	// outlast it.
+	limit := tollgate.Limit{Units: 1_000, Window: time.Second, Algorithm: tollgate.GCRA}
+	cmp := bench.Comparison{
+		Config:  bench.Config{Keys: 2, Duration: 1300 * time.Millisecond, Concurrency: 2},
+		Entries: []string{"deny"},
+		Limit:   limit,
+		Deny:    denyLimiter(st),
+	}
+	rows, err := cmp.Run(t.Context(), bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range rows[1:] {
+		if row.Skipped != "" || row.Checks == 0 {
+			t.Fatalf("row %+v", row)
+		}
+		if row.Allowed > 0 == strings.Contains(row.Note, "every check denied") {
+			t.Errorf("%s: allowed %d, note %q", row.Name, row.Allowed, row.Note)
+		}
+	}
+}
