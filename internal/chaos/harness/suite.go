@@ -238,10 +238,11 @@ func (r *recorder) failed() []string {
 }
 
 // FaultFailed reports whether a fault of scenario d failed: a check of its
-// own (bound, stuck slots, idle recovery), units over limit on its key set,
-// or, for a lossless scenario, units lost.
+// own (bound, stuck slots, idle recovery), units over limit on its key set
+// beyond the units it lost (a key that lost units to a failover may be
+// allowed them again), or, for a lossless scenario, units lost.
 func FaultFailed(d Def, f chaos.Fault) bool {
-	return len(f.Failures) > 0 || len(f.Stuck) > 0 || f.OverLimitUnits > 0 || (d.Lossless && f.LostUnits > 0)
+	return len(f.Failures) > 0 || len(f.Stuck) > 0 || f.OverLimitUnits > f.LostUnits || (d.Lossless && f.LostUnits > 0)
 }
 
 // Summary renders results as a table: a line per fault with when the
