@@ -15,7 +15,7 @@ import (
 // replicationRate is the load, in calls per second.
 const (
 	replicationLag  = 100 * time.Millisecond
-	replicationRate = 900
+	replicationRate = 450
 )
 
 // TestReplicationLag measures what WaitReplicas buys. The replication link

@@ -28,7 +28,7 @@ const (
 	DefaultWaitTimeout     = 100 * time.Millisecond
 	// MaxWaiting is how many calls of one Store may wait for replicas at
 	// once (Options.WaitReplicas).
-	MaxWaiting = 256
+	MaxWaiting = 64
 	// replicaCheckEvery paces the counting of a master's replicas while
 	// they are fewer than Options.WaitReplicas.
 	replicaCheckEvery = time.Second
