@@ -83,15 +83,7 @@ func TestCompareCluster(t *testing.T) {
 	}
 
 	// Every row reset or deleted its keys.
-	for _, n := range cluster.Nodes() {
-		v, err := n.Do(ctx, "DBSIZE")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v != int64(0) {
-			t.Errorf("%s holds %v keys after the comparison", n.Addr, v)
-		}
-	}
+	checkEmpty(ctx, t)
 }
 
 // RedisCPU reads the CPU time of every node; a run with it has its Redis
@@ -120,5 +112,19 @@ func TestRedisCPU(t *testing.T) {
 	}
 	if row.ServerCPU <= 0 || row.ClientCPU <= 0 || row.Errors != 0 {
 		t.Errorf("row %+v: want positive CPU per check, no errors", row)
+	}
+}
+
+// checkEmpty fails t if any node of the cluster holds a key.
+func checkEmpty(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for _, n := range cluster.Nodes() {
+		v, err := n.Do(ctx, "DBSIZE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != int64(0) {
+			t.Errorf("%s holds %v keys after the comparison", n.Addr, v)
+		}
 	}
 }

@@ -174,15 +174,7 @@ func TestCompareDenyCluster(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range cluster.Nodes() {
-		v, err := n.Do(ctx, "DBSIZE")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v != int64(0) {
-			t.Errorf("%s holds %v keys after the comparison", n.Addr, v)
-		}
-	}
+	checkEmpty(ctx, t)
 }
 
 // With a window shorter than the run, filled keys are allowed again; the

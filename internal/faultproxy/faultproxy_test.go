@@ -58,6 +58,18 @@ func dial(t *testing.T, addr string) *client {
 	return &client{c, bufio.NewReader(c)}
 }
 
+// dialFrom connects to p from the loopback address ip.
+func dialFrom(t *testing.T, p *Proxy, ip string) *client {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: time.Second}
+	c, err := d.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{c, bufio.NewReader(c)}
+}
+
 // ask sends a line and returns the answer, or the error after timeout.
 func (c *client) ask(line string, timeout time.Duration) (string, error) {
 	c.c.SetDeadline(time.Now().Add(timeout))
@@ -183,16 +195,7 @@ func TestSourceMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	dialFrom := func(ip string) *client {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: time.Second}
-		c, err := d.Dial("tcp", p.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return &client{c, bufio.NewReader(c)}
-	}
-	cut, other := dialFrom("127.0.0.2"), dialFrom("127.0.0.3")
+	cut, other := dialFrom(t, p, "127.0.0.2"), dialFrom(t, p, "127.0.0.3")
 	if got, err := cut.ask("1", time.Second); err != nil || got != "a: 1" {
 		t.Fatalf("forward: %q, %v", got, err)
 	}
@@ -203,7 +206,7 @@ func TestSourceMode(t *testing.T) {
 	if got, err := other.ask("2", time.Second); err != nil || got != "a: 2" {
 		t.Errorf("other source: %q, %v", got, err)
 	}
-	if got, err := dialFrom("127.0.0.2").ask("3", 200*time.Millisecond); err == nil {
+	if got, err := dialFrom(t, p, "127.0.0.2").ask("3", 200*time.Millisecond); err == nil {
 		t.Errorf("new connection from the black-holed source answered: %q", got)
 	}
 	// The override wins over the proxy's mode.
@@ -233,16 +236,7 @@ func TestSourceDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	dialFrom := func(ip string) *client {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: time.Second}
-		c, err := d.Dial("tcp", p.Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return &client{c, bufio.NewReader(c)}
-	}
-	slow, other := dialFrom("127.0.0.2"), dialFrom("127.0.0.3")
+	slow, other := dialFrom(t, p, "127.0.0.2"), dialFrom(t, p, "127.0.0.3")
 	const delay = 300 * time.Millisecond
 	p.SetSourceDelay("127.0.0.2", delay)
 
