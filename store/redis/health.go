@@ -35,6 +35,8 @@ const (
 	// dialBackoff is how long the waiting calls of a master that refused a
 	// connection fail fast.
 	dialBackoff = 250 * time.Millisecond
+	// lookupEvery paces the slot-map lookups of the waiting path.
+	lookupEvery = 100 * time.Millisecond
 	// minHealInterval is the least time between two client rebuilds.
 	minHealInterval = 30 * time.Second
 	// retireGrace is how long a replaced client lives on for calls in flight.

@@ -183,6 +183,7 @@ type Store struct {
 	waitOff   *[16384]atomic.Bool  // per slot: its master lacks the replicas
 	checking  sync.Map             // masters whose replicas are being counted
 	dialOff   *[16384]atomic.Int64 // per slot: no dedicated dial until (Unix ns)
+	lookups   pacer                // of the slot map, for waitOff and dialOff
 	shas      [3]string            // the scripts' SHA-1s, for the waiting path
 	sources   [3]string            // and their sources, for EVAL after NOSCRIPT
 	health    *slotHealth          // nil: no breaker

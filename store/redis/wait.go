@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -89,6 +90,9 @@ func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, sl uint16
 func (s *Store) backOffDials(sl uint16) {
 	until := time.Now().Add(dialBackoff).UnixNano()
 	s.dialOff[sl].Store(until)
+	if !s.lookups.allow(time.Now()) {
+		return
+	}
 	_, slots, err := s.masterOf(sl)
 	if err != nil {
 		return
@@ -105,6 +109,11 @@ func (s *Store) backOffDials(sl uint16) {
 // after the full timeout. It counts again every replicaCheckEvery until
 // they are back; one count per master runs at a time.
 func (s *Store) checkReplicas(sl uint16) {
+	// Many calls come short at once; the first counts, the others' slots
+	// are counted by their next short call if need be.
+	if !s.lookups.allow(time.Now()) {
+		return
+	}
 	master, slots, err := s.masterOf(sl)
 	if err != nil {
 		return
@@ -179,4 +188,12 @@ func (s *Store) connectedReplicas(master string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("redis: INFO replication of %s has no connected_slaves", master)
+}
+
+// pacer lets one event through per lookupEvery.
+type pacer struct{ next atomic.Int64 }
+
+func (p *pacer) allow(now time.Time) bool {
+	next := p.next.Load()
+	return now.UnixNano() >= next && p.next.CompareAndSwap(next, now.Add(lookupEvery).UnixNano())
 }
