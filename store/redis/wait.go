@@ -122,23 +122,33 @@ func (s *Store) checkReplicas(sl uint16) {
 		return
 	}
 	defer s.checking.Delete(master)
+	// Whatever ends the count, its slots are waited for again: none may
+	// stay unprotected once nobody counts.
+	defer func() { s.setWaitOff(slots, false) }()
 	for {
 		n, err := s.connectedReplicas(master)
-		enough := err == nil && n >= s.waitN
-		for _, sl := range slots {
-			s.waitOff[sl].Store(!enough && err == nil)
-		}
-		if enough || err != nil {
+		if err != nil || n >= s.waitN {
 			return
 		}
+		s.setWaitOff(slots, true)
 		select {
 		case <-s.done:
 			return
 		case <-time.After(replicaCheckEvery):
 		}
+		// The master may have lost slots meanwhile (resharding, failover).
+		prev := slots
 		if master, slots, err = s.masterOf(sl); err != nil {
+			slots = prev
 			return
 		}
+		s.setWaitOff(prev, false)
+	}
+}
+
+func (s *Store) setWaitOff(slots []uint16, off bool) {
+	for _, sl := range slots {
+		s.waitOff[sl].Store(off)
 	}
 }
 
