@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/chaos/harness"
-	"github.com/tollgate/tollgate/internal/faultproxy"
 	"github.com/tollgate/tollgate/internal/testcluster"
 )
 
@@ -31,15 +30,9 @@ var shared struct {
 var behindProxies struct {
 	once sync.Once
 	c    *testcluster.Cluster
-	ps   *proxies
+	ps   *harness.Proxies
 	err  error
 }
-
-// proxies are the fault proxies of the cluster behind proxies.
-type proxies struct{ *harness.Proxies }
-
-// of returns n's proxies, for clients and for the cluster bus.
-func (ps *proxies) of(n *testcluster.Node) (client, bus *faultproxy.Proxy) { return ps.Of(n) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -72,14 +65,10 @@ func needCluster(t *testing.T) *testcluster.Cluster {
 
 // needProxied returns the cluster behind proxies and its proxies, starting
 // them on first use; it skips like needCluster.
-func needProxied(t *testing.T) (*testcluster.Cluster, *proxies) {
+func needProxied(t *testing.T) (*testcluster.Cluster, *harness.Proxies) {
 	t.Helper()
 	behindProxies.once.Do(func() {
-		var ps *harness.Proxies
-		behindProxies.c, ps, behindProxies.err = startCluster(t, testcluster.Options{}, true)
-		if ps != nil {
-			behindProxies.ps = &proxies{ps}
-		}
+		behindProxies.c, behindProxies.ps, behindProxies.err = startCluster(t, testcluster.Options{}, true)
 	})
 	checkStart(t, behindProxies.err)
 	return behindProxies.c, behindProxies.ps

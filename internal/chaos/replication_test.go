@@ -67,28 +67,28 @@ func TestReplicationLag(t *testing.T) {
 			})
 			sh := s.shards()[0]
 			master, replica := sh.Master, sh.Replicas[0]
-			proxy, _ := ps.of(master)
-			s.run(fault{
-				name: fmt.Sprintf("kill -9 of master %s, its replica %v behind", master.Announced(), replicationLag),
+			proxy, _ := ps.Of(master)
+			s.run(harness.Fault{
+				Name: fmt.Sprintf("kill -9 of master %s, its replica %v behind", master.Announced(), replicationLag),
 				// Recovery is TestKillMaster's; this test counts units.
-				bound: stuckAfter,
-				prepare: func() error {
+				Bound: harness.StuckAfter,
+				Prepare: func() error {
 					proxy.SetSourceDelay(replica.Host, replicationLag)
-					sleep(s.ctx, time.Second) // a second of load on the lagging link
+					harness.Sleep(s.ctx, time.Second) // a second of load on the lagging link
 					return nil
 				},
-				inject: func() ([]string, error) {
+				Inject: func() ([]string, error) {
 					err := master.Kill()
 					proxy.SetSourceMode(replica.Host, faultproxy.Drop)
 					return nil, err
 				},
 			})
 			proxy.ClearSourceModes()
-			s.run(fault{
-				name:   fmt.Sprintf("restart of %s", master.Announced()),
-				bound:  stuckAfter,
-				keep:   true,
-				inject: func() ([]string, error) { return nil, master.Restart(s.ctx) },
+			s.run(harness.Fault{
+				Name:   fmt.Sprintf("restart of %s", master.Announced()),
+				Bound:  harness.StuckAfter,
+				Keep:   true,
+				Inject: func() ([]string, error) { return nil, master.Restart(s.ctx) },
 			})
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/tollgate/tollgate/internal/chaos"
 	"github.com/tollgate/tollgate/internal/chaos/harness"
@@ -16,17 +15,6 @@ import (
 // `tollgate chaos`; these are the test's names for them: a scenario fails
 // the test on what harness reports with Errorf, and stops it on an error.
 
-// Bounds from the resilience issue (see package harness).
-const (
-	nodeTimeout   = harness.NodeTimeout
-	gracefulBound = harness.GracefulBound
-	crashBound    = harness.CrashBound
-	clientLag     = harness.ClientLag
-	stuckAfter    = harness.StuckAfter
-	idleFor       = harness.IdleFor
-	clients       = harness.Clients
-)
-
 // runs is how many times each scenario repeats its faults.
 const runs = 2
 
@@ -34,12 +22,8 @@ const runs = 2
 // has started.
 type scenario struct {
 	*harness.Scenario
-	t      *testing.T
-	ctx    context.Context
-	name   string
-	c      *testcluster.Cluster
-	stores []*redis.Store
-	load   *chaos.Load
+	t   *testing.T
+	ctx context.Context
 	// faults are the faults measured so far; once the scenario has
 	// finished, with their accounting.
 	faults []chaos.Fault
@@ -73,14 +57,14 @@ func startScenario(t *testing.T, o harness.Options) *scenario {
 		o.Out = t.TempDir()
 	}
 	if o.Proxies == nil && o.Cluster == behindProxies.c && behindProxies.ps != nil {
-		o.Proxies = behindProxies.ps.Proxies
+		o.Proxies = behindProxies.ps
 	}
 	o.Report = t
 	hs, err := harness.New(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scenario{Scenario: hs, t: t, ctx: t.Context(), name: o.Name, c: o.Cluster, stores: hs.Stores(), load: hs.Load()}
+	s := &scenario{Scenario: hs, t: t, ctx: t.Context()}
 	t.Cleanup(func() {
 		hs.Finish()
 		s.faults = hs.Faults()
@@ -96,31 +80,12 @@ func check(t *testing.T, err error) {
 	}
 }
 
-// fault is one fault of a scenario: see harness.Fault.
-type fault struct {
-	name       string
-	bound      time.Duration
-	idle       bool
-	pauseAfter bool
-	idleAfter  bool
-	keep       bool
-	pin        []int
-	hold       time.Duration
-	prepare    func() error
-	inject     func() ([]string, error)
-	healthy    func() error
-}
-
 // run injects f under load and measures and checks its effect.
-func (s *scenario) run(f fault) chaos.Fault {
+func (s *scenario) run(f harness.Fault) {
 	s.t.Helper()
-	r, err := s.Run(harness.Fault{
-		Name: f.name, Bound: f.bound, Idle: f.idle, PauseAfter: f.pauseAfter, IdleAfter: f.idleAfter,
-		Keep: f.keep, Pin: f.pin, Hold: f.hold, Prepare: f.prepare, Inject: f.inject, Healthy: f.healthy,
-	})
+	_, err := s.Run(f)
 	check(s.t, err)
 	s.faults = s.Faults()
-	return r
 }
 
 // shards returns the cluster's shards, failing the test on error.
@@ -138,6 +103,3 @@ func (s *scenario) masters() []*testcluster.Node {
 	check(s.t, err)
 	return ms
 }
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) { harness.Sleep(ctx, d) }
