@@ -63,13 +63,14 @@ func TestRetryPolicy(t *testing.T) {
 			}
 		})
 	}
-	// A deadline shorter than the backoff ends the retries.
-	slow := retryPolicy{retries: 5, attempt: time.Second, backoff: time.Hour}
-	dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	// A deadline shorter than the wait before a retry ends the retries.
+	// Waits are jittered but never shorter than 1 ms, so a deadline of
+	// half that leaves no room for any retry, whatever the draw.
+	dctx, cancel := context.WithTimeout(ctx, 500*time.Microsecond)
 	defer cancel()
 	call, calls := failing(10, io.EOF)
-	if _, err := retryDo(dctx, slow, true, nopObserver{}, call); err == nil || *calls > 2 {
-		t.Errorf("calls %d, err %v: want an early stop", *calls, err)
+	if _, err := retryDo(dctx, p, true, nopObserver{}, call); err == nil || *calls != 1 {
+		t.Errorf("calls %d, err %v: want one call and its error", *calls, err)
 	}
 }
 
