@@ -17,8 +17,9 @@
 --
 -- Invariant: meta.t is the sum of the costs in log and meta.n its newest
 -- score, so an allowed consume needs no extra read. An entry allowed at t
--- counts while now < t + window. Both keys expire one window after the newest
--- entry (by score: a caller's clock may go back). Mirrors logState in store/memory; numbers are formatted with %d
+-- counts while now < t + window. Every write ends by giving both keys the
+-- TTL of one window after the newest entry (by score: a caller's clock may
+-- go back). Mirrors logState in store/memory; numbers are formatted with %d
 -- because Lua's default formatting keeps only 14 digits.
 
 local op, cost, units, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -36,11 +37,18 @@ local total, seq, newest, refunded = tonumber(meta[1]) or 0, tonumber(meta[2]) o
 local dirty = false
 
 local cutoff = d(now - window)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-if #expired > 0 then
-  for i = 1, #expired do total = total - cost_of(expired[i]) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-  dirty = true
+if newest and newest <= now - window then
+  -- Every entry is at most newest, so the whole log has left the window,
+  -- whatever became of the log's key (a total kept without its log).
+  redis.call('DEL', KEYS[1])
+  total, dirty = 0, true
+else
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+  if #expired > 0 then
+    for i = 1, #expired do total = total - cost_of(expired[i]) end
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+    dirty = true
+  end
 end
 
 local id, dedupe = ARGV[6], tonumber(ARGV[7])
@@ -76,9 +84,6 @@ if op == 0 then
     total = total + cost
     if not newest or now > newest then newest = now end
     dirty = true
-    local ttl = d(math.ceil((newest + window - now) / 1000))
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('PEXPIRE', KEYS[2], ttl)
   end
 else
   if op == 2 then
@@ -116,6 +121,11 @@ if dirty then
     newest = nil
   else
     redis.call('HSET', KEYS[2], 't', d(total), 's', d(seq), 'n', d(newest), 'f', d(refunded))
+    -- After the writes: PEXPIRE on a key not yet created is lost, and a
+    -- log emptied and refilled above (refund, dedupe) lost its TTL.
+    local ttl = d(math.max(1, math.ceil((newest + window - now) / 1000)))
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    redis.call('PEXPIRE', KEYS[2], ttl)
   end
 end
 
