@@ -13,6 +13,27 @@
 // an application share it. Both implement the same semantics and pass the
 // same contract suite (store/storetest).
 //
+// # State
+//
+// Usage belongs to (namespace, key, algorithm, window): a Limit's Units are
+// not part of it, so raising a plan's limit keeps its customers' usage,
+// while a call that names another window or algorithm sees and changes
+// state of its own. No call changes usage that a call with a different
+// window, algorithm, key or namespace observes, and Peek changes nothing
+// that a later call can see. Every piece of state expires by itself once
+// its last unit has left its window, so a key that is no longer used leaves
+// nothing behind (see the stores for the details).
+//
+// Namespaces (Limiter.Namespace) keep the key spaces of different users of
+// one store apart: no key in one namespace can read or change usage in
+// another, whatever bytes it holds.
+//
+// A call may name several limits of one key, such as 10 per second, 1,000
+// per hour and 20,000 per day (ConsumeAll): it is allowed only if the cost
+// fits every limit, and a denied call records nothing in any of them. All
+// limits of a key live together in the store (one Redis hash slot), so the
+// check stays one atomic operation and one round trip.
+//
 // # Time
 //
 // Time is kept in whole microseconds. By default a store uses its own clock:
@@ -26,6 +47,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -45,6 +67,10 @@ var (
 	// ErrInvalidRequestID: a request id (WithRequestID) is longer than
 	// MaxRequestIDLen.
 	ErrInvalidRequestID = errors.New("tollgate: invalid request id")
+	// ErrInvalidLimits: a call names no limit, more than MaxLimits, or two
+	// limits with the same Algorithm and Window (they would share state).
+	// It wraps ErrInvalidLimit.
+	ErrInvalidLimits = fmt.Errorf("%w: bad set of limits", ErrInvalidLimit)
 	// ErrUnavailable: the store could not answer (network, timeout, cluster
 	// down, malformed reply). It wraps the cause. Nothing is known about
 	// whether a Consume that failed this way was recorded.
@@ -60,6 +86,22 @@ const (
 	// DefaultDedupeWindow is how long a request id is remembered when
 	// Options.DedupeWindow is 0.
 	DefaultDedupeWindow = 10 * time.Second
+	// MaxLimits is the most limits one call may name.
+	MaxLimits = 8
+	// DefaultMaxLogEntries bounds a sliding log when Options.MaxLogEntries
+	// is 0: up to it the log is exact; past it, entries coalesce (see
+	// Options.MaxLogEntries). Chosen by measurement (BENCHMARKS.md): a check
+	// on a key at the bound costs Redis well under a millisecond, and the
+	// log's sorted set keeps Redis's compact encoding (at most 128 entries).
+	DefaultMaxLogEntries = 128
+	// MinLogEntries is the smallest Options.MaxLogEntries.
+	MinLogEntries = 2
+	// MaxDedupeIDs is the most request ids a key remembers (within the
+	// dedupe window); past it the oldest are forgotten first. It bounds a
+	// hot key's memory: a repeat is recognised if it comes within the dedupe
+	// window and fewer than MaxDedupeIDs other ids were recorded on the key
+	// since.
+	MaxDedupeIDs = 1000
 )
 
 // Result is the outcome of a call, as of the instant the store applied it.
@@ -113,13 +155,50 @@ func (o Op) String() string {
 	return fmt.Sprintf("Op(%d)", uint8(o))
 }
 
+// Decision is the outcome of a call that names several limits.
+type Decision struct {
+	// Allowed reports whether the cost fits every limit; for a consume,
+	// whether it was recorded in all of them.
+	Allowed bool
+	// RetryAfter is 0 when Allowed; otherwise the latest RetryAfter of the
+	// limits that deny.
+	RetryAfter time.Duration
+	// Results holds each limit's figures, in the order the limits were
+	// given. A limit that denies has Allowed false.
+	Results []Result
+}
+
+// Tightest returns the index in Results of the limit that decides: when
+// denied, the denying limit with the latest RetryAfter; otherwise the one
+// with the fewest units remaining (the first of equals). It is the limit a
+// single RateLimit header should describe.
+func (d Decision) Tightest() int {
+	best := 0
+	for i, r := range d.Results {
+		b := d.Results[best]
+		switch {
+		case !d.Allowed && !r.Allowed && (b.Allowed || r.RetryAfter > b.RetryAfter):
+			best = i
+		case d.Allowed && r.Remaining < b.Remaining:
+			best = i
+		}
+	}
+	return best
+}
+
 // Request is one validated operation on one key, as the Limiter hands it to a
 // Store.
 type Request struct {
-	Op    Op
-	Key   string
-	Limit Limit
-	// Cost is at least 1 and, for OpConsume and OpPeek, at most Limit.Units.
+	Op Op
+	// Key identifies the state: the caller's key in its namespace, made
+	// unambiguous by the Limiter (see Limiter.Namespace). A store may treat
+	// it as opaque bytes.
+	Key string
+	// Limits are 1 to MaxLimits valid limits, no two with the same
+	// Algorithm and Window.
+	Limits []Limit
+	// Cost is at least 1 and, for OpConsume and OpPeek, at most every
+	// limit's Units.
 	Cost int64
 	// Now is the instant the operation happens at, or the zero Time for the
 	// store's own clock.
@@ -130,19 +209,24 @@ type Request struct {
 	// and Allowed, recording nothing. Empty means no deduplication; a store
 	// that retries consumes fills it in itself.
 	ID string
-	// DedupeWindow is how long an ID is remembered: positive, at most
-	// Limit.Window.
+	// DedupeWindow is how long an ID is remembered: positive, at most the
+	// shortest limit's Window.
 	DedupeWindow time.Duration
+	// MaxLogEntries bounds each sliding log of the key: at least
+	// MinLogEntries (see Options.MaxLogEntries).
+	MaxLogEntries int
 }
 
-// Store keeps limiter state. Implementations apply each call atomically and
-// must be safe for concurrent use. They may assume a Request is valid; the
-// Limiter validates it. Errors other than context errors should wrap
-// ErrUnavailable.
+// Store keeps limiter state. Implementations apply each call atomically, to
+// all of its limits at once, and must be safe for concurrent use. They may
+// assume a Request is valid; the Limiter validates it. Errors other than
+// context errors should wrap ErrUnavailable.
 type Store interface {
-	// Do applies req and returns the Result as of that instant.
-	Do(ctx context.Context, req Request) (Result, error)
-	// Reset forgets all state of key, for every algorithm.
+	// Do applies req and returns the Decision as of that instant, with one
+	// Result per limit in req.Limits.
+	Do(ctx context.Context, req Request) (Decision, error)
+	// Reset forgets all state of key (a Request.Key), for every algorithm
+	// and window.
 	Reset(ctx context.Context, key string) error
 }
 
@@ -157,8 +241,21 @@ type Options struct {
 	MaxKeyLen int
 	// DedupeWindow is how long a consume's request id is remembered, so
 	// that a repeat is not counted twice (see WithRequestID); it is capped
-	// at the limit's window. 0 means DefaultDedupeWindow.
+	// at the shortest limit's window. 0 means DefaultDedupeWindow.
 	DedupeWindow time.Duration
+	// MaxLogEntries bounds the entries of one key's sliding log, and so its
+	// memory and the cost of a check. Below the bound the log is exact: one
+	// entry per allowed request. At the bound, an allowed request's units
+	// coalesce with a neighbouring entry that falls in the same slot of
+	// width ceil(Window/(MaxLogEntries-1)): a coalesced group counts as
+	// allowed at the latest instant of its group, so its units leave the
+	// window later than exact by less than one slot, never earlier, and no
+	// window ever holds more than the limit. 0 means DefaultMaxLogEntries;
+	// values below MinLogEntries mean MinLogEntries.
+	MaxLogEntries int
+	// Namespace is the Limiter's namespace (see Limiter.Namespace); "" is
+	// a namespace of its own like any other.
+	Namespace string
 }
 
 type requestIDKey struct{}
@@ -183,12 +280,15 @@ func RequestID(ctx context.Context) string {
 
 // A Limiter applies Limits to keys over a Store. It is safe for concurrent
 // use. Limits are per call, so one Limiter serves any number of policies; the
-// state of a key is shared by every Limit of the same Algorithm used with it.
+// state of a key is shared by every Limit of the same Algorithm and Window
+// used with it in the Limiter's namespace.
 type Limiter struct {
 	store     Store
 	now       func() time.Time
 	maxKeyLen int
 	dedupe    time.Duration
+	maxLog    int
+	ns        string // the namespace, escaped, with its separator
 }
 
 // New returns a Limiter over store.
@@ -199,8 +299,33 @@ func New(store Store, opts Options) *Limiter {
 	if opts.DedupeWindow <= 0 {
 		opts.DedupeWindow = DefaultDedupeWindow
 	}
-	return &Limiter{store: store, now: opts.Now, maxKeyLen: opts.MaxKeyLen, dedupe: opts.DedupeWindow}
+	if opts.MaxLogEntries == 0 {
+		opts.MaxLogEntries = DefaultMaxLogEntries
+	}
+	l := &Limiter{store: store, now: opts.Now, maxKeyLen: opts.MaxKeyLen, dedupe: opts.DedupeWindow,
+		maxLog: max(MinLogEntries, opts.MaxLogEntries)}
+	return l.Namespace(opts.Namespace)
 }
+
+// Namespace returns a Limiter with l's store and options whose keys live in
+// namespace ns: a key K in ns and the same K in any other namespace are
+// different state, and no key of one namespace, whatever bytes it holds,
+// names state of another. Reset, too, forgets a key in ns only. It is cheap
+// enough to call per request.
+func (l *Limiter) Namespace(ns string) *Limiter {
+	c := *l
+	c.ns = StoreKey(ns, "")
+	return &c
+}
+
+// StoreKey returns the Request.Key under which a Limiter in namespace ns
+// keeps key: the namespace with '%' and ':' escaped (as %25 and %3A), a
+// ':', then key. The first ':' ends the namespace, so no two (namespace,
+// key) pairs share a StoreKey. It is for tools that inspect a store's
+// state (such as store/redis's Store.Key); Limiters build it themselves.
+func StoreKey(ns, key string) string { return nsEscaper.Replace(ns) + ":" + key }
+
+var nsEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 
 // Consume records cost units against key if they fit: it is allowed iff the
 // units already used in the window plus cost are at most limit.Units. An
@@ -211,13 +336,13 @@ func New(store Store, opts Options) *Limiter {
 // when the store cannot answer; then the cost may or may not have been
 // recorded.
 func (l *Limiter) Consume(ctx context.Context, key string, cost int64, limit Limit) (Result, error) {
-	return l.do(ctx, OpConsume, key, cost, limit)
+	return one(l.do(ctx, OpConsume, key, cost, []Limit{limit}))
 }
 
 // Peek reports the figures Consume would see for a cost of 1, recording
 // nothing. Errors are as for Consume.
 func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, error) {
-	return l.do(ctx, OpPeek, key, 1, limit)
+	return one(l.do(ctx, OpPeek, key, 1, []Limit{limit}))
 }
 
 // Refund gives back up to cost units still counted in the window, newest
@@ -227,43 +352,91 @@ func (l *Limiter) Peek(ctx context.Context, key string, limit Limit) (Result, er
 //
 // Errors are as for Consume, except that a cost above limit.Units is allowed.
 func (l *Limiter) Refund(ctx context.Context, key string, cost int64, limit Limit) (Result, error) {
-	return l.do(ctx, OpRefund, key, cost, limit)
+	return one(l.do(ctx, OpRefund, key, cost, []Limit{limit}))
 }
 
-// Reset forgets all usage of key, for every algorithm. It fails with
-// ErrInvalidKey or ErrUnavailable.
+// ConsumeAll records cost against every one of limits if it fits all of
+// them, atomically: when any limit denies, nothing is recorded in any. The
+// Decision gives each limit's figures; RetryAfter is the latest of the
+// denying limits'. Each limit keeps its own state, shared with the single
+// calls that name the same Algorithm and Window.
+//
+// Besides the errors of Consume (cost above any limit's Units is
+// ErrCostExceedsLimit), it fails with ErrInvalidLimits when limits is empty,
+// longer than MaxLimits, or names one Algorithm and Window twice.
+func (l *Limiter) ConsumeAll(ctx context.Context, key string, cost int64, limits ...Limit) (Decision, error) {
+	return l.do(ctx, OpConsume, key, cost, limits)
+}
+
+// PeekAll reports the figures ConsumeAll would see for a cost of 1,
+// recording nothing. Errors are as for ConsumeAll.
+func (l *Limiter) PeekAll(ctx context.Context, key string, limits ...Limit) (Decision, error) {
+	return l.do(ctx, OpPeek, key, 1, limits)
+}
+
+// RefundAll gives back up to cost units to each of limits, as Refund does
+// to one. Errors are as for ConsumeAll, except that a cost above a limit's
+// Units is allowed.
+func (l *Limiter) RefundAll(ctx context.Context, key string, cost int64, limits ...Limit) (Decision, error) {
+	return l.do(ctx, OpRefund, key, cost, limits)
+}
+
+// Reset forgets all usage of key in the Limiter's namespace, for every
+// algorithm and window. It fails with ErrInvalidKey or ErrUnavailable.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if err := l.checkKey(key); err != nil {
 		return err
 	}
-	return unavailable(l.store.Reset(ctx, key))
+	return unavailable(l.store.Reset(ctx, l.ns+key))
 }
 
-func (l *Limiter) do(ctx context.Context, op Op, key string, cost int64, limit Limit) (Result, error) {
-	if err := l.checkKey(key); err != nil {
+func one(d Decision, err error) (Result, error) {
+	if err != nil {
 		return Result{}, err
+	}
+	return d.Results[0], nil
+}
+
+func (l *Limiter) do(ctx context.Context, op Op, key string, cost int64, limits []Limit) (Decision, error) {
+	if err := l.checkKey(key); err != nil {
+		return Decision{}, err
 	}
 	if cost < 1 {
-		return Result{}, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, cost)
+		return Decision{}, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidCost, cost)
 	}
-	if err := limit.Validate(); err != nil {
-		return Result{}, err
+	if len(limits) == 0 || len(limits) > MaxLimits {
+		return Decision{}, fmt.Errorf("%w: %d limits (want 1 to %d)", ErrInvalidLimits, len(limits), MaxLimits)
 	}
-	if op != OpRefund && cost > limit.Units {
-		return Result{}, fmt.Errorf("%w: cost %d, limit %d", ErrCostExceedsLimit, cost, limit.Units)
+	dedupe := l.dedupe
+	for i, limit := range limits {
+		if err := limit.Validate(); err != nil {
+			return Decision{}, err
+		}
+		if op != OpRefund && cost > limit.Units {
+			return Decision{}, fmt.Errorf("%w: cost %d, limit %d", ErrCostExceedsLimit, cost, limit.Units)
+		}
+		for _, prev := range limits[:i] {
+			if prev.Algorithm == limit.Algorithm && prev.Window == limit.Window {
+				return Decision{}, fmt.Errorf("%w: %s and %s share their state", ErrInvalidLimits, prev, limit)
+			}
+		}
+		dedupe = min(dedupe, limit.Window)
 	}
-	req := Request{Op: op, Key: key, Limit: limit, Cost: cost, DedupeWindow: min(l.dedupe, limit.Window)}
+	req := Request{Op: op, Key: l.ns + key, Limits: limits, Cost: cost, DedupeWindow: dedupe, MaxLogEntries: l.maxLog}
 	if op == OpConsume {
 		req.ID = RequestID(ctx)
 		if len(req.ID) > MaxRequestIDLen {
-			return Result{}, fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidRequestID, len(req.ID), MaxRequestIDLen)
+			return Decision{}, fmt.Errorf("%w: %d bytes, longer than %d", ErrInvalidRequestID, len(req.ID), MaxRequestIDLen)
 		}
 	}
 	if l.now != nil {
 		req.Now = l.now()
 	}
-	res, err := l.store.Do(ctx, req)
-	return res, unavailable(err)
+	d, err := l.store.Do(ctx, req)
+	if err == nil && len(d.Results) != len(limits) {
+		err = fmt.Errorf("%w: the store answered %d results for %d limits", ErrUnavailable, len(d.Results), len(limits))
+	}
+	return d, unavailable(err)
 }
 
 func (l *Limiter) checkKey(key string) error {

@@ -11,8 +11,8 @@ import (
 // brokenStore fails every call, as a store whose server is down does.
 type brokenStore struct{ err error }
 
-func (b brokenStore) Do(context.Context, tollgate.Request) (tollgate.Result, error) {
-	return tollgate.Result{}, b.err
+func (b brokenStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
+	return tollgate.Decision{}, b.err
 }
 func (b brokenStore) Reset(context.Context, string) error { return b.err }
 

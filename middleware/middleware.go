@@ -21,15 +21,10 @@
 //
 // # Keys
 //
-// Keys go to the Limiter as they are, and a key's state is shared by every
-// Limit of the same algorithm used with it. So give each middleware that
-// shares a Limiter with other uses its own key space, for example with a
-// prefix in Options.Key:
-//
-//	Key: func(r *http.Request) (string, error) {
-//		ip, err := middleware.ClientIP(r)
-//		return "search:" + ip, err
-//	},
+// Each middleware counts in a namespace of its own (Options.Namespace,
+// "middleware:" + Options.Name by default; see tollgate.Limiter.Namespace),
+// so its keys never share state with other uses of the same Limiter, such
+// as the HTTP API's keys or another middleware's.
 //
 // The default key, ClientIP, is the address of the connection's peer
 // (http.Request.RemoteAddr). Behind a reverse proxy or load balancer that
@@ -82,6 +77,10 @@ type Options struct {
 	// DefaultName. It should be printable ASCII; otherwise those fields are
 	// left out.
 	Name string
+	// Namespace is where the middleware's keys live (see
+	// tollgate.Limiter.Namespace); "" means "middleware:" + Name, so two
+	// middlewares of different names never share a counter.
+	Namespace string
 	// Key returns the key to charge a request to. A non-nil error (wrapped
 	// in ErrKey) goes to OnError; an empty key with no error exempts the
 	// request, which goes on unchecked and without RateLimit fields. Nil
@@ -116,6 +115,10 @@ func New(l *tollgate.Limiter, opts Options) func(http.Handler) http.Handler {
 	if opts.OnError == nil {
 		opts.OnError = FailClosed
 	}
+	if opts.Namespace == "" {
+		opts.Namespace = "middleware:" + opts.Name
+	}
+	l = l.Namespace(opts.Namespace)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			key, err := opts.Key(r)

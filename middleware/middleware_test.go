@@ -230,12 +230,12 @@ func TestKeyCostAndExemptions(t *testing.T) {
 // err is nil.
 type badStore struct{ err error }
 
-func (s badStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Result, error) {
+func (s badStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Decision, error) {
 	if s.err != nil {
-		return tollgate.Result{}, s.err
+		return tollgate.Decision{}, s.err
 	}
 	<-ctx.Done()
-	return tollgate.Result{}, ctx.Err()
+	return tollgate.Decision{}, ctx.Err()
 }
 
 func (s badStore) Reset(context.Context, string) error { return s.err }

@@ -330,12 +330,12 @@ func newGateStore(t *testing.T) *gateStore {
 	return &gateStore{Store: m, entered: make(chan struct{}, 16), gate: make(chan struct{})}
 }
 
-func (s *gateStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (s *gateStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	s.entered <- struct{}{}
 	select {
 	case <-s.gate:
 	case <-ctx.Done():
-		return tollgate.Result{}, ctx.Err()
+		return tollgate.Decision{}, ctx.Err()
 	}
 	return s.Store.Do(ctx, req)
 }
@@ -478,8 +478,8 @@ func TestServeShutdownTimeoutWithStuckGRPC(t *testing.T) {
 // failingStore fails every call as unavailable.
 type failingStore struct{}
 
-func (failingStore) Do(context.Context, tollgate.Request) (tollgate.Result, error) {
-	return tollgate.Result{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
+func (failingStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
+	return tollgate.Decision{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
 }
 
 func (failingStore) Reset(context.Context, string) error {
@@ -489,9 +489,9 @@ func (failingStore) Reset(context.Context, string) error {
 // hangingStore answers nothing until its context ends.
 type hangingStore struct{}
 
-func (hangingStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Result, error) {
+func (hangingStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Decision, error) {
 	<-ctx.Done()
-	return tollgate.Result{}, ctx.Err()
+	return tollgate.Decision{}, ctx.Err()
 }
 
 func (hangingStore) Reset(ctx context.Context, _ string) error {

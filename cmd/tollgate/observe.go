@@ -25,7 +25,7 @@ type observedStore struct {
 	obs   storeObserver
 }
 
-func (s observedStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (s observedStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	start := time.Now()
 	res, err := s.store.Do(ctx, req)
 	s.report(ctx, req.Op.String(), start, err)

@@ -163,7 +163,7 @@ func (c *calls) StoreCall(op string, took time.Duration, errKind string) {
 func TestObservedStore(t *testing.T) {
 	var got calls
 	ctx := context.Background()
-	req := tollgate.Request{Op: tollgate.OpPeek, Key: "k", Limit: tollgate.PerHour(1), Cost: 1}
+	req := tollgate.Request{Op: tollgate.OpPeek, Key: "k", Limits: []tollgate.Limit{tollgate.PerHour(1)}, Cost: 1, MaxLogEntries: tollgate.DefaultMaxLogEntries}
 
 	mem := memory.New(memory.Options{})
 	defer mem.Close()

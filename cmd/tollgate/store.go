@@ -197,7 +197,7 @@ type deadlineStore struct {
 	timeout time.Duration
 }
 
-func (s deadlineStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (s deadlineStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	return s.store.Do(ctx, req)

@@ -150,12 +150,12 @@ var ErrNoRedisBenchmark = errors.New("redis-benchmark not found in PATH")
 // Run loads the script on every node (SCRIPT LOAD), then runs
 //
 //	redis-benchmark -h H -p P [--cluster] -n N -c C -r K [-P D] --csv \
-//	  EVALSHA <sha> 2 tgbench-ceil-<run>:{tag}:__rand_int__:1 tgbench-ceil-<run>:{tag}:__rand_int__:2 \
-//	  0 <cost> <units> <window µs> "" __rand_int__ <dedupe µs>
+//	  EVALSHA <sha> 3 tgbench-ceil-<run>:{tag}:__rand_int__:s …:d …:l<window µs> \
+//	  0 <cost> "" __rand_int__ <dedupe µs> <bound> <max ids> <algorithm> <units> <window µs>
 //
 // and returns a row, named NameRedisBenchmark or "redis-benchmark-P<D>",
 // with its requests per second and its p50 and p99 latency. In cluster mode redis-benchmark routes each call by the "{tag}"
-// it fills in with a slot of the node it sends to; the two keys of a call
+// it fills in with a slot of the node it sends to; the keys of a call
 // share that tag but get independent random numbers, which does the same
 // Redis work as a real call. (A hash tag around __rand_int__, as in
 // tg:{__rand_int__}:l, would put the two keys in different slots: CROSSSLOT.)
@@ -168,11 +168,7 @@ func (c Ceiling) Run(ctx context.Context) (Row, error) {
 			return Row{}, ErrNoRedisBenchmark
 		}
 	}
-	src := redis.Script(c.Limit.Algorithm)
-	if src == "" {
-		return Row{}, fmt.Errorf("no script for %s", c.Limit.Algorithm)
-	}
-	sha, err := loadScript(ctx, c.Redis, src)
+	sha, err := loadScript(ctx, c.Redis, redis.Script())
 	if err != nil {
 		return Row{}, err
 	}
@@ -213,10 +209,11 @@ func (c Ceiling) Run(ctx context.Context) (Row, error) {
 	if !c.KeepKeys {
 		defer deleteKeys(context.WithoutCancel(ctx), c.Redis, prefix)
 	}
-	args = append(args, "EVALSHA", sha, "2", prefix+"{tag}:__rand_int__:1", prefix+"{tag}:__rand_int__:2",
-		"0", strconv.FormatInt(max(c.Cost, 1), 10), strconv.FormatInt(c.Limit.Units, 10),
-		strconv.FormatInt(c.Limit.Window.Microseconds(), 10), "", "__rand_int__",
-		strconv.FormatInt(dedupe.Microseconds(), 10))
+	window := strconv.FormatInt(c.Limit.Window.Microseconds(), 10)
+	args = append(args, "EVALSHA", sha, "3", prefix+"{tag}:__rand_int__:s", prefix+"{tag}:__rand_int__:d", prefix+"{tag}:__rand_int__:l"+window,
+		"0", strconv.FormatInt(max(c.Cost, 1), 10), "", "__rand_int__", strconv.FormatInt(dedupe.Microseconds(), 10),
+		strconv.Itoa(tollgate.DefaultMaxLogEntries), strconv.Itoa(tollgate.MaxDedupeIDs),
+		strconv.Itoa(int(c.Limit.Algorithm)), strconv.FormatInt(c.Limit.Units, 10), window)
 
 	timeout := c.Timeout
 	if timeout <= 0 {

@@ -168,7 +168,7 @@ func TestHTTPTargetReset(t *testing.T) {
 		if row.Allowed != 5 || row.Errors != 0 {
 			t.Errorf("token %s: allowed %d, errors %d", tc.token, row.Allowed, row.Errors)
 		}
-		res, err := lim.Peek(t.Context(), "r-"+tc.token+"-0", limit)
+		res, err := lim.Namespace(httpapi.NamespaceInline).Peek(t.Context(), "r-"+tc.token+"-0", limit)
 		if err != nil {
 			t.Fatal(err)
 		}

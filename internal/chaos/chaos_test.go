@@ -89,13 +89,13 @@ type faultyStore struct {
 	calls   atomic.Int64
 }
 
-func (s *faultyStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (s *faultyStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	s.calls.Add(1)
 	s.mu.Lock()
 	err := s.failing[Slot(req.Key)]
 	s.mu.Unlock()
 	if err != nil {
-		return tollgate.Result{}, err
+		return tollgate.Decision{}, err
 	}
 	return s.Store.Do(ctx, req)
 }
@@ -243,9 +243,9 @@ func TestLoad(t *testing.T) {
 // TestBounds checks that the load stops at MaxOps and MaxDuration and that
 // the concurrency bound skips calls instead of queueing them.
 func TestBounds(t *testing.T) {
-	slow := storeFunc(func(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+	slow := storeFunc(func(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 		<-ctx.Done()
-		return tollgate.Result{}, ctx.Err()
+		return tollgate.Decision{}, ctx.Err()
 	})
 	lims := []*tollgate.Limiter{tollgate.New(slow, tollgate.Options{})}
 	l, err := Start(t.Context(), Config{Limiters: lims, Slot: Slot, Rate: 2000, Concurrency: 5, OpTimeout: 50 * time.Millisecond, MaxOps: 40}, KeySpec{Prefix: "x:", Cold: 10})
@@ -282,9 +282,9 @@ func TestBounds(t *testing.T) {
 	}
 
 	// A store that ignores the deadline: its calls overrun it.
-	deaf := storeFunc(func(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+	deaf := storeFunc(func(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 		time.Sleep(150 * time.Millisecond)
-		return tollgate.Result{}, errors.New("late")
+		return tollgate.Decision{}, errors.New("late")
 	})
 	l, err = Start(t.Context(), Config{Limiters: []*tollgate.Limiter{tollgate.New(deaf, tollgate.Options{})}, Slot: Slot, Rate: 100, OpTimeout: 20 * time.Millisecond, MaxOps: 5}, KeySpec{Prefix: "d:", Cold: 10})
 	if err != nil {
@@ -319,9 +319,9 @@ func TestBounds(t *testing.T) {
 	}
 }
 
-type storeFunc func(ctx context.Context, req tollgate.Request) (tollgate.Result, error)
+type storeFunc func(ctx context.Context, req tollgate.Request) (tollgate.Decision, error)
 
-func (f storeFunc) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (f storeFunc) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	return f(ctx, req)
 }
 func (storeFunc) Reset(context.Context, string) error { return nil }

@@ -27,13 +27,12 @@
 // unknown_policy. A policy's name is looked up per request, so a Policies
 // that follows its file (config.Holder) applies reloads at once.
 //
-// Each policy counts on its own: key K under policy P is stored under a key
-// derived from both (a NUL byte, P, a NUL byte and K; hashed with SHA-256
-// when longer than tollgate.DefaultMaxKeyLen), so two policies never share a
-// counter, and K under a policy never shares one with the inline K. Reset
-// with "policy" forgets K under that policy; without, the inline K. Keys
-// with a policy are at most tollgate.DefaultMaxKeyLen bytes, like inline
-// keys under a Limiter with default Options.
+// Each policy counts on its own, in a namespace of its own
+// (tollgate.Limiter.Namespace "policy:" + P), and inline limits count in the
+// namespace "inline": no key of one, whatever bytes it holds, reads or
+// changes usage of another, nor of the Envoy RLS server or the middleware
+// sharing the Limiter. Reset with "policy" forgets K under that policy;
+// without, the inline K.
 //
 // A shadow policy decides and reports but never denies: a consume or peek it
 // would deny answers 200 with "allowed":true, "shadow_denied":true and the
@@ -114,8 +113,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -442,7 +439,7 @@ func badRequest(code Code, format string, args ...any) *apiError {
 type target struct {
 	name      string // the policy's name, or "" for an inline limit
 	key       string // the request's key
-	storeKey  string // the key in the store
+	ns        string // the key's namespace
 	lim       tollgate.Limit
 	shadow    bool
 	failOpen  bool
@@ -474,7 +471,7 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 	)
 	if t.shadow && cost > t.lim.Units && cost >= 1 {
 		// Never fits: report it as a shadow denial, with a peek's figures.
-		res, err = h.lim.Peek(r.Context(), t.storeKey, t.lim)
+		res, err = h.lim.Namespace(t.ns).Peek(r.Context(), t.key, t.lim)
 		res.Allowed, res.RetryAfter = false, 0
 	} else {
 		ctx := r.Context()
@@ -482,7 +479,7 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 			ctx = tollgate.WithRequestID(ctx, req.RequestID)
 		}
 		res, err = h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
-			return l.Consume(ctx, t.storeKey, cost, t.lim)
+			return l.Consume(ctx, t.key, cost, t.lim)
 		})
 	}
 	h.respond(w, r, tollgate.OpConsume, t, res, err)
@@ -500,7 +497,7 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
-		return l.Peek(r.Context(), t.storeKey, t.lim)
+		return l.Peek(r.Context(), t.key, t.lim)
 	})
 	h.respond(w, r, tollgate.OpPeek, t, res, err)
 }
@@ -517,7 +514,7 @@ func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
-		return l.Refund(r.Context(), t.storeKey, cost, t.lim)
+		return l.Refund(r.Context(), t.key, cost, t.lim)
 	})
 	h.respond(w, r, tollgate.OpRefund, t, res, err)
 }
@@ -528,19 +525,16 @@ func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	storeKey := req.Key
+	lim := h.lim.Namespace(NamespaceInline)
 	if req.Policy != "" {
 		p, e := h.policy(req.Policy)
-		if e == nil {
-			e = checkPolicyKey(req.Key)
-		}
 		if e != nil {
 			writeAPIError(w, e)
 			return
 		}
-		storeKey = policyKey(p.Name, req.Key)
+		lim = h.lim.Namespace(PolicyNamespace(p.Name))
 	}
-	if err := h.lim.Reset(r.Context(), storeKey); err != nil {
+	if err := lim.Reset(r.Context(), req.Key); err != nil {
 		h.fail(w, r, "reset", err)
 		return
 	}
@@ -580,7 +574,7 @@ func (h *handler) resolve(req limitRequest, withCost bool) (int64, target, *apiE
 		if e != nil {
 			return 0, target{}, e
 		}
-		return cost, target{key: req.Key, storeKey: req.Key, lim: lim}, nil
+		return cost, target{key: req.Key, ns: NamespaceInline, lim: lim}, nil
 	}
 	if !absent(req.Limit) || req.Window != "" || req.Algorithm != "" {
 		return 0, target{}, badRequest(CodeInvalidLimit,
@@ -590,13 +584,10 @@ func (h *handler) resolve(req limitRequest, withCost bool) (int64, target, *apiE
 	if e != nil {
 		return 0, target{}, e
 	}
-	if e := checkPolicyKey(req.Key); e != nil {
-		return 0, target{}, e
-	}
 	return cost, target{
 		name:      p.Name,
 		key:       req.Key,
-		storeKey:  policyKey(p.Name, req.Key),
+		ns:        PolicyNamespace(p.Name),
 		lim:       p.Limit,
 		shadow:    p.Shadow,
 		failOpen:  p.FailOpen,
@@ -615,40 +606,23 @@ func (h *handler) policy(name string) (config.Policy, *apiError) {
 	return config.Policy{}, badRequest(CodeUnknownPolicy, "unknown policy %.64q", name)
 }
 
-// checkPolicyKey checks a key used with a policy as a Limiter with default
-// Options checks an inline key; the key in the store is derived from it.
-func checkPolicyKey(key string) *apiError {
-	switch {
-	case key == "":
-		return badRequest(CodeInvalidKey, "invalid key: empty")
-	case len(key) > tollgate.DefaultMaxKeyLen:
-		return badRequest(CodeInvalidKey, "invalid key: %d bytes, longer than %d", len(key), tollgate.DefaultMaxKeyLen)
-	}
-	return nil
-}
+// NamespaceInline is the namespace of inline limits' keys.
+const NamespaceInline = "inline"
 
-// policyKey is the key in the store of key under the policy called name:
-// NUL, name, NUL, key, or a hash of that when it is too long.
-func policyKey(name, key string) string {
-	k := "\x00" + name + "\x00" + key
-	if len(k) <= tollgate.DefaultMaxKeyLen {
-		return k
-	}
-	sum := sha256.Sum256([]byte(k))
-	return "\x00#" + base64.RawURLEncoding.EncodeToString(sum[:])
-}
+// PolicyNamespace is the namespace of the keys of the policy called name.
+func PolicyNamespace(name string) string { return "policy:" + name }
 
 // apply runs call on the Limiter and, for a fail_local policy whose store
 // is unavailable, on the fallback Limiter, marking the response degraded.
 func (h *handler) apply(w http.ResponseWriter, r *http.Request, t target, call func(*tollgate.Limiter) (tollgate.Result, error)) (tollgate.Result, error) {
-	res, err := call(h.lim)
+	res, err := call(h.lim.Namespace(t.ns))
 	if err == nil || !t.failLocal || h.fallback == nil || !errors.Is(err, tollgate.ErrUnavailable) {
 		return res, err
 	}
 	h.logAt(r, slog.LevelWarn, "store unavailable: answering from the local fallback",
 		slog.String("policy", t.name), slog.Any("error", err))
 	w.Header().Set(HeaderDegraded, degradedLocalFallback)
-	return call(h.fallback)
+	return call(h.fallback.Namespace(t.ns))
 }
 
 // respond writes the Limiter's answer for t: the result, or the error.

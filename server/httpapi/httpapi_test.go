@@ -362,7 +362,7 @@ func TestBadInput(t *testing.T) {
 			if got := rec.Header().Get("Allow"); got != tt.wantAllow {
 				t.Errorf("Allow %q, want %q", got, tt.wantAllow)
 			}
-			checkUnused(t, e.lim, "k")
+			checkUnused(t, e.lim.Namespace(httpapi.NamespaceInline), "k")
 		})
 	}
 }
@@ -405,7 +405,7 @@ func TestBadInputKeepsExistingUsage(t *testing.T) {
 	if rec := e.do("POST", "/v1/reset", `{"key":"k"} {}`); rec.Code != 400 {
 		t.Errorf("reset with trailing data: status %d, want 400", rec.Code)
 	}
-	res, err := e.lim.Peek(context.Background(), "k", tollgate.Limit{Units: 10, Window: time.Minute})
+	res, err := e.lim.Namespace(httpapi.NamespaceInline).Peek(context.Background(), "k", tollgate.Limit{Units: 10, Window: time.Minute})
 	if err != nil || res.Used != 4 {
 		t.Errorf("after bad input: used %d, err %v; want 4, nil", res.Used, err)
 	}
@@ -433,7 +433,7 @@ func TestMaxBodyBytes(t *testing.T) {
 				if got := decodeError(t, rec.Body.Bytes()).Error.Code; got != httpapi.CodeBodyTooLarge {
 					t.Errorf("code %q, want %q", got, httpapi.CodeBodyTooLarge)
 				}
-				checkUnused(t, e.lim, "k")
+				checkUnused(t, e.lim.Namespace(httpapi.NamespaceInline), "k")
 			}
 		})
 	}
@@ -479,8 +479,8 @@ func TestReadyz(t *testing.T) {
 // failingStore is a tollgate.Store whose every call fails.
 type failingStore struct{ err error }
 
-func (s failingStore) Do(context.Context, tollgate.Request) (tollgate.Result, error) {
-	return tollgate.Result{}, s.err
+func (s failingStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
+	return tollgate.Decision{}, s.err
 }
 
 func (s failingStore) Reset(context.Context, string) error { return s.err }

@@ -292,7 +292,7 @@ func TestShadowPolicyNeverDenies(t *testing.T) {
 		}
 	}
 	// The denied consume recorded nothing.
-	res, err := e.lim.Peek(context.Background(), "\x00shadow\x00k", tollgate.Limit{Units: 1, Window: time.Minute})
+	res, err := e.lim.Namespace(httpapi.PolicyNamespace("shadow")).Peek(context.Background(), "k", tollgate.Limit{Units: 1, Window: time.Minute})
 	if err != nil || res.Used != 0 {
 		t.Errorf("after refund: used %d, %v", res.Used, err)
 	}
@@ -301,9 +301,9 @@ func TestShadowPolicyNeverDenies(t *testing.T) {
 // unavailableStore fails every call as unavailable, and counts them.
 type unavailableStore struct{ calls *int }
 
-func (s unavailableStore) Do(context.Context, tollgate.Request) (tollgate.Result, error) {
+func (s unavailableStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
 	*s.calls++
-	return tollgate.Result{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
+	return tollgate.Decision{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
 }
 
 func (s unavailableStore) Reset(context.Context, string) error {
@@ -485,7 +485,7 @@ func TestTokens(t *testing.T) {
 				t.Errorf("WWW-Authenticate %q, want %q", got, tt.wantWWW)
 			}
 			if tt.wantStatus == 401 || tt.wantStatus == 403 {
-				checkUnused(t, e.lim, "k")
+				checkUnused(t, e.lim.Namespace(httpapi.NamespaceInline), "k")
 			}
 		})
 	}

@@ -118,6 +118,12 @@ type Observer interface {
 
 // Check results reported to the Observer; server/metrics documents the same
 // values.
+// Namespace is the namespace (tollgate.Limiter.Namespace) of the Envoy
+// rules' keys: a rule's key names its domain and descriptor entries,
+// escaped, so no two domains or descriptor chains share a counter, and no
+// key of the HTTP API or the middleware sharing the Limiter reaches one.
+const Namespace = "rls"
+
 const (
 	resultAllowed      = "allowed"
 	resultDenied       = "denied"
@@ -141,7 +147,7 @@ type Server struct {
 // New returns a Server that checks descriptors matched by rules against lim.
 // lim must not be nil; nil rules match nothing, so every request is OK.
 func New(lim *tollgate.Limiter, rules Rules, opts Options) *Server {
-	s := &Server{lim: lim, rules: rules, failOpen: opts.FailOpen, log: opts.Logger, observer: opts.Observer}
+	s := &Server{lim: lim.Namespace(Namespace), rules: rules, failOpen: opts.FailOpen, log: opts.Logger, observer: opts.Observer}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -341,8 +341,8 @@ func TestInvalidRequest(t *testing.T) {
 // failingStore is a store that is always unavailable.
 type failingStore struct{}
 
-func (failingStore) Do(context.Context, tollgate.Request) (tollgate.Result, error) {
-	return tollgate.Result{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
+func (failingStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
+	return tollgate.Decision{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
 }
 
 func (failingStore) Reset(context.Context, string) error {
@@ -413,9 +413,9 @@ func TestCanceledContext(t *testing.T) {
 // blockingStore answers only when the context is done.
 type blockingStore struct{}
 
-func (blockingStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Result, error) {
+func (blockingStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Decision, error) {
 	<-ctx.Done()
-	return tollgate.Result{}, ctx.Err()
+	return tollgate.Decision{}, ctx.Err()
 }
 
 func (blockingStore) Reset(ctx context.Context, _ string) error {

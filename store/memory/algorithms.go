@@ -2,24 +2,31 @@ package memory
 
 import (
 	"math"
-	"slices"
-	"strconv"
 	"time"
 
 	"github.com/tollgate/tollgate"
 )
 
-// The state machines below define Tollgate's semantics. The Lua scripts in
-// store/redis/scripts implement the same steps, operation for operation and
+// The state machines below define Tollgate's semantics. The Lua script in
+// store/redis/scripts implements the same steps, operation for operation and
 // in the same float64 order, so that both stores agree to the bit. All times
 // are Unix microseconds.
+//
+// A state answers reads (peek, and every limit of a denied consume) without
+// changing; only an allowed consume and a refund write.
 
-// state is one key's state under one algorithm.
+// state is one key's state under one algorithm and window.
 type state interface {
-	// apply performs op at now and returns the result and the instant from
-	// which the state equals an empty one, so that it can be evicted. id is
-	// the request id a consume records, if the state keeps ids.
-	apply(op tollgate.Op, cost, units, window, now int64, id string) (res tollgate.Result, idleAt int64)
+	// view returns the figures at now for a check of cost check.
+	view(check, units, window, now int64) tollgate.Result
+	// consume records cost at now; the caller has checked that it fits.
+	// bound is the sliding log's most entries.
+	consume(cost, units, window, now int64, bound int)
+	// refund gives back up to cost units at now.
+	refund(cost, units, window, now int64)
+	// idleAt is the instant from which the state equals an empty one, as
+	// of its latest write (for GCRA, by the Units of that write).
+	idleAt(window int64) int64
 }
 
 func newState(a tollgate.Algorithm) state {
@@ -32,15 +39,6 @@ func newState(a tollgate.Algorithm) state {
 	return &logState{}
 }
 
-// checkCost is the cost that Allowed and RetryAfter describe: the request's
-// own for a consume, 1 for peek and refund.
-func checkCost(op tollgate.Op, cost int64) int64 {
-	if op == tollgate.OpConsume {
-		return cost
-	}
-	return 1
-}
-
 // result builds a Result from usage and µs delays.
 func result(allowed bool, units, used, retryUS, resetUS int64) tollgate.Result {
 	r := tollgate.Result{
@@ -50,7 +48,7 @@ func result(allowed bool, units, used, retryUS, resetUS int64) tollgate.Result {
 		Remaining:  max(0, units-used),
 		ResetAfter: micros(resetUS),
 	}
-	if !allowed {
+	if !r.Allowed {
 		// Rounding can put the computed instant at now; a deny always
 		// advises waiting.
 		r.RetryAfter = micros(max(1, retryUS))
@@ -60,134 +58,6 @@ func result(allowed bool, units, used, retryUS, resetUS int64) tollgate.Result {
 
 func micros(us int64) time.Duration { return time.Duration(max(0, us)) * time.Microsecond }
 
-// logState is the exact sliding log: one entry per allowed request, oldest
-// first, and the running total of their costs. An entry allowed at t counts
-// while now < t+window.
-type logState struct {
-	entries []logEntry // entries[head:] are live, oldest first
-	head    int
-	total   int64
-	// refunded is the newest entry's time at the latest refund that gave
-	// units back: the refund ends the deduplication of every request
-	// allowed until then.
-	refunded int64
-	// ids finds the entries that carry a request id, by member (cost and
-	// id, as the Redis log names them), giving the time they were allowed.
-	ids map[string]int64
-}
-
-type logEntry struct {
-	at, cost int64
-	id       string // request id, or ""
-}
-
-func member(cost int64, id string) string { return strconv.FormatInt(cost, 10) + ":=" + id }
-
-// seen reports whether a consume of cost with id was allowed less than
-// dedupe ago and after the latest refund. One allowed earlier than that
-// loses its id, so that the new consume can carry it.
-func (s *logState) seen(cost int64, id string, now, dedupe int64) bool {
-	at, ok := s.ids[member(cost, id)]
-	if !ok {
-		return false
-	}
-	if at > now-dedupe && at > s.refunded {
-		return true
-	}
-	s.dropID(at, cost, id)
-	return false
-}
-
-// dropID forgets the id of the entry (at, cost, id).
-func (s *logState) dropID(at, cost int64, id string) {
-	delete(s.ids, member(cost, id))
-	for i := len(s.entries) - 1; i >= s.head; i-- {
-		if e := &s.entries[i]; e.at == at && e.cost == cost && e.id == id {
-			e.id = ""
-			return
-		}
-	}
-}
-
-func (s *logState) apply(op tollgate.Op, cost, units, window, now int64, id string) (tollgate.Result, int64) {
-	for s.head < len(s.entries) && s.entries[s.head].at <= now-window {
-		if e := s.entries[s.head]; e.id != "" {
-			delete(s.ids, member(e.cost, e.id))
-		}
-		s.total -= s.entries[s.head].cost
-		s.head++
-	}
-	if s.head > 0 && s.head*2 >= len(s.entries) { // compact, amortised O(1)
-		s.entries = append(s.entries[:0], s.entries[s.head:]...)
-		s.head = 0
-	}
-
-	var allowed bool
-	switch op {
-	case tollgate.OpConsume:
-		if allowed = s.total+cost <= units; allowed {
-			s.insert(logEntry{at: now, cost: cost, id: id})
-			s.total += cost
-			if id != "" {
-				if s.ids == nil {
-					s.ids = make(map[string]int64)
-				}
-				s.ids[member(cost, id)] = now
-			}
-		}
-	case tollgate.OpRefund:
-		if len(s.entries) > s.head {
-			// Void every id in the log, whatever the clock says.
-			s.refunded = max(s.refunded, s.entries[len(s.entries)-1].at)
-		}
-		for r := cost; r > 0 && len(s.entries) > s.head; {
-			last := &s.entries[len(s.entries)-1]
-			take := min(r, last.cost)
-			if last.id != "" {
-				delete(s.ids, member(last.cost, last.id))
-				last.id = ""
-			}
-			s.total -= take
-			r -= take
-			if last.cost -= take; last.cost == 0 {
-				s.entries = s.entries[:len(s.entries)-1]
-			}
-		}
-		allowed = s.total+1 <= units
-	default:
-		allowed = s.total+1 <= units
-	}
-
-	live := s.entries[s.head:]
-	var retry, reset int64
-	if !allowed {
-		// The oldest entries leave first: find the one whose departure frees
-		// enough for check to fit.
-		need := s.total + checkCost(op, cost) - units
-		var freed int64
-		for _, e := range live {
-			if freed += e.cost; freed >= need {
-				retry = e.at + window - now
-				break
-			}
-		}
-	}
-	if len(live) > 0 {
-		reset = live[len(live)-1].at + window - now
-	}
-	return result(allowed, units, s.total, retry, reset), now + reset
-}
-
-// insert adds e after every entry not later than it: at the end, unless the
-// clock went back.
-func (s *logState) insert(e logEntry) {
-	i := len(s.entries)
-	for i > s.head && s.entries[i-1].at > e.at {
-		i--
-	}
-	s.entries = slices.Insert(s.entries, i, e)
-}
-
 // windowState is the sliding-window counter: counts of the current and the
 // previous fixed bucket, buckets aligned to the Unix epoch.
 type windowState struct {
@@ -195,60 +65,63 @@ type windowState struct {
 	curr, prev int64
 }
 
-func (s *windowState) apply(op tollgate.Op, cost, units, window, now int64, _ string) (tollgate.Result, int64) {
+// at returns the state rolled to now, and the time elapsed in its bucket.
+func (s windowState) at(window, now int64) (windowState, int64) {
 	start := now - now%window
 	switch {
 	case start == s.start+window:
-		s.prev, s.curr = s.curr, 0
-		s.start = start
+		s.prev, s.curr, s.start = s.curr, 0, start
 	case start > s.start:
-		s.prev, s.curr = 0, 0
-		s.start = start
+		s.prev, s.curr, s.start = 0, 0, start
 	}
-	// A clock that went back (or a changed window) stays in the current
-	// bucket; elapsed is clamped to it.
-	elapsed := min(max(0, now-s.start), window-1)
+	// A clock that went back stays in the current bucket; elapsed is
+	// clamped to it.
+	return s, min(max(0, now-s.start), window-1)
+}
 
-	var allowed bool
-	switch op {
-	case tollgate.OpConsume:
-		if allowed = s.used(elapsed, window)+cost <= units; allowed {
-			s.curr += cost
-		}
-	case tollgate.OpRefund:
-		r := min(cost, s.curr)
-		s.curr -= r
-		s.prev = max(0, s.prev-(cost-r))
-		allowed = s.used(elapsed, window)+1 <= units
-	default:
-		allowed = s.used(elapsed, window)+1 <= units
-	}
-
+func (s *windowState) view(check, units, window, now int64) tollgate.Result {
+	r, elapsed := s.at(window, now)
+	used := r.curr + weighted(r.prev, elapsed, window)
 	var retry, reset int64
-	if !allowed {
-		check := checkCost(op, cost)
-		if room := units - check - s.curr; room >= 0 {
+	if used+check > units {
+		if room := units - check - r.curr; room >= 0 {
 			// Fits later in this bucket, once the previous bucket's weight
 			// has fallen to room.
-			retry = fitAt(s.prev, room, window) - elapsed
+			retry = fitAt(r.prev, room, window) - elapsed
 		} else {
 			// Fits in the next bucket, where this bucket is the previous one.
-			retry = window - elapsed + fitAt(s.curr, units-check, window)
+			retry = window - elapsed + fitAt(r.curr, units-check, window)
 		}
 	}
 	switch {
-	case s.curr > 0:
+	case r.curr > 0:
 		reset = 2*window - elapsed
-	case s.prev > 0:
+	case r.prev > 0:
 		reset = window - elapsed
 	}
-	return result(allowed, units, s.used(elapsed, window), retry, reset), now + reset
+	return result(used+check <= units, units, used, retry, reset)
 }
 
-// used is the estimate: the current count plus the previous count weighted by
-// the share of the previous bucket still inside the sliding window.
-func (s *windowState) used(elapsed, window int64) int64 {
-	return s.curr + weighted(s.prev, elapsed, window)
+func (s *windowState) consume(cost, _, window, now int64, _ int) {
+	*s, _ = s.at(window, now)
+	s.curr += cost
+}
+
+func (s *windowState) refund(cost, _, window, now int64) {
+	*s, _ = s.at(window, now)
+	r := min(cost, s.curr)
+	s.curr -= r
+	s.prev = max(0, s.prev-(cost-r))
+}
+
+func (s *windowState) idleAt(window int64) int64 {
+	switch {
+	case s.curr > 0:
+		return s.start + 2*window
+	case s.prev > 0:
+		return s.start + window
+	}
+	return math.MinInt64
 }
 
 func weighted(prev, elapsed, window int64) int64 {
@@ -269,11 +142,15 @@ func fitAt(prev, room, window int64) int64 {
 type gcraState struct {
 	level float64
 	at    int64 // when level was computed
+	units int64 // of the latest write, for idleAt
 }
 
-func (s *gcraState) apply(op tollgate.Op, cost, units, window, now int64, _ string) (tollgate.Result, int64) {
+// drained returns the level at now. Only writes store it: composing two
+// fractional drains rounds differently from one, so both stores persist at
+// the same steps.
+func (s *gcraState) drained(units, window, now int64) (float64, int64) {
 	level, at := s.level, s.at
-	if now >= s.idleAt(units, window) {
+	if level > 0 && now >= at+drainTime(level, units, window) {
 		// Expired: empty, even if the clock later goes back.
 		level, at = 0, 0
 	}
@@ -281,36 +158,38 @@ func (s *gcraState) apply(op tollgate.Op, cost, units, window, now int64, _ stri
 		level = math.Max(0, level-float64(now-at)*float64(units)/float64(window))
 		at = now
 	}
-	var allowed bool
-	switch op {
-	case tollgate.OpConsume:
-		if allowed = level+float64(cost) <= float64(units); allowed {
-			level += float64(cost)
-			s.level, s.at = level, at
-		}
-	case tollgate.OpRefund:
-		level = math.Max(0, level-float64(cost))
-		s.level, s.at = level, at
-		allowed = level+1 <= float64(units)
-	default:
-		allowed = level+1 <= float64(units)
-	}
-	// Only an allowed consume and a refund store the drained level: the
-	// drain is fractional, and composing two drains rounds differently
-	// from one, so both stores must persist at the same steps.
-	var retry int64
-	if !allowed {
-		retry = int64(math.Ceil((level + float64(checkCost(op, cost)) - float64(units)) * float64(window) / float64(units)))
-	}
-	reset := int64(math.Ceil(level * float64(window) / float64(units)))
-	return result(allowed, units, int64(math.Ceil(level)), retry, reset), s.idleAt(units, window)
+	return level, at
 }
 
-// idleAt is when the stored level has surely drained to exactly 0: one unit
-// past the exact instant, so that float rounding cannot leave a residue.
-func (s *gcraState) idleAt(units, window int64) int64 {
+func (s *gcraState) view(check, units, window, now int64) tollgate.Result {
+	level, _ := s.drained(units, window, now)
+	var retry int64 // the level is fractional: the check is on it, not on Used
+	if level+float64(check) > float64(units) {
+		retry = int64(math.Ceil((level + float64(check) - float64(units)) * float64(window) / float64(units)))
+	}
+	reset := int64(math.Ceil(level * float64(window) / float64(units)))
+	return result(level+float64(check) <= float64(units), units, int64(math.Ceil(level)), retry, reset)
+}
+
+func (s *gcraState) consume(cost, units, window, now int64, _ int) {
+	level, at := s.drained(units, window, now)
+	s.level, s.at, s.units = level+float64(cost), at, units
+}
+
+func (s *gcraState) refund(cost, units, window, now int64) {
+	level, at := s.drained(units, window, now)
+	s.level, s.at, s.units = math.Max(0, level-float64(cost)), at, units
+}
+
+func (s *gcraState) idleAt(window int64) int64 {
 	if s.level == 0 {
 		return math.MinInt64 // empty now, even if at is ahead of the clock
 	}
-	return s.at + int64(math.Ceil((s.level+1)*float64(window)/float64(units)))
+	return s.at + drainTime(s.level, s.units, window)
+}
+
+// drainTime is how long a level surely takes to drain to exactly 0: one unit
+// past the exact instant, so that float rounding cannot leave a residue.
+func drainTime(level float64, units, window int64) int64 {
+	return int64(math.Ceil((level + 1) * float64(window) / float64(units)))
 }

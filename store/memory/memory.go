@@ -6,6 +6,9 @@ package memory
 import (
 	"context"
 	"hash/maphash"
+	"math"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -45,24 +48,27 @@ type Store struct {
 
 type shard struct {
 	mu   sync.Mutex
-	keys map[stateKey]*entry
+	keys map[string]*keyState
 	// The time of the shard's latest request and when (monotonic ns since
 	// Store.started) it came: Sweep's notion of now is that time advanced by
 	// the real time since, so that a fake clock in the past or future never
 	// makes live state look idle.
 	lastReq, lastReal int64
-	seen              map[stateKey]*idSet // request ids, for the algorithms whose state has no room for them
-	_                 [24]byte            // 64 bytes, a cache line per shard: no false sharing
+	_                 [32]byte // 64 bytes, a cache line per shard: no false sharing
 }
 
-type stateKey struct {
-	key string
-	alg tollgate.Algorithm
+// keyState is everything kept of one Request.Key: a state per algorithm and
+// window, and the request ids of its recent consumes.
+type keyState struct {
+	limits []limitState
+	ids    map[string]int64 // "cost:id" → when allowed
+	idsEnd int64            // µs: no id counts from then on
 }
 
-type entry struct {
+type limitState struct {
+	alg    tollgate.Algorithm
+	window int64 // µs
 	state  state
-	idleAt int64 // µs: from then on the state equals an empty one
 }
 
 // New returns a Store and starts its sweeper.
@@ -81,105 +87,165 @@ func New(opts Options) *Store {
 		done:    make(chan struct{}),
 	}
 	for i := range s.shards {
-		s.shards[i].keys = make(map[stateKey]*entry)
+		s.shards[i].keys = make(map[string]*keyState)
 	}
 	go s.sweepLoop(opts.SweepInterval)
 	return s
 }
 
 // Do implements tollgate.Store.
-func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	if err := ctx.Err(); err != nil {
-		return tollgate.Result{}, err
+		return tollgate.Decision{}, err
 	}
 	now := req.Now
 	if now.IsZero() {
 		now = s.now()
 	}
 	nowUS := now.UnixMicro()
-
-	k := stateKey{key: req.Key, alg: req.Limit.Algorithm}
-	units, window, dedupe := req.Limit.Units, req.Limit.Window.Microseconds(), req.DedupeWindow.Microseconds()
 	sh := s.shard(req.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.lastReq, sh.lastReal = nowUS, int64(time.Since(s.started))
-	e := sh.keys[k]
-	if e == nil {
-		if req.Op != tollgate.OpConsume {
-			// Nothing to read or refund: answer as an empty state would,
-			// without allocating one.
-			if req.Op == tollgate.OpRefund {
-				delete(sh.seen, k)
-			}
-			res, _ := newState(k.alg).apply(req.Op, req.Cost, units, window, nowUS, "")
-			return res, nil
-		}
-		e = &entry{state: newState(k.alg)}
-		sh.keys[k] = e
+	k := sh.keys[req.Key]
+	if k == nil {
+		k = &keyState{}
 	}
-
-	// A repeat of a consume allowed within the dedupe window is answered
-	// like a peek, but as allowed. The sliding log keeps ids in its entries;
-	// the other algorithms in a set beside the state, as the Redis store does.
-	op, repeat := req.Op, false
-	if op == tollgate.OpConsume && req.ID != "" {
-		if log, ok := e.state.(*logState); ok {
-			repeat = log.seen(req.Cost, req.ID, nowUS, dedupe)
-		} else {
-			repeat = sh.seen[k].has(member(req.Cost, req.ID), nowUS, dedupe)
-		}
-		if repeat {
-			op = tollgate.OpPeek
-		}
-	}
-	res, idleAt := e.state.apply(op, req.Cost, units, window, nowUS, req.ID)
+	d, wrote := k.do(req, nowUS)
 	switch {
-	case repeat:
-		res.Allowed, res.RetryAfter = true, 0
-	case op == tollgate.OpConsume && res.Allowed && req.ID != "" && k.alg != tollgate.SlidingLog:
-		sh.remember(k, member(req.Cost, req.ID), nowUS, dedupe)
+	case !wrote:
+		// Reads leave everything as it was, even state that has become
+		// empty, as the Redis script does: a clock that goes back sees it.
+	case k.idleAt(nowUS) <= nowUS:
+		delete(sh.keys, req.Key)
+	case sh.keys[req.Key] == nil:
+		sh.keys[req.Key] = k
+	}
+	return d, nil
+}
+
+// do applies req at now, the steps of the Redis script in its order, and
+// reports whether it wrote.
+func (k *keyState) do(req tollgate.Request, now int64) (tollgate.Decision, bool) {
+	op := req.Op
+	repeat := false
+	m := strconv.FormatInt(req.Cost, 10) + ":" + req.ID
+	if op == tollgate.OpConsume && req.ID != "" {
+		at, ok := k.ids[m]
+		if repeat = ok && at > now-req.DedupeWindow.Microseconds(); repeat {
+			op = tollgate.OpPeek // answered with the figures of a peek, as allowed
+		}
+	}
+	check := req.Cost
+	if op != tollgate.OpConsume {
+		check = 1
+	}
+	states := make([]state, len(req.Limits))
+	for i, l := range req.Limits {
+		states[i] = k.state(l, op == tollgate.OpPeek)
+	}
+	d := tollgate.Decision{Allowed: true, Results: make([]tollgate.Result, len(req.Limits))}
+	view := func() {
+		d.Allowed, d.RetryAfter = true, 0
+		for i, l := range req.Limits {
+			r := states[i].view(check, l.Units, l.Window.Microseconds(), now)
+			d.Results[i] = r
+			if !r.Allowed {
+				d.Allowed = false
+				d.RetryAfter = max(d.RetryAfter, r.RetryAfter)
+			}
+		}
+	}
+	view()
+	recorded := op == tollgate.OpConsume && d.Allowed
+	switch {
+	case recorded:
+		for i, l := range req.Limits {
+			states[i].consume(req.Cost, l.Units, l.Window.Microseconds(), now, req.MaxLogEntries)
+		}
+		if req.ID != "" {
+			k.remember(m, now, req.DedupeWindow.Microseconds())
+		}
+		view() // the figures as recorded; allowed below
 	case op == tollgate.OpRefund:
-		delete(sh.seen, k) // a refund ends deduplication
-	}
-	e.idleAt = idleAt
-	if idleAt <= nowUS {
-		delete(sh.keys, k)
-	}
-	return res, nil
-}
-
-// idSet holds the request ids of recent consumes of one key (sliding window
-// and GCRA): member → when it was allowed.
-type idSet struct {
-	at      map[string]int64
-	expires int64 // µs: no member counts after this
-}
-
-func (d *idSet) has(m string, now, dedupe int64) bool {
-	if d == nil {
-		return false
-	}
-	at, ok := d.at[m]
-	return ok && at > now-dedupe
-}
-
-func (sh *shard) remember(k stateKey, m string, now, dedupe int64) {
-	d := sh.seen[k]
-	if d == nil {
-		if sh.seen == nil {
-			sh.seen = make(map[stateKey]*idSet)
+		for i, l := range req.Limits {
+			states[i].refund(req.Cost, l.Units, l.Window.Microseconds(), now)
 		}
-		d = &idSet{at: make(map[string]int64)}
-		sh.seen[k] = d
+		k.ids = nil // a refund ends deduplication
+		view()
 	}
-	for old, at := range d.at {
+	wrote := recorded || op == tollgate.OpRefund
+	if wrote {
+		k.drop(now)
+	}
+	if repeat || recorded {
+		// Allowed (and recorded, unless a repeat): no limit advises waiting.
+		d.Allowed, d.RetryAfter = true, 0
+		for i := range d.Results {
+			d.Results[i].Allowed, d.Results[i].RetryAfter = true, 0
+		}
+	}
+	return d, wrote
+}
+
+// state returns the state of l, adding an empty one unless read only.
+func (k *keyState) state(l tollgate.Limit, read bool) state {
+	w := l.Window.Microseconds()
+	for _, ls := range k.limits {
+		if ls.alg == l.Algorithm && ls.window == w {
+			return ls.state
+		}
+	}
+	st := newState(l.Algorithm)
+	if !read {
+		k.limits = append(k.limits, limitState{alg: l.Algorithm, window: w, state: st})
+	}
+	return st
+}
+
+// remember records the id member m of a consume allowed at now, forgetting
+// ids older than dedupe and, past MaxDedupeIDs, the oldest (the Redis
+// script's ZREMRANGEBYRANK: lowest time, then lowest member).
+func (k *keyState) remember(m string, now, dedupe int64) {
+	if k.ids == nil {
+		k.ids = make(map[string]int64)
+	}
+	k.ids[m] = now
+	for id, at := range k.ids {
 		if at <= now-dedupe {
-			delete(d.at, old)
+			delete(k.ids, id)
 		}
 	}
-	d.at[m] = now
-	d.expires = now + dedupe
+	for len(k.ids) > tollgate.MaxDedupeIDs {
+		var oldest string
+		first := true
+		for id, at := range k.ids {
+			if o := k.ids[oldest]; first || at < o || (at == o && id < oldest) {
+				oldest, first = id, false
+			}
+		}
+		delete(k.ids, oldest)
+	}
+	k.idsEnd = now + dedupe
+}
+
+// drop forgets the states that have become empty by now.
+func (k *keyState) drop(now int64) {
+	k.limits = slices.DeleteFunc(k.limits, func(ls limitState) bool {
+		return ls.state.idleAt(ls.window) <= now
+	})
+}
+
+// idleAt is when the whole key equals an empty one.
+func (k *keyState) idleAt(now int64) int64 {
+	end := int64(math.MinInt64)
+	if len(k.ids) > 0 {
+		end = k.idsEnd
+	}
+	for _, ls := range k.limits {
+		end = max(end, ls.state.idleAt(ls.window))
+	}
+	return end
 }
 
 // Reset implements tollgate.Store.
@@ -190,21 +256,20 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
-		delete(sh.keys, stateKey{key: key, alg: a})
-		delete(sh.seen, stateKey{key: key, alg: a})
-	}
+	delete(sh.keys, key)
 	return nil
 }
 
-// Len returns the number of keys held, counting each algorithm's state of a
-// key once.
+// Len returns the number of states held: one per key, algorithm and window
+// in use.
 func (s *Store) Len() int {
 	n := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.keys)
+		for _, k := range sh.keys {
+			n += len(k.limits)
+		}
 		sh.mu.Unlock()
 	}
 	return n
@@ -243,14 +308,9 @@ func (s *Store) Sweep() {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		cutoff := sh.lastReq + time.Duration(int64(time.Since(s.started))-sh.lastReal).Microseconds()
-		for k, e := range sh.keys {
-			if e.idleAt <= cutoff {
-				delete(sh.keys, k)
-			}
-		}
-		for k, d := range sh.seen {
-			if d.expires <= cutoff {
-				delete(sh.seen, k)
+		for key, k := range sh.keys {
+			if k.idleAt(cutoff) <= cutoff {
+				delete(sh.keys, key)
 			}
 		}
 		sh.mu.Unlock()

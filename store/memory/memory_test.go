@@ -61,16 +61,23 @@ func TestEviction(t *testing.T) {
 	if got := s.Len(); got != 8 {
 		t.Fatalf("mid-window Len = %d, want 8", got)
 	}
-	// Three windows on (the sliding window keeps two buckets), a call that
-	// finds a key empty drops it.
+	// Three windows on (the sliding window keeps two buckets), reads still
+	// change nothing, as in Redis, where a peek writes nothing; the sweep
+	// then drops every key.
 	now = now.Add(3 * time.Second)
 	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
-		if _, err := lim.Peek(ctx, "b", tollgate.Limit{Units: 5, Window: time.Second, Algorithm: a}); err != nil {
-			t.Fatal(err)
+		for _, k := range []string{"a", "b", "c"} { // also tells each shard the time
+			if res, err := lim.Peek(ctx, k, tollgate.Limit{Units: 5, Window: time.Second, Algorithm: a}); err != nil || res.Used != 0 {
+				t.Fatalf("%s %s: %+v, %v; want nothing used", k, a, res, err)
+			}
 		}
 	}
-	if got := s.Len(); got != 5 {
-		t.Fatalf("after peeks Len = %d, want 5", got)
+	if got := s.Len(); got != 8 {
+		t.Fatalf("after peeks Len = %d, want 8", got)
+	}
+	s.Sweep()
+	if got := s.Len(); got != 0 {
+		t.Fatalf("after the sweep Len = %d, want 0", got)
 	}
 }
 

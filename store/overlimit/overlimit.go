@@ -127,15 +127,15 @@ func New(next tollgate.Store, opts Options) *Store {
 
 // Do implements tollgate.Store. A Consume or Peek that a remembered denial
 // covers is answered without the store; a Refund forgets the key's denials.
-func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
-	switch req.Op {
-	case tollgate.OpConsume, tollgate.OpPeek:
-	case tollgate.OpRefund:
+// Calls that name several limits always go to the store.
+func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
+	switch {
+	case req.Op == tollgate.OpRefund:
 		s.forget(req.Key)
-		res, err := s.next.Do(ctx, req)
+		d, err := s.next.Do(ctx, req)
 		s.forget(req.Key) // whether or not it failed: it may have applied
-		return res, err
-	default:
+		return d, err
+	case len(req.Limits) != 1 || (req.Op != tollgate.OpConsume && req.Op != tollgate.OpPeek):
 		return s.next.Do(ctx, req)
 	}
 
@@ -148,13 +148,13 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 		if s.observer != nil {
 			s.observer.CacheHit()
 		}
-		return res, nil
+		return tollgate.Decision{RetryAfter: res.RetryAfter, Results: []tollgate.Result{res}}, nil
 	}
-	res, err := s.next.Do(ctx, req)
-	if err == nil && !res.Allowed && res.RetryAfter > 0 {
-		s.remember(req, res, now, gen)
+	d, err := s.next.Do(ctx, req)
+	if err == nil && len(d.Results) == 1 && !d.Allowed && d.Results[0].RetryAfter > 0 {
+		s.remember(req, d.Results[0], now, gen)
 	}
-	return res, err
+	return d, err
 }
 
 // Reset implements tollgate.Store: it forgets the key's denials and resets
@@ -179,7 +179,7 @@ func (s *Store) Len() int {
 func (s *Store) lookup(req tollgate.Request, now time.Time) (tollgate.Result, uint64, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.find(req.Key, req.Limit)
+	e := s.find(req.Key, req.Limits[0])
 	if e == nil {
 		return tollgate.Result{}, s.gen, false
 	}
@@ -213,14 +213,14 @@ func (s *Store) remember(req tollgate.Request, res tollgate.Result, now time.Tim
 	if s.gen != gen {
 		return
 	}
-	if e := s.find(req.Key, req.Limit); e != nil {
+	if e := s.find(req.Key, req.Limits[0]); e != nil {
 		// The newest denial replaces the old one.
 		e.cost, e.res, e.at, e.until = req.Cost, res, now, until
 		s.unlink(e)
 		s.pushFront(e)
 		return
 	}
-	e := &entry{key: req.Key, lim: req.Limit, cost: req.Cost, res: res, at: now, until: until}
+	e := &entry{key: req.Key, lim: req.Limits[0], cost: req.Cost, res: res, at: now, until: until}
 	e.sibling = s.byKey[req.Key]
 	s.byKey[req.Key] = e
 	s.pushFront(e)

@@ -28,7 +28,7 @@ type counting struct {
 	do, reset atomic.Int64
 }
 
-func (c *counting) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (c *counting) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	c.do.Add(1)
 	return c.Store.Do(ctx, req)
 }
@@ -74,6 +74,7 @@ func newEnv(t *testing.T, opts overlimit.Options, limiterClock bool) *env {
 var (
 	perTen   = tollgate.Limit{Units: 3, Window: 10 * time.Second}
 	perTenSW = tollgate.Limit{Units: 3, Window: 10 * time.Second, Algorithm: tollgate.SlidingWindow}
+	perTen5  = tollgate.Limit{Units: 5, Window: 10 * time.Second}
 	perMin   = tollgate.Limit{Units: 5, Window: time.Minute}
 )
 
@@ -194,10 +195,11 @@ func TestCache(t *testing.T) {
 		{"each limit of a key has its own entry", overlimit.Options{}, []step{
 			{at: 0, op: "consume", cost: 3, lim: perTen, allow: true, used: 3, store: true},
 			{at: 1 * s, op: "consume", cost: 1, lim: perTen, retry: 9 * s, used: 3, store: true},
-			// The same sliding-log state under a larger limit: not covered.
-			{at: 1 * s, op: "consume", cost: 1, lim: perMin, allow: true, used: 4, store: true},
-			{at: 1 * s, op: "consume", cost: 2, lim: perMin, retry: 59 * s, used: 4, store: true},
-			{at: 2 * s, op: "consume", cost: 2, lim: perMin, retry: 58 * s, used: 4},
+			// The same sliding-log state (same window) under a larger limit:
+			// not covered.
+			{at: 1 * s, op: "consume", cost: 1, lim: perTen5, allow: true, used: 4, store: true},
+			{at: 1 * s, op: "consume", cost: 2, lim: perTen5, retry: 9 * s, used: 4, store: true},
+			{at: 2 * s, op: "consume", cost: 2, lim: perTen5, retry: 8 * s, used: 4},
 			{at: 2 * s, op: "consume", cost: 1, lim: perTen, retry: 8 * s, used: 3},
 		}},
 		{"a consume with a request id goes to the store, which may know it as allowed", overlimit.Options{}, []step{
@@ -292,12 +294,15 @@ type hookStore struct {
 	calls  atomic.Int64
 }
 
-func (h *hookStore) Do(context.Context, tollgate.Request) (tollgate.Result, error) {
+func (h *hookStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
 	h.calls.Add(1)
 	if h.during != nil {
 		h.during()
 	}
-	return h.res, h.err
+	if h.err != nil {
+		return tollgate.Decision{}, h.err
+	}
+	return tollgate.Decision{Allowed: h.res.Allowed, RetryAfter: h.res.RetryAfter, Results: []tollgate.Result{h.res}}, nil
 }
 
 func (h *hookStore) Reset(context.Context, string) error { return nil }
@@ -315,11 +320,11 @@ func TestDenialInFlightDuringRefundOrResetIsNotRemembered(t *testing.T) {
 				if op == "reset" {
 					_ = s.Reset(ctx, "k")
 				} else {
-					_, _ = s.Do(ctx, tollgate.Request{Op: tollgate.OpRefund, Key: "k", Limit: perTen, Cost: 1})
+					_, _ = s.Do(ctx, tollgate.Request{Op: tollgate.OpRefund, Key: "k", Limits: []tollgate.Limit{perTen}, Cost: 1})
 				}
 			}
-			req := tollgate.Request{Op: tollgate.OpConsume, Key: "k", Limit: perTen, Cost: 1}
-			if res, err := s.Do(ctx, req); err != nil || res != denied {
+			req := tollgate.Request{Op: tollgate.OpConsume, Key: "k", Limits: []tollgate.Limit{perTen}, Cost: 1}
+			if res, err := s.Do(ctx, req); err != nil || res.Results[0] != denied {
 				t.Fatalf("%+v, %v", res, err)
 			}
 			if s.Len() != 0 {
@@ -357,9 +362,13 @@ func TestNotRemembered(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &hookStore{res: tt.res, err: tt.err}
 			s := overlimit.New(h, overlimit.Options{})
-			req := tollgate.Request{Op: tollgate.OpConsume, Key: "k", Limit: perTen, Cost: 1}
+			req := tollgate.Request{Op: tollgate.OpConsume, Key: "k", Limits: []tollgate.Limit{perTen}, Cost: 1}
 			for range 2 {
-				res, err := s.Do(ctx, req)
+				d, err := s.Do(ctx, req)
+				var res tollgate.Result
+				if err == nil {
+					res = d.Results[0]
+				}
 				if res != tt.res || !errors.Is(err, tt.err) {
 					t.Fatalf("%+v, %v; want %+v, %v", res, err, tt.res, tt.err)
 				}
@@ -376,7 +385,7 @@ func TestErrorsPassThrough(t *testing.T) {
 	fail := fmt.Errorf("%w: down", tollgate.ErrUnavailable)
 	h := &hookStore{res: denied}
 	s := overlimit.New(h, overlimit.Options{})
-	req := tollgate.Request{Op: tollgate.OpConsume, Key: "k", Limit: perTen, Cost: 1}
+	req := tollgate.Request{Op: tollgate.OpConsume, Key: "k", Limits: []tollgate.Limit{perTen}, Cost: 1}
 	if _, err := s.Do(ctx, req); err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +450,7 @@ func TestConcurrent(t *testing.T) {
 func BenchmarkHit(b *testing.B) {
 	h := &hookStore{res: denied}
 	s := overlimit.New(h, overlimit.Options{})
-	req := tollgate.Request{Op: tollgate.OpConsume, Key: "customer-42", Limit: perTen, Cost: 1}
+	req := tollgate.Request{Op: tollgate.OpConsume, Key: "customer-42", Limits: []tollgate.Limit{perTen}, Cost: 1}
 	ctx := context.Background()
 	if _, err := s.Do(ctx, req); err != nil {
 		b.Fatal(err)

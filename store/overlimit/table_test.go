@@ -13,9 +13,10 @@ import (
 // deny denies everything with a RetryAfter of a few seconds.
 type deny struct{}
 
-func (deny) Do(_ context.Context, req tollgate.Request) (tollgate.Result, error) {
-	return tollgate.Result{Limit: req.Limit.Units, Used: req.Limit.Units,
-		RetryAfter: time.Duration(req.Cost) * time.Second, ResetAfter: time.Minute}, nil
+func (deny) Do(_ context.Context, req tollgate.Request) (tollgate.Decision, error) {
+	retry := time.Duration(req.Cost) * time.Second
+	return tollgate.Decision{RetryAfter: retry, Results: []tollgate.Result{{Limit: req.Limits[0].Units, Used: req.Limits[0].Units,
+		RetryAfter: retry, ResetAfter: time.Minute}}}, nil
 }
 
 func (deny) Reset(context.Context, string) error { return nil }
@@ -39,7 +40,7 @@ func TestTableInvariants(t *testing.T) {
 		case 0:
 			_ = s.Reset(ctx, key)
 		case 1:
-			_, _ = s.Do(ctx, tollgate.Request{Op: tollgate.OpRefund, Key: key, Limit: lim, Cost: 1})
+			_, _ = s.Do(ctx, tollgate.Request{Op: tollgate.OpRefund, Key: key, Limits: []tollgate.Limit{lim}, Cost: 1})
 		case 2:
 			now = now.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
 		default:
@@ -47,7 +48,7 @@ func TestTableInvariants(t *testing.T) {
 			if rng.IntN(4) == 0 {
 				op = tollgate.OpPeek
 			}
-			_, _ = s.Do(ctx, tollgate.Request{Op: op, Key: key, Limit: lim, Cost: 1 + rng.Int64N(3)})
+			_, _ = s.Do(ctx, tollgate.Request{Op: op, Key: key, Limits: []tollgate.Limit{lim}, Cost: 1 + rng.Int64N(3)})
 		}
 		if err := s.check(); err != nil {
 			t.Fatalf("after op %d: %v", i, err)

@@ -303,15 +303,15 @@ func fill(b *testing.B, keys []string, f func(ctx context.Context, key string) e
 
 // deleteTollgateKeys deletes every Redis key of keys in store, untimed.
 func deleteTollgateKeys(b *testing.B, admin rueidis.Client, store *redis.Store, keys []string) {
-	deleteKeys(b, admin, keys, func(k string) string { return store.Key(k, tollgate.SlidingLog) },
-		func(k string) string { return metaKey(store, k) },
-		func(k string) string { return store.Key(k, tollgate.SlidingWindow) },
-		func(k string) string { return store.Key(k, tollgate.GCRA) })
-}
-
-// metaKey is the sliding log's second key, beside its log.
-func metaKey(store *redis.Store, key string) string {
-	return strings.TrimSuffix(store.Key(key, tollgate.SlidingLog), ":l") + ":m"
+	var limits []tollgate.Limit
+	for _, a := range algorithms {
+		limits = append(limits, benchLimit(a))
+	}
+	var names []func(string) string
+	for i := range store.Keys("", limits...) {
+		names = append(names, func(k string) string { return store.Keys(tollgate.StoreKey("", k), limits...)[i] })
+	}
+	deleteKeys(b, admin, keys, names...)
 }
 
 // deleteKeys deletes the Redis keys that names make of keys, one DEL per
@@ -336,12 +336,13 @@ func deleteKeys(b *testing.B, admin rueidis.Client, keys []string, names ...func
 }
 
 // TestMemoryPerKey compares the Redis memory one busy key takes: 1,000
-// requests within the window, Tollgate's sliding log (one entry per request,
-// two keys) against the seed (one member per unit). It asserts the sizes of
-// the sets and, at cost 10, that Tollgate needs at most an eighth of the
-// seed's memory: a design property (not a timing), stable for a given Redis
-// version (skiplist levels are random, which moves sizes by about 1%). At cost 1 both keep one entry per request, so it only logs
-// that ratio, and the other algorithms' sizes, which are constant per key.
+// requests within the window, Tollgate's sliding log (bounded: at most
+// DefaultMaxLogEntries entries, plus its hash and the request ids the store
+// gives each consume) against the seed (one member per unit). It asserts the
+// sizes of the sets and, at cost 10, that Tollgate needs at most an eighth
+// of the seed's memory: a design property (not a timing), stable for a
+// given Redis version. At cost 1 the request ids take most of Tollgate's
+// bytes, about as many as the seed's members, so it only logs that ratio.
 func TestMemoryPerKey(t *testing.T) {
 	const requests = 1000
 	for _, tg := range targets() {
@@ -359,8 +360,8 @@ func TestMemoryPerKey(t *testing.T) {
 // memoryPerKey makes requests of cost on one key through Tollgate (each
 // algorithm) and through the seed, each request a millisecond after the
 // last so that the seed's members are all distinct, logs MEMORY USAGE of
-// every resulting Redis key and returns the bytes of Tollgate's sliding log
-// (both keys) and of the seed's set.
+// every resulting Redis key and returns the bytes of Tollgate's keys under
+// the sliding log and of the seed's set.
 func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (tgBytes, seedBytes int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -371,13 +372,17 @@ func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (t
 	base := time.Now()
 	var now time.Time
 	lim := tollgate.New(store, tollgate.Options{Now: func() time.Time { return now }})
-	usage := func(k string) int64 {
+	usage := func(keys ...string) int64 {
 		t.Helper()
-		n, err := client.Do(ctx, client.B().MemoryUsage().Key(k).Samples(0).Build()).AsInt64()
-		if err != nil {
-			t.Fatalf("MEMORY USAGE %s: %v", k, err)
+		var sum int64
+		for _, k := range keys {
+			n, err := client.Do(ctx, client.B().MemoryUsage().Key(k).Samples(0).Build()).AsInt64()
+			if err != nil && !rueidis.IsRedisNil(err) {
+				t.Fatalf("MEMORY USAGE %s: %v", k, err)
+			}
+			sum += n
 		}
-		return n
+		return sum
 	}
 	card := func(k string) int64 {
 		t.Helper()
@@ -391,13 +396,14 @@ func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (t
 	sizes := map[tollgate.Algorithm]int64{}
 	for _, a := range algorithms {
 		limit := benchLimit(a)
+		k := key + "/" + a.String()
 		for i := range requests {
 			now = base.Add(time.Duration(i) * time.Millisecond)
-			if res, err := lim.Consume(ctx, key, cost, limit); err != nil || !res.Allowed {
+			if res, err := lim.Consume(ctx, k, cost, limit); err != nil || !res.Allowed {
 				t.Fatalf("%s: request %d: %+v, %v", a, i, res, err)
 			}
 		}
-		sizes[a] = usage(store.Key(key, a))
+		sizes[a] = usage(store.Keys(tollgate.StoreKey("", k), limit)...)
 	}
 	for i := range requests {
 		ok, err := sd.Consume(ctx, key, cost, 1_000_000, time.Hour, base.Add(time.Duration(i)*time.Millisecond))
@@ -406,22 +412,21 @@ func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (t
 		}
 	}
 
-	logKey := store.Key(key, tollgate.SlidingLog)
-	if n := card(logKey); n != int64(requests) {
-		t.Errorf("tollgate log holds %d entries, want %d (one per request)", n, requests)
+	keys := store.Keys(tollgate.StoreKey("", key+"/"+tollgate.SlidingLog.String()), benchLimit(tollgate.SlidingLog))
+	if n := card(keys[2]); n != tollgate.DefaultMaxLogEntries {
+		t.Errorf("tollgate log holds %d entries, want %d (the bound)", n, tollgate.DefaultMaxLogEntries)
 	}
 	if n := card(sd.Key(key)); n != int64(requests)*cost {
 		t.Errorf("seed set holds %d members, want %d (one per unit)", n, int64(requests)*cost)
 	}
-	meta := usage(metaKey(store, key))
-	tgBytes = sizes[tollgate.SlidingLog] + meta
+	tgBytes = sizes[tollgate.SlidingLog]
 	seedBytes = usage(sd.Key(key))
 	t.Logf("%d requests of cost %d on one key, MEMORY USAGE … SAMPLES 0:", requests, cost)
-	t.Logf("  tollgate sliding_log: %d bytes (log %d + meta %d), %.1f bytes/request",
-		tgBytes, sizes[tollgate.SlidingLog], meta, float64(tgBytes)/float64(requests))
+	t.Logf("  tollgate sliding_log: %d bytes (hash %d, ids %d, log %d), %.1f bytes/request",
+		tgBytes, usage(keys[0]), usage(keys[1]), usage(keys[2]), float64(tgBytes)/float64(requests))
 	t.Logf("  seed:                 %d bytes, %.1f bytes/request", seedBytes, float64(seedBytes)/float64(requests))
 	t.Logf("  ratio tollgate/seed:  %.4f (1/%.1f)", float64(tgBytes)/float64(seedBytes), float64(seedBytes)/float64(tgBytes))
-	t.Logf("  tollgate sliding_window: %d bytes; gcra: %d bytes (constant per key)",
+	t.Logf("  tollgate sliding_window: %d bytes; gcra: %d bytes (hash and ids)",
 		sizes[tollgate.SlidingWindow], sizes[tollgate.GCRA])
 	return tgBytes, seedBytes
 }

@@ -6,24 +6,11 @@ package redis
 import (
 	"crypto/tls"
 	"log/slog"
-
-	"github.com/tollgate/tollgate"
 )
 
-// Script returns the source of the Lua script that runs algorithm a
-// (scripts/*.lua; their header documents KEYS, ARGV and the reply), or ""
-// for an unknown algorithm.
-func Script(a tollgate.Algorithm) string {
-	switch a {
-	case tollgate.SlidingLog:
-		return slidingLogLua
-	case tollgate.SlidingWindow:
-		return slidingWindowLua
-	case tollgate.GCRA:
-		return gcraLua
-	}
-	return ""
-}
+// Script returns the source of the Lua script that checks a key against its
+// limits (scripts/check.lua; its header documents KEYS, ARGV and the reply).
+func Script() string { return checkLua }
 
 // TLSConfig returns the tls.Config a Store with these options uses, or nil
 // for nil options. It logs nothing (New warns about InsecureSkipVerify).

@@ -151,7 +151,7 @@ func TestStateExpires(t *testing.T) {
 					}
 				}
 			}
-			if !strings.HasPrefix(s.Key("k", tollgate.SlidingLog), prefix) {
+			if !strings.HasPrefix(s.Key("k"), prefix) {
 				t.Fatalf("keys do not start with the prefix %q", prefix)
 			}
 		})

@@ -164,7 +164,7 @@ func TestObserverSeesRedirectsAndReconnects(t *testing.T) {
 	}
 
 	// Move the key's slot to another master: the next call is redirected.
-	sl := redis.KeySlot(s.Key(key, tollgate.SlidingLog))
+	sl := redis.KeySlot(s.Key(tollgate.StoreKey("", key)))
 	owner, err := cluster.SlotOwner(ctx, sl)
 	if err != nil {
 		t.Fatal(err)

@@ -10,14 +10,15 @@
 //
 // # Keys
 //
-// A limiter key k is stored under Prefix + "{" + escape(k) + "}" + suffix,
-// two Redis keys per algorithm (the state, and the log's totals or the other
-// algorithms' recent request ids). escape replaces
-// '%', '{' and '}' by %25, %7B and %7D, so a user key can neither end the
-// hash tag early, which would change its slot, nor collide with another
-// key. Every key of one limiter key therefore sits in one hash slot, as a
-// Cluster requires of a script's keys. Keys expire by themselves once their
-// usage has fallen to 0.
+// All state of one Request.Key k sits under base = Prefix + "{" + escape(k)
+// + "}": the hash base+":s" holds every limit's scalar state, base+":d" the
+// recent request ids, and base+":l<window µs>" each sliding log's entries.
+// escape replaces '%', '{' and '}' by %25, %7B and %7D, so a key can neither
+// end the hash tag early, which would change its slot, nor collide with
+// another key. Every Redis key of k therefore sits in one hash slot, as a
+// Cluster requires of a script's keys, and several limits of k are checked
+// by one script run. Every key gets its TTL in the script that writes it,
+// and expires once its last unit has left its window.
 package redis
 
 import (
@@ -50,12 +51,12 @@ const DefaultPrefix = "tg:"
 var ErrBadReply = errors.New("redis: unexpected reply")
 
 var (
-	//go:embed scripts/sliding_log.lua
-	slidingLogLua string
-	//go:embed scripts/sliding_window.lua
-	slidingWindowLua string
-	//go:embed scripts/gcra.lua
-	gcraLua string
+	//go:embed scripts/check.lua
+	checkLua string
+	//go:embed scripts/reset.lua
+	resetLua string
+	// checkSHA is check.lua's SHA-1, for the waiting path's EVALSHA.
+	checkSHA = fmt.Sprintf("%x", sha1.Sum([]byte(checkLua)))
 )
 
 // Defaults of Options.
@@ -171,7 +172,8 @@ type Store struct {
 	options rueidis.ClientOption           // to build a new client
 	prefix  string
 	cluster bool
-	scripts [3]*rueidis.Lua // by tollgate.Algorithm
+	check   *rueidis.Lua
+	reset   *rueidis.Lua
 	retry   retryPolicy
 	ids     bool // give consumes request ids
 	obs     Observer
@@ -184,8 +186,6 @@ type Store struct {
 	checking  sync.Map             // masters whose replicas are being counted
 	dialOff   *[16384]atomic.Int64 // per slot: no dedicated dial until (Unix ns)
 	lookups   pacer                // of the slot map, for waitOff and dialOff
-	shas      [3]string            // the scripts' SHA-1s, for the waiting path
-	sources   [3]string            // and their sources, for EVAL after NOSCRIPT
 	health    *slotHealth          // nil: no breaker
 	healAfter time.Duration
 	healGate  healGate
@@ -264,11 +264,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.BreakAfter >= 0 {
 		s.health = &slotHealth{breakAfter: cmp.Or(opts.BreakAfter, DefaultBreakAfter), probeEvery: cmp.Or(opts.ProbeEvery, DefaultProbeEvery)}
 	}
-	s.sources = [3]string{slidingLogLua, slidingWindowLua, gcraLua}
-	for a, src := range s.sources {
-		s.scripts[a] = rueidis.NewLuaScript(src)
-		s.shas[a] = fmt.Sprintf("%x", sha1.Sum([]byte(src)))
-	}
+	s.check, s.reset = rueidis.NewLuaScript(checkLua), rueidis.NewLuaScript(resetLua)
 	if opts.WaitReplicas > 0 {
 		s.waitN = int64(opts.WaitReplicas)
 		s.waitMS = cmp.Or(opts.WaitTimeout, DefaultWaitTimeout).Milliseconds()
@@ -286,7 +282,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 func (s *Store) c() rueidis.Client { return *s.client.Load() }
 
 // Do implements tollgate.Store.
-func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, error) {
+func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	now := "" // the script reads TIME
 	if !req.Now.IsZero() {
 		now = strconv.FormatInt(req.Now.UnixMicro(), 10)
@@ -294,45 +290,60 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Result, 
 	if req.Op == tollgate.OpConsume && req.ID == "" && s.ids {
 		req.ID = newRequestID()
 	}
-	args := []string{
+	args := make([]string, 0, 7+3*len(req.Limits))
+	args = append(args,
 		strconv.Itoa(int(req.Op)),
 		strconv.FormatInt(req.Cost, 10),
-		strconv.FormatInt(req.Limit.Units, 10),
-		strconv.FormatInt(req.Limit.Window.Microseconds(), 10),
 		now,
 		req.ID,
 		strconv.FormatInt(req.DedupeWindow.Microseconds(), 10),
+		strconv.Itoa(req.MaxLogEntries),
+		maxIDs,
+	)
+	base := s.base(req.Key)
+	keys := make([]string, 2, 2+len(req.Limits))
+	keys[0], keys[1] = base+":s", base+":d"
+	for _, l := range req.Limits {
+		w := strconv.FormatInt(l.Window.Microseconds(), 10)
+		args = append(args, strconv.Itoa(int(l.Algorithm)), strconv.FormatInt(l.Units, 10), w)
+		keys = append(keys, base+":l"+w)
 	}
-	keys := s.keys(req.Key, req.Limit.Algorithm)
 	// A consume may run twice only when its id makes the second a repeat.
 	retryable := req.Op == tollgate.OpPeek || (req.Op == tollgate.OpConsume && req.ID != "")
 	reply, err := guard(s, ctx, req.Key, retryable, func(ctx context.Context) ([]int64, error) {
 		if s.waitN > 0 && req.Op != tollgate.OpPeek {
 			if sl := s.slotOf(req.Key); !s.waitOff[sl].Load() {
-				return s.execAndWait(ctx, req.Limit.Algorithm, sl, keys, args)
+				return s.execAndWait(ctx, sl, keys, args)
 			}
 		}
-		return s.scripts[req.Limit.Algorithm].Exec(ctx, s.c(), keys, args).AsIntSlice()
+		return s.check.Exec(ctx, s.c(), keys, args).AsIntSlice()
 	})
 	if err != nil {
-		return tollgate.Result{}, s.fail(err)
+		return tollgate.Decision{}, s.fail(err)
 	}
-	if len(reply) != 4 {
-		return tollgate.Result{}, fmt.Errorf("%w: %w: %d values, want 4", tollgate.ErrUnavailable, ErrBadReply, len(reply))
+	if len(reply) != 1+4*len(req.Limits) {
+		return tollgate.Decision{}, fmt.Errorf("%w: %w: %d values, want %d", tollgate.ErrUnavailable, ErrBadReply, len(reply), 1+4*len(req.Limits))
 	}
-	allowed, used, retry, reset := reply[0] == 1, reply[1], reply[2], reply[3]
-	res := tollgate.Result{
-		Allowed:    allowed,
-		Limit:      req.Limit.Units,
-		Used:       used,
-		Remaining:  max(0, req.Limit.Units-used),
-		ResetAfter: time.Duration(max(0, reset)) * time.Microsecond,
+	d := tollgate.Decision{Allowed: reply[0] == 1, Results: make([]tollgate.Result, len(req.Limits))}
+	for i, l := range req.Limits {
+		allowed, used, retry, reset := reply[1+4*i] == 1, reply[2+4*i], reply[3+4*i], reply[4+4*i]
+		r := tollgate.Result{
+			Allowed:    allowed,
+			Limit:      l.Units,
+			Used:       used,
+			Remaining:  max(0, l.Units-used),
+			ResetAfter: time.Duration(max(0, reset)) * time.Microsecond,
+		}
+		if !allowed {
+			r.RetryAfter = time.Duration(retry) * time.Microsecond
+			d.RetryAfter = max(d.RetryAfter, r.RetryAfter)
+		}
+		d.Results[i] = r
 	}
-	if !allowed {
-		res.RetryAfter = time.Duration(retry) * time.Microsecond
-	}
-	return res, nil
+	return d, nil
 }
+
+var maxIDs = strconv.Itoa(tollgate.MaxDedupeIDs)
 
 // slotOf is key's hash slot; 0 outside a Cluster.
 func (s *Store) slotOf(key string) uint16 {
@@ -342,15 +353,34 @@ func (s *Store) slotOf(key string) uint16 {
 	return slot(escape(key))
 }
 
-// Reset implements tollgate.Store: it deletes every key of key.
+// Reset implements tollgate.Store: it deletes every Redis key of key, in
+// one script run once it knows which sliding logs the key has.
 func (s *Store) Reset(ctx context.Context, key string) error {
-	var keys []string
-	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
-		keys = append(keys, s.keys(key, a)...)
-	}
+	base := s.base(key)
 	_, err := guard(s, ctx, key, true, func(ctx context.Context) (struct{}, error) {
 		c := s.c()
-		return struct{}{}, c.Do(ctx, c.B().Del().Key(keys...).Build()).Error()
+		fields, err := c.Do(ctx, c.B().Hkeys().Key(base+":s").Build()).AsStrSlice()
+		if err != nil {
+			return struct{}{}, err
+		}
+		keys := []string{base + ":s", base + ":d"}
+		for _, f := range fields {
+			if w, ok := strings.CutPrefix(f, "l"); ok && strings.HasSuffix(w, ":t") {
+				keys = append(keys, base+":l"+strings.TrimSuffix(w, ":t"))
+			}
+		}
+		// A log created between HKEYS and the script is named in its reply;
+		// a few rounds settle any realistic race.
+		for range 4 {
+			missing, err := s.reset.Exec(ctx, c, keys, nil).AsStrSlice()
+			if err != nil || len(missing) == 0 {
+				return struct{}{}, err
+			}
+			for _, w := range missing {
+				keys = append(keys, base+":l"+w)
+			}
+		}
+		return struct{}{}, fmt.Errorf("%w: the key kept gaining sliding logs", ErrBadReply)
 	})
 	if err != nil {
 		return s.fail(err)
@@ -487,21 +517,27 @@ func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Dura
 	})
 }
 
-// Key returns the Redis key that holds state of key under a; for the sliding
-// log, the first of its two keys. Useful for inspecting state with MEMORY
+// Key returns the Redis key of the hash that holds the scalar state of key
+// (a Request.Key) for every limit; its sliding logs are named after it with
+// ":l<window µs>" in place of ":s". Useful for inspecting state with MEMORY
 // USAGE or TTL.
-func (s *Store) Key(key string, a tollgate.Algorithm) string { return s.keys(key, a)[0] }
+func (s *Store) Key(key string) string { return s.base(key) + ":s" }
 
-func (s *Store) keys(key string, a tollgate.Algorithm) []string {
-	base := s.prefix + "{" + escape(key) + "}"
-	switch a {
-	case tollgate.SlidingWindow:
-		return []string{base + ":w", base + ":wd"}
-	case tollgate.GCRA:
-		return []string{base + ":g", base + ":gd"}
+// Keys returns every Redis key that may hold state of key (a Request.Key)
+// under limits: the hash, the request ids and one sliding log per window.
+func (s *Store) Keys(key string, limits ...tollgate.Limit) []string {
+	base := s.base(key)
+	keys := []string{base + ":s", base + ":d"}
+	for _, l := range limits {
+		if l.Algorithm == tollgate.SlidingLog {
+			keys = append(keys, base+":l"+strconv.FormatInt(l.Window.Microseconds(), 10))
+		}
 	}
-	return []string{base + ":l", base + ":m"}
+	return keys
 }
+
+// base is the start of every Redis key of key, hash tag included.
+func (s *Store) base(key string) string { return s.prefix + "{" + escape(key) + "}" }
 
 var escaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
 

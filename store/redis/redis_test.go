@@ -55,43 +55,50 @@ func TestContract(t *testing.T) {
 func TestKeysShareOneSlot(t *testing.T) {
 	s := open(t, redis.Options{Addrs: cluster.Addrs(), Cluster: true, Prefix: "p:"})
 	for _, tc := range []struct{ key, want string }{
-		{"cust-42", "p:{cust-42}:l"},
-		{"a{b}c", "p:{a%7Bb%7Dc}:l"},
-		{"}{", "p:{%7D%7B}:l"},
-		{"100%", "p:{100%25}:l"},
+		{"cust-42", "p:{cust-42}:s"},
+		{"a{b}c", "p:{a%7Bb%7Dc}:s"},
+		{"}{", "p:{%7D%7B}:s"},
+		{"100%", "p:{100%25}:s"},
 	} {
-		if got := s.Key(tc.key, tollgate.SlidingLog); got != tc.want {
+		if got := s.Key(tc.key); got != tc.want {
 			t.Errorf("Key(%q) = %q, want %q", tc.key, got, tc.want)
 		}
 	}
-	for _, a := range []tollgate.Algorithm{tollgate.SlidingWindow, tollgate.GCRA} {
-		k := s.Key("a{b}", a)
-		if !strings.HasPrefix(k, "p:{a%7Bb%7D}:") {
-			t.Errorf("%s key %q", a, k)
+	limits := []tollgate.Limit{tollgate.PerSecond(1), tollgate.PerHour(1), {Units: 1, Window: time.Hour, Algorithm: tollgate.GCRA}}
+	keys := s.Keys("a{b}", limits...)
+	if len(keys) != 4 {
+		t.Fatalf("Keys = %q, want the hash, the ids and two logs", keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "p:{a%7Bb%7D}:") || redis.KeySlot(k) != redis.KeySlot(keys[0]) {
+			t.Errorf("key %q is not in the slot of %q", k, keys[0])
 		}
 	}
 }
 
-// A consume writes keys that expire by themselves, one window after the
-// newest entry (rounded up to the millisecond).
+// A consume writes keys that expire by themselves: the log one window after
+// its newest entry, the hash as long as its longest-lived limit.
 func TestKeysExpire(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, redis.Options{Addrs: []string{standalone.Addr}})
 	lim := tollgate.New(s, tollgate.Options{})
 	key := t.Name() + time.Now().String()
+	var limits []tollgate.Limit
 	for _, a := range []tollgate.Algorithm{tollgate.SlidingLog, tollgate.SlidingWindow, tollgate.GCRA} {
-		if _, err := lim.Consume(ctx, key, 1, tollgate.Limit{Units: 10, Window: 10 * time.Second, Algorithm: a}); err != nil {
-			t.Fatal(err)
-		}
-		v, err := standalone.Do(ctx, "PTTL", s.Key(key, a))
+		limits = append(limits, tollgate.Limit{Units: 10, Window: 10 * time.Second, Algorithm: a})
+	}
+	if _, err := lim.ConsumeAll(ctx, key, 1, limits...); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range s.Keys(tollgate.StoreKey("", key), limits...) {
+		v, err := standalone.Do(ctx, "PTTL", k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Sliding log: one window; sliding window: up to two buckets; GCRA:
-		// one unit's drain time (1 s) past the level's.
+		// The longest: a sliding window's two buckets.
 		ttl, _ := v.(int64)
-		if ttl <= 0 || ttl > 20_000 {
-			t.Errorf("%s: PTTL %v ms, want in (0, 20000]", a, v)
+		if ttl <= 0 || ttl > 20_001 {
+			t.Errorf("%s: PTTL %v ms, want in (0, 20001]", k, v)
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
-	"github.com/tollgate/tollgate"
 )
 
 // ErrNotReplicated means that fewer replicas than Options.WaitReplicas
@@ -32,7 +31,7 @@ var ErrNotReplicated = errors.New("redis: the write reached fewer replicas than 
 // its full buffers), and calls to a master that is down would dial one
 // each: after a connection error, the calls of all that master's slots
 // fail fast for dialBackoff.
-func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, sl uint16, keys, args []string) ([]int64, error) {
+func (s *Store) execAndWait(ctx context.Context, sl uint16, keys, args []string) ([]int64, error) {
 	if time.Now().UnixNano() < s.dialOff[sl].Load() {
 		return nil, fmt.Errorf("%w: its master refused a connection just now", ErrCircuitOpen)
 	}
@@ -61,9 +60,9 @@ func (s *Store) execAndWait(ctx context.Context, a tollgate.Algorithm, sl uint16
 		wait := func() rueidis.Completed {
 			return dc.B().Wait().Numreplicas(s.waitN).Timeout(waitMS).Build()
 		}
-		res := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(s.shas[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		res := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(checkSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
 		if rerr, ok := rueidis.IsRedisErr(res[0].Error()); ok && rerr.IsNoScript() {
-			res = dc.DoMulti(ctx, dc.B().Eval().Script(s.sources[a]).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+			res = dc.DoMulti(ctx, dc.B().Eval().Script(checkLua).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
 		}
 		var err error
 		if reply, err = res[0].AsIntSlice(); err != nil {

@@ -78,9 +78,7 @@ type model struct {
 	alg interface {
 		apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result
 	}
-	log *logModel // the same as alg for the sliding log
-	// ids of allowed consumes, for the algorithms whose events carry none:
-	// "cost/id" → when allowed.
+	// ids of allowed consumes: "cost/id" → when allowed.
 	ids map[string]int64
 	// generatesIDs: every consume has an id, if only the store's own.
 	generatesIDs bool
@@ -93,29 +91,25 @@ func newModel(a tollgate.Algorithm) *model {
 	case tollgate.GCRA:
 		return &model{alg: &gcraModel{}, ids: map[string]int64{}}
 	}
-	l := &logModel{}
-	return &model{alg: l, log: l}
+	return &model{alg: &logModel{}, ids: map[string]int64{}}
 }
 
 // step applies one call. A consume with the id of one allowed less than
 // dedupe ago is a repeat: the figures of a peek, but allowed. A refund ends
-// the deduplication of every request allowed until then.
+// the deduplication of every earlier request.
 func (m *model) step(op tollgate.Op, cost, units, window, now int64, id string, dedupe int64) tollgate.Result {
 	if op == tollgate.OpConsume && id != "" {
-		if m.repeat(cost, id, now, window, dedupe) {
+		if at, ok := m.ids[fmt.Sprint(cost, "/", id)]; ok && at > now-dedupe {
 			r := m.alg.apply(tollgate.OpPeek, 1, units, window, now)
 			r.Allowed, r.RetryAfter = true, 0
 			return r
 		}
 	}
-	if m.log != nil {
-		m.log.nextID = id
-	}
 	r := m.alg.apply(op, cost, units, window, now)
 	switch {
-	case op == tollgate.OpRefund && m.log == nil:
+	case op == tollgate.OpRefund:
 		clear(m.ids)
-	case op == tollgate.OpConsume && r.Allowed && (id != "" || m.generatesIDs) && m.log == nil:
+	case op == tollgate.OpConsume && r.Allowed && (id != "" || m.generatesIDs):
 		// Ids too old to count are dropped as a new one comes (this shows
 		// only when the clock goes back).
 		for k, at := range m.ids {
@@ -130,35 +124,14 @@ func (m *model) step(op tollgate.Op, cost, units, window, now int64, id string, 
 	return r
 }
 
-func (m *model) repeat(cost int64, id string, now, window, dedupe int64) bool {
-	if m.log == nil {
-		at, ok := m.ids[fmt.Sprint(cost, "/", id)]
-		return ok && at > now-dedupe
-	}
-	for i, e := range m.log.events {
-		if e.id == id && e.cost == cost && e.at > now-window {
-			if e.at > now-dedupe && e.at > m.log.refunded {
-				return true
-			}
-			m.log.events[i].id = "" // too old to be a repeat; the new one takes the id
-		}
-	}
-	return false
-}
+type event struct{ at, cost int64 }
 
-type event struct {
-	at, cost int64
-	id       string // request id, for the sliding log
-}
-
-// refundEvents removes cost units from the newest events, which lose their
-// request ids.
+// refundEvents removes cost units from the newest events.
 func refundEvents(events []event, cost int64) []event {
 	for cost > 0 && len(events) > 0 {
 		last := &events[len(events)-1]
 		take := min(cost, last.cost)
 		last.cost -= take
-		last.id = ""
 		cost -= take
 		if last.cost == 0 {
 			events = events[:len(events)-1]
@@ -176,20 +149,18 @@ func res(allowed bool, units, used, retry, reset int64) tollgate.Result {
 }
 
 // logModel: every allowed request, forever; the window is a filter.
-type logModel struct {
-	events   []event
-	nextID   string // the id the next allowed consume carries
-	refunded int64  // newest event at the latest refund, while the log is not empty
-}
+type logModel struct{ events []event }
 
-func (m *logModel) live(now, window int64) []event {
-	var live []event
-	for _, e := range m.events {
+func (m *logModel) live(now, window int64) []event { return live(m.events, now, window) }
+
+func live(events []event, now, window int64) []event {
+	var l []event
+	for _, e := range events {
 		if e.at > now-window {
-			live = append(live, e)
+			l = append(l, e)
 		}
 	}
-	return live
+	return l
 }
 
 func sum(events []event) (n int64) {
@@ -200,29 +171,27 @@ func sum(events []event) (n int64) {
 }
 
 func (m *logModel) apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result {
-	m.events = m.live(now, window)
+	// Only a write forgets expired events: a clock that goes back before
+	// one sees them again.
+	events := m.live(now, window)
 	// By time, so that "newest" and "oldest" mean what they say when the
 	// clock went back.
-	slices.SortStableFunc(m.events, func(a, b event) int { return cmp.Compare(a.at, b.at) })
+	slices.SortStableFunc(events, func(a, b event) int { return cmp.Compare(a.at, b.at) })
 	check := int64(1)
 	allowed := false
 	switch op {
 	case tollgate.OpConsume:
 		check = cost
-		if allowed = sum(m.events)+cost <= units; allowed {
-			m.events = append(m.events, event{now, cost, m.nextID})
-			slices.SortStableFunc(m.events, func(a, b event) int { return cmp.Compare(a.at, b.at) })
+		if allowed = sum(events)+cost <= units; allowed {
+			events = append(events, event{now, cost})
+			slices.SortStableFunc(events, func(a, b event) int { return cmp.Compare(a.at, b.at) })
+			m.events = events
 		}
 	case tollgate.OpRefund:
-		if len(m.events) > 0 {
-			m.refunded = max(m.refunded, m.events[len(m.events)-1].at)
-		}
-		m.events = refundEvents(m.events, cost)
+		events = refundEvents(events, cost)
+		m.events = events
 	}
-	if len(m.events) == 0 {
-		m.refunded = 0 // an empty log is forgotten whole
-	}
-	used := sum(m.events)
+	used := sum(events)
 	if op != tollgate.OpConsume {
 		allowed = used+1 <= units
 	}
@@ -230,16 +199,16 @@ func (m *logModel) apply(op tollgate.Op, cost, units, window, now int64) tollgat
 	if !allowed {
 		// The earliest instant at which the units still live then, plus
 		// check, fit: scan candidate instants (each entry's expiry).
-		for _, e := range m.events {
+		for _, e := range events {
 			at := e.at + window
-			if sum(m.live(at, window))+check <= units {
+			if sum(live(events, at, window))+check <= units {
 				retry = at - now
 				break
 			}
 		}
 	}
-	if len(m.events) > 0 {
-		reset = m.events[len(m.events)-1].at + window - now
+	if len(events) > 0 {
+		reset = events[len(events)-1].at + window - now
 	}
 	return res(allowed, units, used, retry, reset)
 }
@@ -326,24 +295,25 @@ type gcraModel struct {
 }
 
 func (m *gcraModel) apply(op tollgate.Op, cost, units, window, now int64) tollgate.Result {
-	if m.level > 0 && now >= m.at+int64(math.Ceil((m.level+1)*float64(window)/float64(units))) {
-		m.level, m.at = 0, 0 // the state expired
+	// Only a write stores what it computes, expiry included.
+	level, at := m.level, m.at
+	if level > 0 && now >= at+int64(math.Ceil((level+1)*float64(window)/float64(units))) {
+		level, at = 0, 0 // the state expired
 	}
-	level := m.level
-	if now > m.at {
-		level = math.Max(0, level-float64(now-m.at)*float64(units)/float64(window))
+	if now > at {
+		level = math.Max(0, level-float64(now-at)*float64(units)/float64(window))
 	}
 	check := int64(1)
 	switch op {
 	case tollgate.OpConsume:
 		check = cost
 		if level+float64(cost) <= float64(units) {
-			m.level, m.at = level+float64(cost), max(now, m.at)
+			m.level, m.at = level+float64(cost), max(now, at)
 			return res(true, units, int64(math.Ceil(m.level)), 0, int64(math.Ceil(m.level*float64(window)/float64(units))))
 		}
 	case tollgate.OpRefund:
 		level = math.Max(0, level-float64(cost))
-		m.level, m.at = level, max(now, m.at)
+		m.level, m.at = level, max(now, at)
 		if level == 0 {
 			m.at = 0 // an empty bucket has no time
 		}

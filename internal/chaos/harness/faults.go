@@ -280,7 +280,7 @@ func (s *Scenario) redirect(slot int, node *testcluster.Node) (string, error) {
 	}
 	var last string
 	for _, name := range names {
-		_, err := node.Do(s.ctx, "EXISTS", s.stores[0].Key(name, tollgate.SlidingLog))
+		_, err := node.Do(s.ctx, "EXISTS", s.stores[0].Key(tollgate.StoreKey("", name)))
 		if kind, addr, ok := testcluster.IsRedirect(err); ok {
 			return kind + " " + addr, nil
 		}

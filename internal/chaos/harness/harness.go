@@ -129,7 +129,7 @@ func New(ctx context.Context, opt Options) (*Scenario, error) {
 		s.stores = append(s.stores, st)
 		lims = append(lims, tollgate.New(st, tollgate.Options{}))
 	}
-	slot := func(k string) int { return chaos.Slot(s.stores[0].Key(k, tollgate.SlidingLog)) }
+	slot := func(k string) int { return chaos.Slot(s.stores[0].Key(tollgate.StoreKey("", k))) }
 	load, err := chaos.Start(ctx, chaos.Config{Limiters: lims, Slot: slot, Rate: opt.Rate}, chaos.KeySpec{Prefix: s.prefix()})
 	if err != nil {
 		s.closeStores()
