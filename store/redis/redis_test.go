@@ -3,6 +3,8 @@ package redis_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +46,19 @@ func TestContract(t *testing.T) {
 	for _, tg := range targets() {
 		t.Run(tg.name, func(t *testing.T) {
 			storetest.Run(t, func(t *testing.T) func() tollgate.Store {
-				return func() tollgate.Store { return open(t, tg.opts) }
-			}, storetest.Options{GeneratesIDs: true})
+				// A prefix per backend, so that Inspect sees this test's keys.
+				opts := tg.opts
+				opts.Prefix = fmt.Sprintf("c%x:", rand.Uint64())
+				return func() tollgate.Store { return open(t, opts) }
+			}, storetest.Options{GeneratesIDs: true, Inspect: func(t testing.TB, s tollgate.Store) map[string]time.Duration {
+				rs := s.(*redis.Store)
+				prefix, _, _ := strings.Cut(rs.Key(""), "{")
+				ttls := map[string]time.Duration{}
+				for k, ms := range scanTTLs(t, masters(t, len(tg.opts.Addrs) > 1 || tg.opts.Cluster), prefix) {
+					ttls[k] = time.Duration(ms) * time.Millisecond
+				}
+				return ttls
+			}})
 		})
 	}
 }

@@ -1,6 +1,8 @@
 // Package storetest is the contract every tollgate.Store must meet: step
-// tables at fixed instants for each algorithm, input errors, key isolation,
-// a property test against a small reference model, and a concurrency test
+// tables at fixed instants for each algorithm, input errors, key and
+// namespace isolation, a property test against a small reference model, one
+// of the bounded sliding log against the exact log, several limits in one
+// call, state that expires on the store's own clock, and a concurrency test
 // in which several Limiters on separate stores share one key.
 //
 // A store package runs it from its tests:
@@ -36,10 +38,14 @@ var t0 = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 // Options describes the store under test where stores may differ.
 type Options struct {
 	// GeneratesIDs: the store gives each consume without a request id one
-	// of its own (store/redis does, for safe retries). For the sliding
-	// window and GCRA every allowed consume then also drops the ids older
-	// than the dedupe window, which shows only when the clock goes back.
+	// of its own (store/redis does, for safe retries). Every allowed
+	// consume then also drops the ids older than the dedupe window, which
+	// shows only when the clock goes back.
 	GeneratesIDs bool
+	// Inspect, if set, lists the state that store holds for the keys of
+	// the Limiters on it (for Redis: every key under its prefix) with the
+	// time left to live, negative for none. StateExpires needs it.
+	Inspect func(t testing.TB, store tollgate.Store) map[string]time.Duration
 }
 
 // Run runs the whole contract.
@@ -49,6 +55,10 @@ func Run(t *testing.T, backend Backend, opts Options) {
 	t.Run("Isolation", func(t *testing.T) { testIsolation(t, backend) })
 	t.Run("Model", func(t *testing.T) { testModel(t, backend, opts) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, backend) })
+	t.Run("MultiLimits", func(t *testing.T) { testMultiLimits(t, backend) })
+	t.Run("Namespaces", func(t *testing.T) { testNamespaces(t, backend) })
+	t.Run("BoundedLog", func(t *testing.T) { testBoundedLog(t, backend) })
+	t.Run("StateExpires", func(t *testing.T) { testStateExpires(t, backend, opts) })
 }
 
 // uniqueKey gives each test its own keys on a shared server, so no test
