@@ -123,7 +123,11 @@ export interface Uncounted {
   error?: TollgateError;
 }
 
-/** What consume, peek and refund return. Check `degraded` or `used !== null` to read the usage. */
+/**
+ * What consume and peek return: Counted, or Uncounted when the request was
+ * let through without the usage. `used === null` tells them apart (and
+ * narrows the type).
+ */
 export type Result = Counted | Uncounted;
 
 /** Options of a Tollgate client. */
