@@ -9,6 +9,9 @@
 # a 6-node Cluster (3 masters, 3 replicas, one loopback address per node,
 # 127.0.0.11-16) plus a standalone node, each on free ports, and stop them
 # (and remove their data) when the package's tests end, pass or fail.
+# Then it installs Debian's nodejs and npm when node is missing and runs the
+# Node.js client's tests (clients/node: npm ci && npm test, against a real
+# tollgate serve and the local Cluster; TOLLGATE_NODE_TESTS=0 skips them).
 # Exits with the tests' status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,4 +48,17 @@ fuzztime="${TOLLGATE_FUZZTIME:-5s}"
 if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ]; then
 	go test -run '^$' -fuzz '^FuzzConsume$' -fuzztime "$fuzztime" ./server/httpapi
 	go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "$fuzztime" ./config
+fi
+
+# The Node.js client (clients/node), against a real tollgate serve.
+if [ "${TOLLGATE_NODE_TESTS:-1}" != "0" ]; then
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+		echo "test.sh: node or npm missing; installing Debian's nodejs and npm" >&2
+		sudo=""
+		[ "$(id -u)" -eq 0 ] || sudo="sudo"
+		$sudo apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+	fi
+	echo "test.sh: node $(node --version), npm $(npm --version)"
+	(cd clients/node && npm ci --no-audit --no-fund && npm test)
 fi

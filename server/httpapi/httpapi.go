@@ -9,6 +9,7 @@
 //	GET  /healthz                                                                → {"status":"ok"}; 200
 //	GET  /readyz                                                                 → {"status":"ok"}; 200, or 503 error
 //	GET  /metrics                                                                → Options.Metrics' answer; 404 without it
+//	GET  /openapi.json                                                           → the OpenAPI document of this API (package api); 200
 //
 // In requests, "cost" defaults to 1, "limit" is a JSON integer (no fraction
 // or exponent), "window" is a Go duration string such as "1h" or "250ms"
@@ -317,6 +318,7 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		"/v1/reset":   reset,
 		"/healthz":    get(h.healthz),
 		"/readyz":     get(h.readyz),
+		PathOpenAPI:   get(h.openAPI),
 	}
 	if opts.Metrics != nil {
 		h.routes["/metrics"] = get(opts.Metrics.ServeHTTP)
