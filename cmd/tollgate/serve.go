@@ -144,6 +144,7 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 
 	m := metrics.New()
 	cfg.Store.Observer = m
+	cfg.Store.Logger = logger
 	store, ready := cfg.store, (func(context.Context) error)(nil)
 	if store == nil {
 		st, readyFn, closeStore, err := openStore(ctx, cfg.Store)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -29,8 +30,12 @@ type storeConfig struct {
 	// TLS, when not nil, makes every Redis connection use TLS.
 	TLS *redis.TLSOptions
 	// Username and PasswordFile authenticate to Redis (ACL user; the file
-	// holds the password, or the access key, on its first line).
+	// holds the password, or the access key, on its first line). The file
+	// is read again for every new connection, so a rotated password
+	// applies without a restart.
 	Username, PasswordFile string
+	// Logger receives the Redis store's warnings; nil discards.
+	Logger *slog.Logger
 	// AddressMap maps announced node addresses to reachable ones.
 	AddressMap map[string]string
 	// Tuning of the Redis store (redis.Options); zero values are its
@@ -111,17 +116,34 @@ func (c storeConfig) redisOptions() (redis.Options, error) {
 	opts.AddressMap = c.AddressMap
 	opts.DialTimeout, opts.ConnTimeout, opts.AttemptTimeout = c.DialTimeout, c.ConnTimeout, c.AttemptTimeout
 	opts.Retries, opts.ConnsPerNode, opts.WaitReplicas = c.Retries, c.ConnsPerNode, c.WaitReplicas
+	opts.Logger = c.Logger
 	if c.PasswordFile != "" {
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return redis.Options{}, fmt.Errorf("--redis-password-file: %w", err)
+		var err error
+		if opts.Password, err = readPassword(c.PasswordFile); err != nil {
+			return redis.Options{}, err
 		}
-		opts.Password, _, _ = strings.Cut(strings.TrimRight(string(b), "\r\n"), "\n")
-		if opts.Password == "" {
-			return redis.Options{}, fmt.Errorf("--redis-password-file %s: empty", c.PasswordFile)
+		// Each new connection reads the file again (rotation).
+		file, user := c.PasswordFile, c.Username
+		opts.Credentials = func() (string, string, error) {
+			p, err := readPassword(file)
+			return user, p, err
 		}
 	}
 	return opts, nil
+}
+
+// readPassword returns the first line of file, without its line end (LF or
+// CRLF). Its errors name the file, never the content.
+func readPassword(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--redis-password-file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	if line = strings.TrimSuffix(line, "\r"); line == "" {
+		return "", fmt.Errorf("--redis-password-file %s: empty first line", file)
+	}
+	return line, nil
 }
 
 // kind names the selected store for logs: "memory", "redis" or

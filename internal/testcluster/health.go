@@ -196,7 +196,7 @@ func (c *Cluster) check(ctx context.Context) ([]nodeInfo, error) {
 func (c *Cluster) checkNode(ctx context.Context, n *Node) ([]nodeInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeLimit)
 	defer cancel()
-	cn, err := dial(ctx, n.Addr)
+	cn, err := n.dial(ctx)
 	if err != nil {
 		return nil, &nodeError{n, err}
 	}

@@ -49,6 +49,31 @@ type Node struct {
 	// Ports the cluster announces for the node (cluster-announce-port and
 	// cluster-announce-bus-port); 0 means its own.
 	announcePort, announceBusPort int
+	password                      string // AUTH for the package's connections; "" means none
+}
+
+// SetPassword makes the package authenticate its own connections to the
+// node with password from now on (see Cluster.SetPassword).
+func (n *Node) SetPassword(password string) {
+	n.mu.Lock()
+	n.password = password
+	n.mu.Unlock()
+}
+
+// dial connects to the node and authenticates when it has a password.
+func (n *Node) dial(ctx context.Context) (*conn, error) {
+	n.mu.Lock()
+	password := n.password
+	n.mu.Unlock()
+	c, err := dial(ctx, n.Addr)
+	if err != nil || password == "" {
+		return c, err
+	}
+	if _, err := c.do("AUTH", password); err != nil {
+		c.close()
+		return nil, fmt.Errorf("AUTH: %w", err)
+	}
+	return c, nil
 }
 
 // Announced is the address the cluster gives clients for the node, in
@@ -157,7 +182,7 @@ func (n *Node) Do(ctx context.Context, args ...any) (any, error) {
 	}
 	ctx, cancel := bound(ctx)
 	defer cancel()
-	c, err := dial(ctx, n.Addr)
+	c, err := n.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -286,6 +311,10 @@ func (n *Node) writeConfig(o Options) error {
 		line("cluster-require-full-coverage %s", yesNo(o.RequireFullCoverage))
 		line("cluster-allow-reads-when-down no")
 	}
+	if o.Password != "" {
+		line("requirepass %s", quote(o.Password))
+		line("masterauth %s", quote(o.Password))
+	}
 	for _, l := range o.ExtraConfig {
 		line("%s", l)
 	}
@@ -380,7 +409,7 @@ func (n *Node) waitServing(ctx context.Context) error {
 func (n *Node) serverPID(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, probeLimit)
 	defer cancel()
-	c, err := dial(ctx, n.Addr)
+	c, err := n.dial(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -111,6 +111,11 @@ type Options struct {
 	// ExtraConfig lines are appended to every node's redis.conf, after and
 	// so overriding the package's own settings.
 	ExtraConfig []string
+	// Password, when set, protects every node (requirepass: the default
+	// user's password) and authenticates replicas to their masters
+	// (masterauth). The package authenticates its own connections with it;
+	// after rotating the password on the nodes, tell it with SetPassword.
+	Password string
 	// Announce, when set, is called for each cluster node before it starts
 	// (again if Start retries on another port) with the node's address and
 	// bus port, and returns the ports the node is to announce instead, 0
@@ -228,11 +233,12 @@ func startNodes(ctx context.Context, o Options, bin, dir string, port int, clust
 	}
 	for i, h := range o.Hosts {
 		n := &Node{
-			Addr: net.JoinHostPort(h, strconv.Itoa(port)),
-			Host: h,
-			Port: port,
-			Dir:  filepath.Join(dir, fmt.Sprintf("node%d", i)),
-			bin:  bin,
+			Addr:     net.JoinHostPort(h, strconv.Itoa(port)),
+			Host:     h,
+			Port:     port,
+			Dir:      filepath.Join(dir, fmt.Sprintf("node%d", i)),
+			bin:      bin,
+			password: o.Password,
 		}
 		if cluster {
 			n.BusPort = port + busPortOffset
@@ -391,6 +397,16 @@ func (c *Cluster) Addrs() []string {
 		addrs[i] = n.Announced()
 	}
 	return addrs
+}
+
+// SetPassword makes the package authenticate its own connections to every
+// node with password from now on, after a test rotated it on the nodes
+// (ACL SETUSER default >new <old, CONFIG SET masterauth). It does not
+// change the nodes.
+func (c *Cluster) SetPassword(password string) {
+	for _, n := range c.nodes {
+		n.SetPassword(password)
+	}
 }
 
 // Nodes returns every node in Options.Hosts order. Roles as created: the

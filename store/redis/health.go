@@ -77,6 +77,7 @@ func (nopObserver) Reconnect()       {}
 // ErrorKind names the kind of a store error, for metrics and logs:
 // "circuit_open", "not_replicated", "timeout", "canceled", "moved", "ask", "clusterdown",
 // "tryagain", "loading", "readonly", "masterdown", "noscript", "closed",
+// "auth" (credentials refused: WRONGPASS, NOAUTH, or none to give),
 // "conn" (the connection failed) or "other" (any other reply error).
 func ErrorKind(err error) string {
 	switch {
@@ -92,6 +93,8 @@ func ErrorKind(err error) string {
 		return "canceled"
 	case errors.Is(err, rueidis.ErrClosing):
 		return "closed"
+	case authFailed(err):
+		return "auth"
 	}
 	rerr, ok := rueidis.IsRedisErr(err)
 	if !ok {

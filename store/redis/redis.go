@@ -81,6 +81,12 @@ type Options struct {
 	// Username and Password authenticate (Redis ACL; Username "" means the
 	// default user). Empty Password means no AUTH.
 	Username, Password string
+	// Credentials, when set, is asked for the username and password on
+	// every new connection, in place of Username and Password, so that
+	// rotated secrets (a rewritten password file, a renewed token) apply
+	// without a restart. A connection refused with WRONGPASS or NOAUTH is
+	// tried once more, asking again. Its error fails the connection.
+	Credentials func() (username, password string, err error)
 	// TLS, when non-nil, makes every connection use TLS; see TLSOptions.
 	TLS *TLSOptions
 	// AddressMap rewrites node addresses before dialing: an address the
@@ -194,6 +200,7 @@ type Store struct {
 	closed    bool
 	done      chan struct{} // closed by Close: stops the slot-map watcher
 	watching  atomic.Bool
+	authLog   authLog
 }
 
 // New connects to Redis. It fails when no address answers or an option is
@@ -223,6 +230,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		TLSConfig:         tlsConfig,
 		Dialer:            net.Dialer{Timeout: opts.DialTimeout},
 		DisableCache:      true, // no client-side caching: every check must reach the server
+	}
+	if opts.Credentials != nil {
+		co.AuthCredentialsFn = authFn(opts.Credentials)
 	}
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
@@ -388,10 +398,17 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	return nil
 }
 
-// Ping checks that Redis answers; for a Cluster, that one node does.
+// Ping checks that Redis answers; for a Cluster, that one node does. A
+// failure names its cause; refused credentials are also logged.
 func (s *Store) Ping(ctx context.Context) error {
-	c := s.c()
-	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
+	// Retried like a read: a connection that was just cut (a killed
+	// client, a failover) is no reason to report the store down.
+	_, err := retryDo(ctx, s.retry, true, s.obs, func(ctx context.Context) (struct{}, error) {
+		c := s.c()
+		return struct{}{}, c.Do(ctx, c.B().Ping().Build()).Error()
+	})
+	if err != nil {
+		s.authLog.note(s, err, time.Now())
 		return s.fail(err)
 	}
 	return nil
@@ -440,6 +457,7 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 		return zero, ErrCircuitOpen
 	}
 	v, err := retryDo(ctx, s.retry, retryable, s.obs, call)
+	s.authLog.note(s, err, time.Now())
 	if s.health == nil || (err != nil && !transient(err)) {
 		return v, err // a reply error says nothing about the way to Redis
 	}

@@ -42,7 +42,11 @@ func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Obse
 		actx, cancel := context.WithTimeout(ctx, p.attempt)
 		v, err := bounded(actx, call)
 		cancel()
-		if err == nil || !retryable || attempt >= p.retries || ctx.Err() != nil || !transient(err) {
+		// Refused credentials may have been rotated since the connection
+		// asked for them: a connection refused so ran nothing, and asking
+		// again once is safe for every call.
+		again := attempt == 0 && authFailed(err)
+		if err == nil || attempt >= p.retries || ctx.Err() != nil || !again && (!retryable || !transient(err)) {
 			return v, err
 		}
 		obs.Retry(ErrorKind(err))
