@@ -95,8 +95,8 @@ type conformance struct {
 // downStore is a store whose every call fails as unavailable.
 type downStore struct{}
 
-func (downStore) Do(context.Context, tollgate.Request) (tollgate.Result, error) {
-	return tollgate.Result{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
+func (downStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
+	return tollgate.Decision{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
 }
 
 func (downStore) Reset(context.Context, string) error {
