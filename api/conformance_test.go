@@ -54,6 +54,11 @@ policies:
     units: 10
     window: 24h
     shadow: true
+  - name: api-tiered
+    limits:
+      - {units: 10, window: 1s, algorithm: gcra}
+      - {units: 1000, window: 1h}
+      - {units: 20000, window: 24h, algorithm: sliding_window}
 `
 )
 

@@ -12,7 +12,12 @@
 //	    window: 1h                # required, a Go duration, tollgate.MinWindow to tollgate.MaxWindow
 //	    algorithm: sliding_log    # sliding_log (default), sliding_window or gcra
 //	    shadow: false             # decide and report, never deny; default false
-//	    failure_mode: fail_closed # fail_closed (default) or fail_open
+//	    failure_mode: fail_closed # fail_closed (default), fail_open or fail_local
+//	  - name: api-tiered          # several limits, checked together (tollgate.Limiter.ConsumeAll)
+//	    limits:                   # 1 to tollgate.MaxLimits, instead of units/window/algorithm
+//	      - {units: 10, window: 1s, algorithm: gcra}
+//	      - {units: 1000, window: 1h}
+//	      - {units: 20000, window: 24h, algorithm: sliding_window}
 //
 // Load and Parse read it; Config.Policy looks a policy up by name. The file
 // may also hold a server section with the settings of `tollgate serve` (see
@@ -47,12 +52,13 @@ import (
 	"github.com/tollgate/tollgate"
 )
 
-// Policy is a named Limit and how to apply it.
+// Policy is a named set of Limits and how to apply them.
 type Policy struct {
 	// Name is the policy's unique, non-empty name.
 	Name string
-	// Limit is valid (Limit.Validate returns nil).
-	Limit tollgate.Limit
+	// Limits are 1 to tollgate.MaxLimits valid limits, no two with the same
+	// algorithm and window; a request must fit all of them.
+	Limits []tollgate.Limit
 	// Shadow means decide and report, but never deny: a caller should let a
 	// denied request through (and may log or count it).
 	Shadow bool
@@ -112,12 +118,19 @@ type policyFile struct {
 }
 
 type policyYAML struct {
-	Name        string `yaml:"name"`
-	Units       int64  `yaml:"units"`
-	Window      string `yaml:"window"`
-	Algorithm   string `yaml:"algorithm"`
-	Shadow      bool   `yaml:"shadow"`
-	FailureMode string `yaml:"failure_mode"`
+	Name        string      `yaml:"name"`
+	Units       int64       `yaml:"units"`
+	Window      string      `yaml:"window"`
+	Algorithm   string      `yaml:"algorithm"`
+	Limits      []limitYAML `yaml:"limits"`
+	Shadow      bool        `yaml:"shadow"`
+	FailureMode string      `yaml:"failure_mode"`
+}
+
+type limitYAML struct {
+	Units     int64  `yaml:"units"`
+	Window    string `yaml:"window"`
+	Algorithm string `yaml:"algorithm"`
 }
 
 // Load reads and validates the policy file at path. Errors name the file.
@@ -176,26 +189,34 @@ func policyOf(p policyYAML, at func(field, format string, args ...any) error) (P
 	if !validName(p.Name) {
 		return Policy{}, at("name", "name must be 1 to %d printable ASCII characters without spaces", MaxPolicyNameLen)
 	}
-	if p.Window == "" {
-		return Policy{}, at("window", "%w: window is required (a Go duration such as \"1h\")", tollgate.ErrInvalidLimit)
-	}
-	window, err := time.ParseDuration(p.Window)
-	if err != nil {
-		return Policy{}, at("window", "%w: window %q is not a Go duration such as \"1h\"", tollgate.ErrInvalidLimit, p.Window)
-	}
-	alg, err := tollgate.ParseAlgorithm(p.Algorithm)
-	if err != nil {
-		return Policy{}, at("algorithm", "%w", err)
-	}
-	lim := tollgate.Limit{Units: p.Units, Window: window, Algorithm: alg}
-	if err := lim.Validate(); err != nil {
-		field := "window"
-		if p.Units < 1 || p.Units > tollgate.MaxUnits {
-			field = "units"
+	pol := Policy{Name: p.Name, Shadow: p.Shadow}
+	switch {
+	case p.Limits == nil:
+		lim, err := limitOf(limitYAML{Units: p.Units, Window: p.Window, Algorithm: p.Algorithm}, at)
+		if err != nil {
+			return Policy{}, err
 		}
-		return Policy{}, at(field, "%w", err)
+		pol.Limits = []tollgate.Limit{lim}
+	case p.Units != 0 || p.Window != "" || p.Algorithm != "":
+		return Policy{}, at("limits", "%w: give either limits or units, window and algorithm", tollgate.ErrInvalidLimit)
+	case len(p.Limits) == 0 || len(p.Limits) > tollgate.MaxLimits:
+		return Policy{}, at("limits", "%w: %d limits (want 1 to %d)", tollgate.ErrInvalidLimits, len(p.Limits), tollgate.MaxLimits)
+	default:
+		for i, l := range p.Limits {
+			lim, err := limitOf(l, func(field, format string, args ...any) error {
+				return at("limits", "limit #%d: %s: "+format, append([]any{i + 1, field}, args...)...)
+			})
+			if err != nil {
+				return Policy{}, err
+			}
+			for _, prev := range pol.Limits {
+				if prev.Algorithm == lim.Algorithm && prev.Window == lim.Window {
+					return Policy{}, at("limits", "%w: limit #%d repeats the %s window %s", tollgate.ErrInvalidLimits, i+1, lim.Algorithm, lim.Window)
+				}
+			}
+			pol.Limits = append(pol.Limits, lim)
+		}
 	}
-	pol := Policy{Name: p.Name, Limit: lim, Shadow: p.Shadow}
 	switch p.FailureMode {
 	case "", FailClosed:
 	case FailOpen:
@@ -206,6 +227,30 @@ func policyOf(p policyYAML, at func(field, format string, args ...any) error) (P
 		return Policy{}, at("failure_mode", "unknown failure_mode %q (want %s, %s or %s)", p.FailureMode, FailClosed, FailOpen, FailLocal)
 	}
 	return pol, nil
+}
+
+// limitOf validates one limit of a policy; at reports an error at a field.
+func limitOf(l limitYAML, at func(field, format string, args ...any) error) (tollgate.Limit, error) {
+	if l.Window == "" {
+		return tollgate.Limit{}, at("window", "%w: window is required (a Go duration such as \"1h\")", tollgate.ErrInvalidLimit)
+	}
+	window, err := time.ParseDuration(l.Window)
+	if err != nil {
+		return tollgate.Limit{}, at("window", "%w: window %q is not a Go duration such as \"1h\"", tollgate.ErrInvalidLimit, l.Window)
+	}
+	alg, err := tollgate.ParseAlgorithm(l.Algorithm)
+	if err != nil {
+		return tollgate.Limit{}, at("algorithm", "%w", err)
+	}
+	lim := tollgate.Limit{Units: l.Units, Window: window, Algorithm: alg}
+	if err := lim.Validate(); err != nil {
+		field := "window"
+		if l.Units < 1 || l.Units > tollgate.MaxUnits {
+			field = "units"
+		}
+		return tollgate.Limit{}, at(field, "%w", err)
+	}
+	return lim, nil
 }
 
 // validName reports whether name is a valid policy name.

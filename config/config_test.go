@@ -24,6 +24,10 @@ var badConfigs = []struct {
 	limit bool
 }{
 	{"policy_unknown_field.yaml", 4, `unknown field "windw"`, false},
+	{"policy_limits_and_units.yaml", 6, `policy "a": tollgate: invalid limit: give either limits or units, window and algorithm`, true},
+	{"policy_limits_empty.yaml", 3, `policy "a": tollgate: invalid limit: bad set of limits: 0 limits (want 1 to 8)`, true},
+	{"policy_limits_duplicate.yaml", 4, `limit #2 repeats the sliding_log window 1h0m0s`, true},
+	{"policy_limits_bad_units.yaml", 4, `policy "a": limit #2: units: tollgate: invalid limit: units 0 out of range`, true},
 	{"policy_no_name.yaml", 2, `policy #1: name is required`, false},
 	{"policy_duplicate_name.yaml", 5, `policy "a": duplicate name (first at line 2)`, false},
 	{"policy_zero_units.yaml", 3, `policy "a": tollgate: invalid limit: units 0 out of range`, true},
@@ -163,21 +167,26 @@ func TestLoadPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Policy{
-		{Name: "api-hourly", Limit: tollgate.Limit{Units: 100, Window: time.Hour}},
-		{Name: "login-burst", Limit: tollgate.Limit{Units: 5, Window: 250 * time.Millisecond, Algorithm: tollgate.GCRA}, FailOpen: true},
-		{Name: "export-daily", Limit: tollgate.Limit{Units: 1_000_000, Window: 24 * time.Hour, Algorithm: tollgate.SlidingWindow}, Shadow: true},
-		{Name: "monthly-quota", Limit: tollgate.Limit{Units: tollgate.MaxUnits, Window: tollgate.MaxWindow}},
+		{Name: "api-hourly", Limits: []tollgate.Limit{{Units: 100, Window: time.Hour}}},
+		{Name: "login-burst", Limits: []tollgate.Limit{{Units: 5, Window: 250 * time.Millisecond, Algorithm: tollgate.GCRA}}, FailOpen: true},
+		{Name: "export-daily", Limits: []tollgate.Limit{{Units: 1_000_000, Window: 24 * time.Hour, Algorithm: tollgate.SlidingWindow}}, Shadow: true},
+		{Name: "monthly-quota", Limits: []tollgate.Limit{{Units: tollgate.MaxUnits, Window: tollgate.MaxWindow}}},
+		{Name: "api-tiered", Limits: []tollgate.Limit{
+			{Units: 10, Window: time.Second, Algorithm: tollgate.GCRA},
+			{Units: 1000, Window: time.Hour},
+			{Units: 20000, Window: 24 * time.Hour, Algorithm: tollgate.SlidingWindow},
+		}, FailLocal: true},
 	}
 	got := c.Policies()
 	if len(got) != len(want) {
 		t.Fatalf("Policies() = %v, want %v", got, want)
 	}
 	for i := range want {
-		if got[i] != want[i] {
+		if !reflect.DeepEqual(got[i], want[i]) {
 			t.Errorf("policy %d = %+v, want %+v", i, got[i], want[i])
 		}
 		p, ok := c.Policy(want[i].Name)
-		if !ok || p != want[i] {
+		if !ok || !reflect.DeepEqual(p, want[i]) {
 			t.Errorf("Policy(%q) = %+v, %t", want[i].Name, p, ok)
 		}
 	}

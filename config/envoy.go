@@ -51,6 +51,7 @@ var envoyUnits = map[string]time.Duration{
 //	      window: 90s                # Tollgate extension: a Go duration; overrides unit (which, if given, must still be valid)
 //	      algorithm: sliding_log     # Tollgate extension: sliding_log (default), sliding_window or gcra
 //	      failure_mode: fail_closed  # Tollgate extension: fail_closed (default) or fail_open when the store is unavailable
+//	      stop_charging_when_over: false  # Tollgate extension: keep no hits of a request that another of its descriptors puts over its limit
 //	    shadow_mode: false           # report, never deny
 //	    share_threshold: false       # all values matching this glob value share one counter
 //	    detailed_metric: false       # accepted for compatibility; Tollgate keeps no per-descriptor metrics
@@ -86,6 +87,12 @@ type Rule struct {
 	// allowed when the store is unavailable; false (fail_closed, the
 	// default) leaves the failure to the server.
 	FailOpen bool
+	// StopChargingWhenOver (stop_charging_when_over: true) keeps no hits of
+	// a request of which another descriptor is over its limit, as
+	// envoyproxy/ratelimit's STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT does:
+	// the hits are not charged when an earlier descriptor is over, and are
+	// refunded when a later one is.
+	StopChargingWhenOver bool
 	// Name is the rate_limit's name, if any.
 	Name string
 	// Replaces are the names of rules this one replaces: when a request
@@ -262,6 +269,7 @@ type (
 		Window          string         `yaml:"window"`
 		Algorithm       string         `yaml:"algorithm"`
 		FailureMode     string         `yaml:"failure_mode"`
+		StopCharging    bool           `yaml:"stop_charging_when_over"`
 	}
 	replacesYAML struct {
 		Name string `yaml:"name"`
@@ -449,7 +457,7 @@ func (p *envoyParser) rule(rl *rateLimitYAML, dpath []any, name string) (*Rule, 
 		}
 		return errorAt(p.name, lineOf(p.root, path...), "domain %q: descriptor %q: rate_limit: "+format, append([]any{p.domain, name}, args...)...)
 	}
-	r := &Rule{Name: rl.Name}
+	r := &Rule{Name: rl.Name, StopChargingWhenOver: rl.StopCharging}
 	for i, rep := range rl.Replaces {
 		switch rep.Name {
 		case "":

@@ -23,12 +23,12 @@ policies:
 		return
 	}
 	p, _ := c.Policy("login")
-	fmt.Println(p.Limit, p.FailOpen)
+	fmt.Println(p.Limits, p.FailOpen)
 
 	_, err = config.Parse([]byte("policies:\n  - name: x\n    units: 0\n    window: 1h\n"))
 	fmt.Println(err)
 	// Output:
-	// 5 per 1m0s (gcra) true
+	// [5 per 1m0s (gcra)] true
 	// line 3: policy "x": tollgate: invalid limit: units 0 out of range [1, 1000000000000000]
 }
 

@@ -4,7 +4,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+
+	"github.com/tollgate/tollgate"
 )
 
 // FuzzParse feeds arbitrary bytes to both parsers: they must return, never
@@ -27,10 +30,15 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if c, err := Parse(data); err == nil {
 			for _, p := range c.Policies() {
-				if err := p.Limit.Validate(); err != nil {
-					t.Errorf("policy %q has an invalid limit: %v", p.Name, err)
+				if len(p.Limits) == 0 || len(p.Limits) > tollgate.MaxLimits {
+					t.Errorf("policy %q has %d limits", p.Name, len(p.Limits))
 				}
-				if got, ok := c.Policy(p.Name); !ok || got != p {
+				for _, l := range p.Limits {
+					if err := l.Validate(); err != nil {
+						t.Errorf("policy %q has an invalid limit: %v", p.Name, err)
+					}
+				}
+				if got, ok := c.Policy(p.Name); !ok || !reflect.DeepEqual(got, p) {
 					t.Errorf("Policy(%q) = %+v, %t", p.Name, got, ok)
 				}
 			}

@@ -48,7 +48,7 @@ func TestHolderReload(t *testing.T) {
 		if !ok {
 			t.Fatal("policy p missing")
 		}
-		return p.Limit.Units
+		return p.Limits[0].Units
 	}
 	if units() != 1 {
 		t.Fatalf("units = %d", units())
@@ -143,8 +143,8 @@ func TestHolderWatch(t *testing.T) {
 	if err := w.next(t); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := h.Policy("p"); p.Limit.Units != 2 {
-		t.Fatalf("units = %d after a change", p.Limit.Units)
+	if p, _ := h.Policy("p"); p.Limits[0].Units != 2 {
+		t.Fatalf("units = %d after a change", p.Limits[0].Units)
 	}
 
 	writeFile(t, path, policyYAMLWith("x"))
@@ -152,7 +152,7 @@ func TestHolderWatch(t *testing.T) {
 		t.Fatal("no error for an invalid change")
 	}
 	w.none(t, 50*time.Millisecond) // the same bad content is reported once
-	if p, _ := h.Policy("p"); p.Limit.Units != 2 {
+	if p, _ := h.Policy("p"); p.Limits[0].Units != 2 {
 		t.Fatal("invalid change replaced the config")
 	}
 
@@ -170,8 +170,8 @@ func TestHolderWatch(t *testing.T) {
 	if err := w.next(t); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := h.Policy("p"); p.Limit.Units != 3 {
-		t.Fatalf("units = %d after a link swap", p.Limit.Units)
+	if p, _ := h.Policy("p"); p.Limits[0].Units != 3 {
+		t.Fatalf("units = %d after a link swap", p.Limits[0].Units)
 	}
 }
 

@@ -73,6 +73,11 @@ type Options struct {
 	// Limit is applied to every request. An invalid Limit (Limit.Validate)
 	// makes every check fail with tollgate.ErrInvalidLimit.
 	Limit tollgate.Limit
+	// Limits, when not empty, are applied instead of Limit, together
+	// (tollgate.Limiter.ConsumeAll): a request passes only if it fits every
+	// one, and a denied request is charged to none. The RateLimit header
+	// fields list each and report the tightest.
+	Limits []tollgate.Limit
 	// Name names the limit in the RateLimit header fields; "" means
 	// DefaultName. It should be printable ASCII; otherwise those fields are
 	// left out.
@@ -118,6 +123,9 @@ func New(l *tollgate.Limiter, opts Options) func(http.Handler) http.Handler {
 	if opts.Namespace == "" {
 		opts.Namespace = "middleware:" + opts.Name
 	}
+	if len(opts.Limits) == 0 {
+		opts.Limits = []tollgate.Limit{opts.Limit}
+	}
 	l = l.Namespace(opts.Namespace)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -142,16 +150,16 @@ func New(l *tollgate.Limiter, opts Options) func(http.Handler) http.Handler {
 				ctx, cancel = context.WithTimeout(ctx, opts.Timeout)
 				defer cancel()
 			}
-			res, err := l.Consume(ctx, key, cost, opts.Limit)
+			d, err := l.ConsumeAll(ctx, key, cost, opts.Limits...)
 			if err != nil {
 				if opts.OnError(w, r, err) {
 					next.ServeHTTP(w, r)
 				}
 				return
 			}
-			header.Set(w.Header(), opts.Name, opts.Limit, res, !res.Allowed)
-			if !res.Allowed {
-				denied(w, res)
+			header.SetAll(w.Header(), opts.Name, opts.Limits, d, !d.Allowed)
+			if !d.Allowed {
+				denied(w, d.RetryAfter)
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -285,9 +293,9 @@ type errorDetail struct {
 
 // denied answers a denied request: 429 with a JSON body (the RateLimit and
 // Retry-After fields are set).
-func denied(w http.ResponseWriter, res tollgate.Result) {
-	ms := int64(res.RetryAfter / time.Millisecond)
-	if res.RetryAfter%time.Millisecond != 0 {
+func denied(w http.ResponseWriter, retry time.Duration) {
+	ms := int64(retry / time.Millisecond)
+	if retry%time.Millisecond != 0 {
 		ms++
 	}
 	msg := "rate limit exceeded; retry in " + w.Header().Get(header.RetryAfter) + "s"

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -316,5 +317,38 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	if allowed != 50 {
 		t.Errorf("%d allowed, want 50", allowed)
+	}
+}
+
+// Several limits: a request passes only if it fits all, a denied one is
+// charged to none, and the headers list every limit.
+func TestLimits(t *testing.T) {
+	lim, clk := newLimiter(t)
+	limits := []tollgate.Limit{{Units: 2, Window: time.Second, Algorithm: tollgate.GCRA}, tollgate.PerHour(3)}
+	h := middleware.New(lim, middleware.Options{Name: "api", Limits: limits})(ok)
+	for i, want := range []int{200, 200, 429} {
+		if rec := get(h, "192.0.2.1:1"); rec.Code != want {
+			t.Fatalf("request %d: %d, want %d", i, rec.Code, want)
+		}
+	}
+	clk.Set(t0.Add(time.Minute)) // the burst drained; the hour holds 2
+	rec := get(h, "192.0.2.1:1")
+	if rec.Code != 200 {
+		t.Fatalf("after the burst drained: %d", rec.Code)
+	}
+	if got, want := rec.Header().Get("RateLimit-Policy"), `"api/1s";q=2;w=1, "api/1h";q=3;w=3600`; got != want {
+		t.Errorf("RateLimit-Policy %s, want %s", got, want)
+	}
+	if got := rec.Header().Get("RateLimit"); !strings.HasPrefix(got, `"api/1h";r=0;`) {
+		t.Errorf("RateLimit %s, want the hour's (0 remaining)", got)
+	}
+	rec = get(h, "192.0.2.1:1")
+	if rec.Code != 429 || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("the hour is full: %d, Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	// The denied requests were charged to neither limit.
+	ns := lim.Namespace("middleware:api")
+	if r, _ := ns.Peek(context.Background(), "192.0.2.1", limits[1]); r.Used != 3 {
+		t.Errorf("hour used %d, want 3", r.Used)
 	}
 }

@@ -54,6 +54,8 @@ type benchConfig struct {
 	Units     int64
 	Window    time.Duration
 	Algorithm string
+	// Limits, when set (bench.ParseLimits), are checked together instead.
+	Limits string
 
 	// Compare are the comparisons run after Tollgate (bench.ParseEntries:
 	// entries and groups; --compare alone is bench.GroupBaselines, which
@@ -154,6 +156,7 @@ only what its command line names.`,
 	f.Int64Var(&cfg.Units, "limit", defaultBenchUnits, "`units` per window of the limit checked (the default lets every check through)")
 	f.DurationVar(&cfg.Window, "window", defaultBenchWindow, "window of the limit checked")
 	f.StringVar(&cfg.Algorithm, "algorithm", tollgate.SlidingLog.String(), "algorithm of the limit checked: sliding_log, sliding_window or gcra")
+	f.StringVar(&cfg.Limits, "limits", "", "check several limits of each key together, instead of --limit, --window and --algorithm: `UNITS/WINDOW[/ALGORITHM],…` (e.g. 10/1s/gcra,1000/1h,20000/24h/sliding_window); library and --http targets")
 	f.StringSliceVar(&cfg.Compare, "compare", nil, "also run, as ratios to Tollgate: alone, the seed's pattern, go-redis/redis_rate and redis-benchmark on the same Redis; "+
 		"=`LIST` of http, seed, redis_rate, redis-benchmark, deny, baselines, all")
 	f.Lookup("compare").NoOptDefVal = bench.GroupBaselines
@@ -173,6 +176,30 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// limits returns the limits --limits names (nil without it), checked with
+// cost and the other flags.
+func (c benchConfig) limits(cost bench.Cost) ([]tollgate.Limit, error) {
+	if c.Limits == "" {
+		return nil, nil
+	}
+	limits, err := bench.ParseLimits(c.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("--limits: %w", err)
+	}
+	switch {
+	case c.GRPC != "" || c.PrintEnvoyConfig:
+		return nil, errors.New("--limits is for the library and --http targets; Envoy rules name their own limits")
+	case len(c.Compare) > 0:
+		return nil, errors.New("--limits and --compare: the comparisons check one limit")
+	}
+	for _, l := range limits {
+		if cost.Max() > l.Units {
+			return nil, fmt.Errorf("--cost up to %d exceeds the limit %s: such checks could never be allowed", cost.Max(), l)
+		}
+	}
+	return limits, nil
 }
 
 // validate checks cfg and returns the limit and cost it makes.
@@ -266,6 +293,10 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	limits, err := cfg.limits(cost)
+	if err != nil {
+		return err
+	}
 	if cfg.PrintEnvoyConfig {
 		_, err := io.WriteString(stdout, bench.EnvoyConfig(cfg.GRPCDomain, cfg.GRPCDescriptorKey, limit))
 		return err
@@ -280,8 +311,9 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 	report := bench.Report{Setup: bench.Setup{
 		Units: limit.Units, Window: limit.Window, Algorithm: limit.Algorithm.String(), Cost: cost.String(),
 		Keys: load.Keys, Concurrency: load.Concurrency, MaxChecks: load.Count, MaxDuration: load.Duration,
+		Limits: limits,
 	}}
-	target, store, closeTarget, err := openBenchTarget(ctx, cfg, limit, &report.Setup)
+	target, store, closeTarget, err := openBenchTarget(ctx, cfg, limit, limits, &report.Setup)
 	if err != nil {
 		return err
 	}
@@ -343,7 +375,7 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 
 // openBenchTarget opens Tollgate's target and fills in setup's target
 // fields. For the library it also returns the store (nil otherwise).
-func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit, setup *bench.Setup) (bench.Target, tollgate.Store, func() error, error) {
+func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit, limits []tollgate.Limit, setup *bench.Setup) (bench.Target, tollgate.Store, func() error, error) {
 	switch {
 	case cfg.HTTP != "":
 		setup.Target, setup.Addr = "http", cfg.HTTP
@@ -351,7 +383,7 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		opts := bench.HTTPOptions{Conns: cfg.Load.Concurrency}
+		opts := bench.HTTPOptions{Conns: cfg.Load.Concurrency, Limits: limits}
 		if len(toks) > 0 {
 			opts.Token = toks[0]
 		}
@@ -393,7 +425,7 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
 	}
-	return bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit}, st, closeStore, nil
+	return bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit, Limits: limits}, st, closeStore, nil
 }
 
 // benchServiceConfig is how --compare runs the service: serve's defaults,

@@ -102,6 +102,30 @@ func TestBenchCommandHTTP(t *testing.T) {
 	}
 }
 
+// --limits checks several limits of each key together, through the
+// library and the HTTP API: the tightest decides.
+func TestBenchCommandLimits(t *testing.T) {
+	out, _, err := runBenchCmd(t, "--limits", "1000/1s/gcra,30/1h,500/24h/sliding_window", "--count", "300", "--keys", "2", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := benchJSON(t, out)
+	if m["allowed"] != 60.0 || m["denied"] != 240.0 || len(m["limits"].([]any)) != 3 {
+		t.Errorf("library: allowed %v, denied %v, limits %v; want 60, 240 and three limits", m["allowed"], m["denied"], m["limits"])
+	}
+	st := memory.New(memory.Options{})
+	defer st.Close()
+	srv := httptest.NewServer(httpapi.New(tollgate.New(st, tollgate.Options{}), httpapi.Options{}))
+	defer srv.Close()
+	out, _, err = runBenchCmd(t, "--http", srv.URL, "--limits", "5/1h,1000/1m/gcra", "--count", "50", "--keys", "3", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := benchJSON(t, out); m["allowed"] != 15.0 || m["denied"] != 35.0 || m["errors"] != 0.0 {
+		t.Errorf("http: allowed %v, denied %v, errors %v; want 15, 35, 0", m["allowed"], m["denied"], m["errors"])
+	}
+}
+
 // The gRPC target against the Envoy rate limit service, with the rule
 // --print-envoy-config prints; the service's limit applies.
 func TestBenchCommandGRPC(t *testing.T) {
@@ -247,6 +271,11 @@ func TestBenchCommandErrors(t *testing.T) {
 		{[]string{"--concurrency", "100000"}, "--concurrency 100000"},
 		{[]string{"--duration", "0s"}, "--duration 0s"},
 		{[]string{"--check-timeout", "0s"}, "--check-timeout 0s"},
+		{[]string{"--limits", "10"}, "want UNITS/WINDOW"},
+		{[]string{"--limits", "10/1h,5/1s/leaky"}, `unknown algorithm "leaky"`},
+		{[]string{"--limits", "10/1h", "--cost", "20"}, "exceeds the limit"},
+		{[]string{"--limits", "10/1h", "--grpc", "127.0.0.1:2"}, "--limits is for the library"},
+		{[]string{"--limits", "10/1h", "--compare=http"}, "--limits and --compare"},
 	} {
 		_, _, err := runBenchCmd(t, append(tc.args, "--count", "1")...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tollgate/tollgate"
 )
 
 // Row is what one run measured.
@@ -63,8 +65,10 @@ type Setup struct {
 	Units     int64
 	Window    time.Duration
 	Algorithm string
-	Cost      string
-	Keys      int
+	// Limits, when not empty, were checked together instead.
+	Limits []tollgate.Limit
+	Cost   string
+	Keys   int
 	// Concurrency is the number of callers.
 	Concurrency int
 	// MaxChecks (0: none) and MaxDuration are the run's bounds.
@@ -121,9 +125,18 @@ func (r Report) String() string {
 	if s.Addr != "" {
 		fmt.Fprintf(&b, " (%s)", s.Addr)
 	}
-	if s.Units == 0 {
+	switch {
+	case len(s.Limits) > 0:
+		for i, l := range s.Limits {
+			sep := ", "
+			if i > 0 {
+				sep = " + "
+			}
+			fmt.Fprintf(&b, "%s%s %d per %s", sep, l.Algorithm, l.Units, shortDuration(l.Window))
+		}
+	case s.Units == 0:
 		b.WriteString(", the service's rule")
-	} else {
+	default:
 		fmt.Fprintf(&b, ", %s %d per %s", s.Algorithm, s.Units, shortDuration(s.Window))
 	}
 	fmt.Fprintf(&b, ", cost %s, %d keys, %d callers, ", s.Cost, s.Keys, s.Concurrency)
@@ -340,17 +353,18 @@ func (row Row) json() rowJSON {
 // "ratio_to", to the row it names).
 func (r Report) MarshalJSON() ([]byte, error) {
 	type setupJSON struct {
-		Target      string  `json:"target"`
-		Store       string  `json:"store,omitempty"`
-		Addr        string  `json:"addr,omitempty"`
-		Units       int64   `json:"limit,omitempty"`
-		Window      string  `json:"window,omitempty"`
-		Algorithm   string  `json:"algorithm,omitempty"`
-		Cost        string  `json:"cost"`
-		Keys        int     `json:"keys"`
-		Concurrency int     `json:"concurrency"`
-		MaxChecks   int64   `json:"max_checks"`
-		MaxDuration float64 `json:"max_duration_sec"`
+		Target      string   `json:"target"`
+		Store       string   `json:"store,omitempty"`
+		Addr        string   `json:"addr,omitempty"`
+		Units       int64    `json:"limit,omitempty"`
+		Window      string   `json:"window,omitempty"`
+		Algorithm   string   `json:"algorithm,omitempty"`
+		Limits      []string `json:"limits,omitempty"`
+		Cost        string   `json:"cost"`
+		Keys        int      `json:"keys"`
+		Concurrency int      `json:"concurrency"`
+		MaxChecks   int64    `json:"max_checks"`
+		MaxDuration float64  `json:"max_duration_sec"`
 	}
 	s := r.Setup
 	window := ""
@@ -362,8 +376,11 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		rowJSON
 		Compare []rowJSON `json:"compare,omitempty"`
 	}{
-		setupJSON: setupJSON{s.Target, s.Store, s.Addr, s.Units, window, s.Algorithm, s.Cost,
+		setupJSON: setupJSON{s.Target, s.Store, s.Addr, s.Units, window, s.Algorithm, nil, s.Cost,
 			s.Keys, s.Concurrency, s.MaxChecks, s.MaxDuration.Seconds()},
+	}
+	for _, l := range s.Limits {
+		out.Limits = append(out.Limits, l.String())
 	}
 	if len(r.Rows) > 0 {
 		out.rowJSON = r.Rows[0].json()

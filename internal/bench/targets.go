@@ -23,16 +23,58 @@ import (
 	"github.com/tollgate/tollgate"
 )
 
-// Library is the Target of a Limiter in process: Consume with Limit.
+// Library is the Target of a Limiter in process: Consume with Limit, or
+// ConsumeAll with Limits when there are any.
 type Library struct {
 	Limiter *tollgate.Limiter
 	Limit   tollgate.Limit
+	Limits  []tollgate.Limit
 }
 
 // Check implements Target.
 func (l Library) Check(ctx context.Context, key string, cost int64) (bool, error) {
+	if len(l.Limits) > 0 {
+		d, err := l.Limiter.ConsumeAll(ctx, key, cost, l.Limits...)
+		return d.Allowed, err
+	}
 	res, err := l.Limiter.Consume(ctx, key, cost, l.Limit)
 	return res.Allowed, err
+}
+
+// ParseLimits parses a --limits list: comma-separated UNITS/WINDOW or
+// UNITS/WINDOW/ALGORITHM, such as "10/1s/gcra,1000/1h". Its errors wrap
+// tollgate.ErrInvalidLimit.
+func ParseLimits(s string) ([]tollgate.Limit, error) {
+	var limits []tollgate.Limit
+	for _, item := range strings.Split(s, ",") {
+		parts := strings.Split(strings.TrimSpace(item), "/")
+		if len(parts) < 2 || len(parts) > 3 {
+			return nil, fmt.Errorf("%w: %q: want UNITS/WINDOW or UNITS/WINDOW/ALGORITHM", tollgate.ErrInvalidLimit, item)
+		}
+		units, err := strconv.ParseInt(parts[0], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: units %q is not an integer", tollgate.ErrInvalidLimit, item, parts[0])
+		}
+		window, err := time.ParseDuration(parts[1])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: window %q is not a Go duration", tollgate.ErrInvalidLimit, item, parts[1])
+		}
+		var alg tollgate.Algorithm
+		if len(parts) == 3 {
+			if alg, err = tollgate.ParseAlgorithm(parts[2]); err != nil {
+				return nil, fmt.Errorf("%q: %w", item, err)
+			}
+		}
+		l := tollgate.Limit{Units: units, Window: window, Algorithm: alg}
+		if err := l.Validate(); err != nil {
+			return nil, fmt.Errorf("%q: %w", item, err)
+		}
+		limits = append(limits, l)
+	}
+	if len(limits) > tollgate.MaxLimits {
+		return nil, fmt.Errorf("%w: %d limits (want 1 to %d)", tollgate.ErrInvalidLimits, len(limits), tollgate.MaxLimits)
+	}
+	return limits, nil
 }
 
 // Reset implements Resetter.
@@ -47,6 +89,7 @@ type HTTP struct {
 	// resetURL is POST /v1/reset's, for Reset.
 	resetURL string
 	limit    tollgate.Limit
+	limits   []byte // the body's "limits" list, when there are several
 	token    string
 	client   *http.Client
 	tr       *http.Transport
@@ -60,6 +103,9 @@ type HTTPOptions struct {
 	// concurrency, so that every caller keeps its connection. 0 means
 	// DefaultConcurrency.
 	Conns int
+	// Limits, when not empty, are sent as the inline "limits" list instead
+	// of the one limit.
+	Limits []tollgate.Limit
 }
 
 // NewHTTP returns the target of the service whose base URL is base
@@ -85,7 +131,21 @@ func NewHTTP(base string, limit tollgate.Limit, opts HTTPOptions) (*HTTP, error)
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
 	}
+	var limits []byte
+	if len(opts.Limits) > 0 {
+		type item struct {
+			Limit     int64  `json:"limit"`
+			Window    string `json:"window"`
+			Algorithm string `json:"algorithm"`
+		}
+		items := make([]item, len(opts.Limits))
+		for i, l := range opts.Limits {
+			items[i] = item{l.Units, l.Window.String(), l.Algorithm.String()}
+		}
+		limits, _ = json.Marshal(items) // plain strings and ints: cannot fail
+	}
 	return &HTTP{
+		limits:   limits,
 		url:      strings.TrimSuffix(u.String(), "/") + "/v1/consume",
 		resetURL: strings.TrimSuffix(u.String(), "/") + "/v1/reset",
 		limit:    limit,
@@ -110,13 +170,19 @@ func (h *HTTP) Check(ctx context.Context, key string, cost int64) (bool, error) 
 	body = append(body, k...)
 	body = append(body, `,"cost":`...)
 	body = strconv.AppendInt(body, cost, 10)
-	body = append(body, `,"limit":`...)
-	body = strconv.AppendInt(body, h.limit.Units, 10)
-	body = append(body, `,"window":"`...)
-	body = append(body, h.limit.Window.String()...)
-	body = append(body, `","algorithm":"`...)
-	body = append(body, h.limit.Algorithm.String()...)
-	body = append(body, `"}`...)
+	if h.limits != nil {
+		body = append(body, `,"limits":`...)
+		body = append(body, h.limits...)
+		body = append(body, '}')
+	} else {
+		body = append(body, `,"limit":`...)
+		body = strconv.AppendInt(body, h.limit.Units, 10)
+		body = append(body, `,"window":"`...)
+		body = append(body, h.limit.Window.String()...)
+		body = append(body, `","algorithm":"`...)
+		body = append(body, h.limit.Algorithm.String()...)
+		body = append(body, `"}`...)
+	}
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,7 +93,8 @@ type faultyStore struct {
 func (s *faultyStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
 	s.calls.Add(1)
 	s.mu.Lock()
-	err := s.failing[Slot(req.Key)]
+	// The Limiters' keys: the load's keys in the default namespace.
+	err := s.failing[Slot(strings.TrimPrefix(req.Key, tollgate.StoreKey("", "")))]
 	s.mu.Unlock()
 	if err != nil {
 		return tollgate.Decision{}, err

@@ -16,6 +16,14 @@
 // denial t equals Retry-After (whole seconds, rounded up), as the draft asks
 // that Retry-After not end before the effective window. Integers are capped
 // at MaxInteger.
+//
+// A policy of several limits (SetAll) lists each in RateLimit-Policy, named
+// "<policy>/<window>" ("<policy>/<window>/<algorithm>" where two limits share
+// a window), and RateLimit reports the tightest (tollgate.Decision.Tightest),
+// as draft-11 allows:
+//
+//	RateLimit-Policy: "api/1s";q=10;w=1, "api/1h";q=1000;w=3600
+//	RateLimit: "api/1h";r=0;t=1200
 package header
 
 import (
@@ -65,21 +73,109 @@ func Set(h http.Header, name string, lim tollgate.Limit, res tollgate.Result, de
 	h.Set(RateLimit, item+";r="+sfInt(res.Remaining)+";t="+sfInt(t))
 }
 
+// SetAll sets the fields for d, the Decision of a policy called name over
+// limits (in the order of d.Results); denied as for Set. With one limit it
+// is Set.
+func SetAll(h http.Header, name string, limits []tollgate.Limit, d tollgate.Decision, denied bool) {
+	if len(limits) == 1 {
+		Set(h, name, limits[0], d.Results[0], denied)
+		return
+	}
+	if denied {
+		h.Set(RetryAfter, strconv.FormatInt(ceilSeconds(d.RetryAfter), 10))
+	}
+	items, ok := limitItems(name, limits)
+	if !ok {
+		return
+	}
+	setPolicyItems(h, items, limits)
+	i := d.Tightest()
+	r := d.Results[i]
+	var t int64
+	switch {
+	case denied:
+		t = ceilSeconds(d.RetryAfter)
+	case r.ResetAfter > 0:
+		t = ceilSeconds(r.ResetAfter)
+	default:
+		t = ceilSeconds(limits[i].Window)
+	}
+	h.Set(RateLimit, items[i]+";r="+sfInt(r.Remaining)+";t="+sfInt(t))
+}
+
 // SetPolicy sets only RateLimit-Policy, for an answer without a Result (for
 // example one let through while the store is unavailable).
-func SetPolicy(h http.Header, name string, lim tollgate.Limit) {
-	if item, ok := sfString(name); ok {
-		setPolicyItem(h, item, lim)
+func SetPolicy(h http.Header, name string, limits ...tollgate.Limit) {
+	if len(limits) == 1 {
+		if item, ok := sfString(name); ok {
+			setPolicyItem(h, item, limits[0])
+		}
+		return
 	}
+	if items, ok := limitItems(name, limits); ok {
+		setPolicyItems(h, items, limits)
+	}
+}
+
+// LimitName names limit i of limits in a policy called name, as SetAll
+// does: "<name>/<window>", with "/<algorithm>" when another limit has the
+// same window.
+func LimitName(name string, limits []tollgate.Limit, i int) string {
+	n := name + "/" + shortDuration(limits[i].Window)
+	for j, l := range limits {
+		if j != i && l.Window == limits[i].Window {
+			return n + "/" + limits[i].Algorithm.String()
+		}
+	}
+	return n
+}
+
+// limitItems serializes every limit's name, or reports false when the
+// policy's name cannot be a String.
+func limitItems(name string, limits []tollgate.Limit) ([]string, bool) {
+	items := make([]string, len(limits))
+	for i := range limits {
+		item, ok := sfString(LimitName(name, limits, i))
+		if !ok {
+			return nil, false
+		}
+		items[i] = item
+	}
+	return items, true
 }
 
 // setPolicyItem sets RateLimit-Policy for the serialized name item.
 func setPolicyItem(h http.Header, item string, lim tollgate.Limit) {
+	h.Set(RateLimitPolicy, policyItem(item, lim))
+}
+
+func setPolicyItems(h http.Header, items []string, limits []tollgate.Limit) {
+	v := make([]string, len(items))
+	for i, item := range items {
+		v[i] = policyItem(item, limits[i])
+	}
+	h.Set(RateLimitPolicy, strings.Join(v, ", "))
+}
+
+func policyItem(item string, lim tollgate.Limit) string {
 	v := item + ";q=" + sfInt(lim.Units)
 	if lim.Window >= time.Second && lim.Window%time.Second == 0 {
 		v += ";w=" + sfInt(int64(lim.Window/time.Second))
 	}
-	h.Set(RateLimitPolicy, v)
+	return v
+}
+
+// shortDuration formats d as time.Duration does, without zero units at the
+// end: "1h", "90s", "1h30m", "250ms".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // sfString serializes s as a Structured Fields String, or reports false if

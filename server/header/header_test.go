@@ -68,3 +68,52 @@ func TestSetPolicy(t *testing.T) {
 		t.Errorf("header %v for an invalid name", h)
 	}
 }
+
+func TestSetAll(t *testing.T) {
+	limits := []tollgate.Limit{
+		{Units: 10, Window: time.Second, Algorithm: tollgate.GCRA},
+		{Units: 1000, Window: time.Hour},
+		{Units: 50, Window: time.Hour, Algorithm: tollgate.SlidingWindow},
+		{Units: 5, Window: 90 * time.Minute},
+	}
+	allowed := tollgate.Decision{Allowed: true, Results: []tollgate.Result{
+		{Allowed: true, Limit: 10, Used: 2, Remaining: 8, ResetAfter: 200 * time.Millisecond},
+		{Allowed: true, Limit: 1000, Used: 2, Remaining: 998, ResetAfter: time.Hour},
+		{Allowed: true, Limit: 50, Used: 49, Remaining: 1, ResetAfter: 2 * time.Hour},
+		{Allowed: true, Limit: 5, Used: 2, Remaining: 3, ResetAfter: 90 * time.Minute},
+	}}
+	h := http.Header{}
+	header.SetAll(h, "api", limits, allowed, false)
+	wantPolicy := `"api/1s";q=10;w=1, "api/1h/sliding_log";q=1000;w=3600, "api/1h/sliding_window";q=50;w=3600, "api/1h30m";q=5;w=5400`
+	if got := h.Get(header.RateLimitPolicy); got != wantPolicy {
+		t.Errorf("RateLimit-Policy = %s\nwant %s", got, wantPolicy)
+	}
+	// The tightest: the fewest remaining.
+	if got, want := h.Get(header.RateLimit), `"api/1h/sliding_window";r=1;t=7200`; got != want {
+		t.Errorf("RateLimit = %s, want %s", got, want)
+	}
+	if h.Get(header.RetryAfter) != "" {
+		t.Error("Retry-After on an allowed answer")
+	}
+
+	denied := tollgate.Decision{RetryAfter: 1500 * time.Millisecond, Results: []tollgate.Result{
+		{Allowed: false, Limit: 10, Used: 10, RetryAfter: 100 * time.Millisecond, ResetAfter: time.Second},
+		{Allowed: true, Limit: 1000, Used: 10, Remaining: 990, ResetAfter: time.Hour},
+		{Allowed: false, Limit: 50, Used: 50, RetryAfter: 1500 * time.Millisecond, ResetAfter: 2 * time.Hour},
+		{Allowed: true, Limit: 5, Used: 2, Remaining: 3, ResetAfter: time.Hour},
+	}}
+	h = http.Header{}
+	header.SetAll(h, "api", limits, denied, true)
+	if got, want := h.Get(header.RateLimit), `"api/1h/sliding_window";r=0;t=2`; got != want {
+		t.Errorf("denied RateLimit = %s, want %s (the denying limit with the latest retry)", got, want)
+	}
+	if got := h.Get(header.RetryAfter); got != "2" {
+		t.Errorf("Retry-After = %q, want 2", got)
+	}
+	// One limit: the plain fields, named as the policy.
+	h = http.Header{}
+	header.SetAll(h, "api", limits[:1], tollgate.Decision{Allowed: true, Results: allowed.Results[:1]}, false)
+	if got, want := h.Get(header.RateLimitPolicy), `"api";q=10;w=1`; got != want {
+		t.Errorf("one limit: RateLimit-Policy = %s, want %s", got, want)
+	}
+}

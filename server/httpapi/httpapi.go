@@ -2,9 +2,9 @@
 //
 // Endpoints (all bodies are JSON objects; Content-Type is not checked):
 //
-//	POST /v1/consume  {"key","cost"?, "policy" | "limit","window","algorithm"?, "request_id"?} → result; 200 allowed, 429 denied
-//	POST /v1/peek     {"key",         "policy" | "limit","window","algorithm"?} → result; 200 allowed, 429 denied
-//	POST /v1/refund   {"key","cost"?, "policy" | "limit","window","algorithm"?} → result; always 200
+//	POST /v1/consume  {"key","cost"?, "policy" | "limit","window","algorithm"? | "limits", "request_id"?} → result; 200 allowed, 429 denied
+//	POST /v1/peek     {"key",         "policy" | "limit","window","algorithm"? | "limits"} → result; 200 allowed, 429 denied
+//	POST /v1/refund   {"key","cost"?, "policy" | "limit","window","algorithm"? | "limits"} → result; always 200
 //	POST /v1/reset    {"key","policy"?}                                          → {}; 200
 //	GET  /healthz                                                                → {"status":"ok"}; 200
 //	GET  /readyz                                                                 → {"status":"ok"}; 200, or 503 error
@@ -27,6 +27,14 @@
 // "algorithm" is invalid_limit, a name that is not a policy
 // unknown_policy. A policy's name is looked up per request, so a Policies
 // that follows its file (config.Holder) applies reloads at once.
+//
+// An inline list "limits": [{"limit","window","algorithm"?}, …] (1 to
+// tollgate.MaxLimits) and a policy of several limits are checked together
+// (tollgate.Limiter.ConsumeAll): allowed only if the cost fits every limit,
+// and a denied consume records nothing in any. Their result adds "limits",
+// each limit's figures, and its top-level figures and the RateLimit field
+// are the tightest limit's; RateLimit-Policy lists every limit (see
+// package header).
 //
 // Each policy counts on its own, in a namespace of its own
 // (tollgate.Limiter.Namespace "policy:" + P), and inline limits count in the
@@ -112,22 +120,17 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
-	"github.com/tollgate/tollgate/server/header"
 )
 
 // DefaultMaxBodyBytes is the largest request body when Options.MaxBodyBytes
@@ -372,6 +375,7 @@ type (
 		Limit     json.RawMessage `json:"limit"`
 		Window    string          `json:"window"`
 		Algorithm string          `json:"algorithm"`
+		Limits    json.RawMessage `json:"limits"`
 		Policy    string          `json:"policy"`
 		// RequestID (consume only) makes a repeat of this consume within
 		// the dedupe window answer without counting again.
@@ -385,9 +389,9 @@ type (
 
 // The field names of each request body, exactly as the struct tags spell them.
 var (
-	consumeFields = []string{"key", "cost", "limit", "window", "algorithm", "policy", "request_id"}
-	refundFields  = []string{"key", "cost", "limit", "window", "algorithm", "policy"}
-	peekFields    = []string{"key", "limit", "window", "algorithm", "policy"}
+	consumeFields = []string{"key", "cost", "limit", "window", "algorithm", "limits", "policy", "request_id"}
+	refundFields  = []string{"key", "cost", "limit", "window", "algorithm", "limits", "policy"}
+	peekFields    = []string{"key", "limit", "window", "algorithm", "limits", "policy"}
 	resetFields   = []string{"key", "policy"}
 )
 
@@ -400,6 +404,23 @@ type result struct {
 	RetryAfterMS int64 `json:"retry_after_ms"`
 	ResetAfterMS int64 `json:"reset_after_ms"`
 	ShadowDenied bool  `json:"shadow_denied,omitempty"`
+	// Limits, for a request of several limits (inline "limits" or a
+	// policy's), gives each one's figures; the fields above describe the
+	// tightest (tollgate.Decision.Tightest), and allowed all of them.
+	Limits []limitResult `json:"limits,omitempty"`
+}
+
+// limitResult is one limit's part of a result.
+type limitResult struct {
+	Name         string `json:"name"`
+	Limit        int64  `json:"limit"`
+	Window       string `json:"window"`
+	Algorithm    string `json:"algorithm"`
+	Allowed      bool   `json:"allowed"`
+	Used         int64  `json:"used"`
+	Remaining    int64  `json:"remaining"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
+	ResetAfterMS int64  `json:"reset_after_ms"`
 }
 
 // degradedResult is the body of a fail_open answer without the store.
@@ -442,10 +463,20 @@ type target struct {
 	name      string // the policy's name, or "" for an inline limit
 	key       string // the request's key
 	ns        string // the key's namespace
-	lim       tollgate.Limit
+	limits    []tollgate.Limit
+	multi     bool // the answer lists every limit's figures
 	shadow    bool
 	failOpen  bool
 	failLocal bool
+}
+
+// minUnits is the smallest Units of t's limits: no larger cost ever fits.
+func (t target) minUnits() int64 {
+	units := t.limits[0].Units
+	for _, l := range t.limits[1:] {
+		units = min(units, l.Units)
+	}
+	return units
 }
 
 // headerName is the name of t in the RateLimit header fields.
@@ -468,23 +499,23 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		res tollgate.Result
+		d   tollgate.Decision
 		err error
 	)
-	if t.shadow && cost > t.lim.Units && cost >= 1 {
+	if t.shadow && cost > t.minUnits() && cost >= 1 {
 		// Never fits: report it as a shadow denial, with a peek's figures.
-		res, err = h.lim.Namespace(t.ns).Peek(r.Context(), t.key, t.lim)
-		res.Allowed, res.RetryAfter = false, 0
+		d, err = h.lim.Namespace(t.ns).PeekAll(r.Context(), t.key, t.limits...)
+		d.Allowed, d.RetryAfter = false, 0
 	} else {
 		ctx := r.Context()
 		if req.RequestID != "" {
 			ctx = tollgate.WithRequestID(ctx, req.RequestID)
 		}
-		res, err = h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
-			return l.Consume(ctx, t.key, cost, t.lim)
+		d, err = h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {
+			return l.ConsumeAll(ctx, t.key, cost, t.limits...)
 		})
 	}
-	h.respond(w, r, tollgate.OpConsume, t, res, err)
+	h.respond(w, r, tollgate.OpConsume, t, d, err)
 }
 
 func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
@@ -498,10 +529,10 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	res, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
-		return l.Peek(r.Context(), t.key, t.lim)
+	d, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {
+		return l.PeekAll(r.Context(), t.key, t.limits...)
 	})
-	h.respond(w, r, tollgate.OpPeek, t, res, err)
+	h.respond(w, r, tollgate.OpPeek, t, d, err)
 }
 
 func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
@@ -515,10 +546,10 @@ func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, e)
 		return
 	}
-	res, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Result, error) {
-		return l.Refund(r.Context(), t.key, cost, t.lim)
+	d, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {
+		return l.RefundAll(r.Context(), t.key, cost, t.limits...)
 	})
-	h.respond(w, r, tollgate.OpRefund, t, res, err)
+	h.respond(w, r, tollgate.OpRefund, t, d, err)
 }
 
 func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
@@ -571,16 +602,26 @@ func (h *handler) resolve(req limitRequest, withCost bool) (int64, target, *apiE
 		}
 		cost = n
 	}
-	if req.Policy == "" {
+	single := !absent(req.Limit) || req.Window != "" || req.Algorithm != ""
+	switch {
+	case req.Policy == "" && absent(req.Limits):
 		lim, e := parseLimit(req.Limit, req.Window, req.Algorithm)
 		if e != nil {
 			return 0, target{}, e
 		}
-		return cost, target{key: req.Key, ns: NamespaceInline, lim: lim}, nil
-	}
-	if !absent(req.Limit) || req.Window != "" || req.Algorithm != "" {
+		return cost, target{key: req.Key, ns: NamespaceInline, limits: []tollgate.Limit{lim}}, nil
+	case req.Policy == "" && single:
 		return 0, target{}, badRequest(CodeInvalidLimit,
-			"policy and limit, window or algorithm are mutually exclusive: give either a policy or a limit and window")
+			"limits and limit, window or algorithm are mutually exclusive: give either a list of limits or one limit")
+	case req.Policy == "":
+		limits, e := parseLimits(req.Limits)
+		if e != nil {
+			return 0, target{}, e
+		}
+		return cost, target{key: req.Key, ns: NamespaceInline, limits: limits, multi: true}, nil
+	case single || !absent(req.Limits):
+		return 0, target{}, badRequest(CodeInvalidLimit,
+			"policy and limit, window, algorithm or limits are mutually exclusive: give either a policy or inline limits")
 	}
 	p, e := h.policy(req.Policy)
 	if e != nil {
@@ -590,7 +631,8 @@ func (h *handler) resolve(req limitRequest, withCost bool) (int64, target, *apiE
 		name:      p.Name,
 		key:       req.Key,
 		ns:        PolicyNamespace(p.Name),
-		lim:       p.Limit,
+		limits:    p.Limits,
+		multi:     len(p.Limits) > 1,
 		shadow:    p.Shadow,
 		failOpen:  p.FailOpen,
 		failLocal: p.FailLocal,
@@ -616,130 +658,15 @@ func PolicyNamespace(name string) string { return "policy:" + name }
 
 // apply runs call on the Limiter and, for a fail_local policy whose store
 // is unavailable, on the fallback Limiter, marking the response degraded.
-func (h *handler) apply(w http.ResponseWriter, r *http.Request, t target, call func(*tollgate.Limiter) (tollgate.Result, error)) (tollgate.Result, error) {
-	res, err := call(h.lim.Namespace(t.ns))
+func (h *handler) apply(w http.ResponseWriter, r *http.Request, t target, call func(*tollgate.Limiter) (tollgate.Decision, error)) (tollgate.Decision, error) {
+	d, err := call(h.lim.Namespace(t.ns))
 	if err == nil || !t.failLocal || h.fallback == nil || !errors.Is(err, tollgate.ErrUnavailable) {
-		return res, err
+		return d, err
 	}
 	h.logAt(r, slog.LevelWarn, "store unavailable: answering from the local fallback",
 		slog.String("policy", t.name), slog.Any("error", err))
 	w.Header().Set(HeaderDegraded, degradedLocalFallback)
 	return call(h.fallback.Namespace(t.ns))
-}
-
-// respond writes the Limiter's answer for t: the result, or the error.
-func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op, t target, res tollgate.Result, err error) {
-	if err != nil {
-		unavailable := errors.Is(err, tollgate.ErrUnavailable)
-		if t.failOpen && unavailable {
-			h.observe(op, t, resultFailOpen)
-			h.degrade(w, r, op, t, err)
-			return
-		}
-		if unavailable || !badInput(err) {
-			h.observe(op, t, resultError)
-		}
-		h.fail(w, r, op.String(), err)
-		return
-	}
-	shadowDenied := t.shadow && op != tollgate.OpRefund && !res.Allowed
-	switch {
-	case shadowDenied:
-		h.observe(op, t, resultShadowDenied)
-	case res.Allowed:
-		h.observe(op, t, resultAllowed)
-	default:
-		h.observe(op, t, resultDenied)
-	}
-	if h.log.Enabled(r.Context(), slog.LevelDebug) {
-		h.logAt(r, slog.LevelDebug, op.String(),
-			slog.String("key", t.key), slog.String("policy", t.name), slog.String("limit", t.lim.String()),
-			slog.Bool("allowed", res.Allowed), slog.Bool("shadow_denied", shadowDenied), slog.Int64("used", res.Used))
-	}
-	status := http.StatusOK
-	if !res.Allowed && !shadowDenied && op != tollgate.OpRefund {
-		status = http.StatusTooManyRequests
-	}
-	hdr := w.Header()
-	header.Set(hdr, t.headerName(), t.lim, res, status == http.StatusTooManyRequests)
-	if shadowDenied {
-		hdr.Set(HeaderShadowDenied, "true")
-	}
-	writeJSON(w, status, result{
-		Allowed:      res.Allowed || shadowDenied,
-		Limit:        res.Limit,
-		Used:         res.Used,
-		Remaining:    res.Remaining,
-		RetryAfterMS: ceilDiv(res.RetryAfter, time.Millisecond),
-		ResetAfterMS: ceilDiv(res.ResetAfter, time.Millisecond),
-		ShadowDenied: shadowDenied,
-	})
-}
-
-// observe reports the result of a consume to the Observer.
-func (h *handler) observe(op tollgate.Op, t target, result string) {
-	if h.observer == nil || op != tollgate.OpConsume {
-		return
-	}
-	name := t.name
-	if name == "" {
-		name = inlineObserverName
-	}
-	h.observer.Check(name, result)
-}
-
-// badInput reports whether err is the Limiter's refusal of bad input (a
-// 400), which is not a check.
-func badInput(err error) bool {
-	return errors.Is(err, tollgate.ErrInvalidKey) || errors.Is(err, tollgate.ErrInvalidCost) ||
-		errors.Is(err, tollgate.ErrInvalidLimit) || errors.Is(err, tollgate.ErrCostExceedsLimit) ||
-		errors.Is(err, tollgate.ErrInvalidRequestID)
-}
-
-// degrade answers a fail_open policy's request that the store could not
-// answer: allowed, marked degraded.
-func (h *handler) degrade(w http.ResponseWriter, r *http.Request, op tollgate.Op, t target, err error) {
-	level := slog.LevelWarn
-	if r.Context().Err() != nil {
-		level = slog.LevelDebug
-	}
-	h.logAt(r, level, "store unavailable", slog.String("op", op.String()),
-		slog.String("policy", t.name), slog.Bool("fail_open", true), slog.Any("error", err))
-	hdr := w.Header()
-	header.SetPolicy(hdr, t.headerName(), t.lim)
-	hdr.Set(HeaderDegraded, degradedStoreUnavailable)
-	writeJSON(w, http.StatusOK, degradedResult{Allowed: true, Limit: t.lim.Units, Degraded: degradedStoreUnavailable})
-}
-
-// fail maps a Limiter error to a response by its sentinel.
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err error) {
-	var code Code
-	switch {
-	case errors.Is(err, tollgate.ErrInvalidKey):
-		code = CodeInvalidKey
-	case errors.Is(err, tollgate.ErrInvalidCost):
-		code = CodeInvalidCost
-	case errors.Is(err, tollgate.ErrInvalidLimit):
-		code = CodeInvalidLimit
-	case errors.Is(err, tollgate.ErrCostExceedsLimit):
-		code = CodeCostExceedsLimit
-	case errors.Is(err, tollgate.ErrInvalidRequestID):
-		code = CodeInvalidRequestID
-	case errors.Is(err, tollgate.ErrUnavailable):
-		// A client that went away is not a store failure worth a warning.
-		level := slog.LevelWarn
-		if r.Context().Err() != nil {
-			level = slog.LevelDebug
-		}
-		h.logAt(r, level, "store unavailable", slog.String("op", op), slog.Any("error", err))
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "store unavailable")
-		return
-	default:
-		h.logAt(r, slog.LevelError, "unexpected error", slog.String("op", op), slog.Any("error", err))
-		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
-		return
-	}
-	writeError(w, http.StatusBadRequest, code, strings.TrimPrefix(err.Error(), "tollgate: "))
 }
 
 // logAt logs a record about r, with its request id.
@@ -749,144 +676,4 @@ func (h *handler) logAt(r *http.Request, level slog.Level, msg string, attrs ...
 		return
 	}
 	h.log.LogAttrs(ctx, level, msg, append(attrs, slog.String("request_id", RequestID(ctx)))...)
-}
-
-// decode reads exactly one JSON object from the body into v, whose fields
-// (with exactly these names) are fields.
-func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any, fields ...string) *apiError {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.maxBody))
-	var raw json.RawMessage
-	err := dec.Decode(&raw)
-	if err == nil {
-		// Anything but the end of the body is trailing data.
-		if _, err = dec.Token(); err == io.EOF {
-			err = nil
-		} else if !tooLarge(err) {
-			return badRequest(CodeInvalidJSON, "unexpected data after the JSON object")
-		}
-	}
-	switch {
-	case err == nil:
-	case tooLarge(err):
-		return badRequest(CodeBodyTooLarge, "request body larger than %d bytes", h.maxBody)
-	case errors.Is(err, io.EOF):
-		return badRequest(CodeInvalidJSON, "empty request body")
-	default:
-		return badRequest(CodeInvalidJSON, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-
-	// encoding/json matches names case-insensitively; the API does not.
-	var names map[string]json.RawMessage
-	if json.Unmarshal(raw, &names) != nil || names == nil {
-		return badRequest(CodeInvalidJSON, "request body must be a JSON object")
-	}
-	for name := range names {
-		if !slices.Contains(fields, name) {
-			return badRequest(CodeInvalidJSON, "unknown field %q", name)
-		}
-	}
-
-	strict := json.NewDecoder(bytes.NewReader(raw))
-	strict.DisallowUnknownFields()
-	err = strict.Decode(v)
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &typeErr):
-		switch typeErr.Field {
-		case "key":
-			return badRequest(CodeInvalidKey, "key must be a JSON string, not %s", typeErr.Value)
-		case "window", "algorithm":
-			return badRequest(CodeInvalidLimit, "%s must be a JSON string, not %s", typeErr.Field, typeErr.Value)
-		case "policy":
-			return badRequest(CodeUnknownPolicy, "policy must be a JSON string, not %s", typeErr.Value)
-		}
-		return badRequest(CodeInvalidJSON, "field %q has the wrong type: %s", typeErr.Field, typeErr.Value)
-	default: // unreachable: raw is a valid object of known names
-		return badRequest(CodeInvalidJSON, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-}
-
-func tooLarge(err error) bool {
-	var mb *http.MaxBytesError
-	return errors.As(err, &mb)
-}
-
-// parseLimit parses the syntax of the inline limit fields.
-func parseLimit(rawLimit json.RawMessage, window, algorithm string) (tollgate.Limit, *apiError) {
-	if absent(rawLimit) {
-		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "limit is required (or a policy)")
-	}
-	units, err := parseInt(rawLimit)
-	if err != nil {
-		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "limit %s", err)
-	}
-	if window == "" {
-		return tollgate.Limit{}, badRequest(CodeInvalidLimit, `window is required (a Go duration such as "1h")`)
-	}
-	d, err := time.ParseDuration(window)
-	if err != nil {
-		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "window %.32q is not a Go duration such as \"1h\"", window)
-	}
-	alg, err := tollgate.ParseAlgorithm(algorithm)
-	if err != nil {
-		return tollgate.Limit{}, badRequest(CodeInvalidLimit, "unknown algorithm %.32q (want sliding_log, sliding_window or gcra)", algorithm)
-	}
-	return tollgate.Limit{Units: units, Window: d, Algorithm: alg}, nil
-}
-
-func absent(raw json.RawMessage) bool {
-	return len(raw) == 0 || string(raw) == "null"
-}
-
-// parseInt accepts a JSON integer literal that fits in an int64.
-func parseInt(raw json.RawMessage) (int64, error) {
-	if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
-		return 0, fmt.Errorf("must be a JSON integer, not %.32s", raw)
-	}
-	n, err := strconv.ParseInt(string(raw), 10, 64)
-	if errors.Is(err, strconv.ErrRange) {
-		return 0, fmt.Errorf("%.32s is out of range", raw)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("must be a JSON integer, not %.32s", raw)
-	}
-	return n, nil
-}
-
-// ceilDiv returns d in units of unit, rounded up; 0 for d <= 0.
-func ceilDiv(d, unit time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	n := int64(d / unit)
-	if d%unit != 0 {
-		n++
-	}
-	return n
-}
-
-func writeAPIError(w http.ResponseWriter, e *apiError) {
-	writeError(w, e.status, e.code, e.message)
-}
-
-func writeError(w http.ResponseWriter, status int, code Code, message string) {
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil { // unreachable: every body is a plain struct or map
-		status = http.StatusInternalServerError
-		body = []byte(`{"error":{"code":"internal","message":"encoding the response failed"}}`)
-	}
-	body = append(body, '\n')
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }

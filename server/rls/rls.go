@@ -206,6 +206,7 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 		OverallCode: rlspb.RateLimitResponse_OK,
 		Statuses:    make([]*rlspb.RateLimitResponse_DescriptorStatus, len(ds)),
 	}
+	charged := make([]uint64, len(ds)) // hits to refund, for stop_charging_when_over
 	for i, d := range ds {
 		r := rules[i]
 		switch {
@@ -216,7 +217,9 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 		case r.Name != "" && replaced[r.Name]:
 			resp.Statuses[i] = &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK}
 		default:
-			st, err := s.check(ctx, domain, r, hits(req, d.GetHitsAddend()))
+			n := hits(req, d.GetHitsAddend())
+			charge := !r.StopChargingWhenOver || resp.OverallCode != rlspb.RateLimitResponse_OVER_LIMIT
+			st, ok, err := s.check(ctx, domain, r, n, charge)
 			if err != nil {
 				return nil, err
 			}
@@ -224,9 +227,31 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 			if st.Code == rlspb.RateLimitResponse_OVER_LIMIT {
 				resp.OverallCode = rlspb.RateLimitResponse_OVER_LIMIT
 			}
+			if ok && r.StopChargingWhenOver {
+				charged[i] = n
+			}
 		}
 	}
+	if resp.OverallCode == rlspb.RateLimitResponse_OVER_LIMIT {
+		s.refundCharged(ctx, domain, rules, charged)
+	}
 	return resp, nil
+}
+
+// refundCharged gives back the hits charged to descriptors whose rules stop
+// charging when another descriptor of the request is over its limit. A
+// refund that fails is logged: the hits then stay counted, as without the
+// option.
+func (s *Server) refundCharged(ctx context.Context, domain string, rules []config.Rule, charged []uint64) {
+	for i, n := range charged {
+		if n == 0 {
+			continue
+		}
+		if _, err := s.lim.Refund(ctx, rules[i].Key, int64(n), rules[i].Limit); err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "refund of a request over another descriptor's limit failed",
+				slog.String("domain", domain), slog.String("rule", rules[i].Name), slog.Any("error", err))
+		}
+	}
 }
 
 // hits returns a descriptor's cost: its own hits_addend when set, else the
@@ -238,16 +263,19 @@ func hits(req *rlspb.RateLimitRequest, own *wrapperspb.UInt64Value) uint64 {
 	return max(1, uint64(req.GetHitsAddend()))
 }
 
-// check applies rule r to n hits and returns the descriptor's status.
-func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint64) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
+// check applies rule r to n hits and returns the descriptor's status and
+// whether the hits were charged. Without charge it only looks (a peek of
+// the n hits).
+func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint64, charge bool) (*rlspb.RateLimitResponse_DescriptorStatus, bool, error) {
 	lim := r.Limit
 	cur := &rlspb.RateLimitResponse_RateLimit{Name: r.Name, RequestsPerUnit: clamp32(lim.Units)}
 	cur.Unit, cur.UnitMultiplier = unitOf(lim.Window)
 
 	var (
-		res  tollgate.Result
-		err  error
-		over bool
+		res     tollgate.Result
+		err     error
+		over    bool
+		charged bool
 	)
 	switch {
 	case lim.Units == 0: // requests_per_unit: 0 denies all
@@ -258,12 +286,16 @@ func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint
 	case n > uint64(lim.Units):
 		res, err = s.lim.Peek(ctx, r.Key, lim)
 		over = true
+	case !charge:
+		res, err = s.lim.Peek(ctx, r.Key, lim)
+		over = res.Used+int64(n) > res.Limit
 	default:
 		res, err = s.lim.Consume(ctx, r.Key, int64(n), lim)
-		over = !res.Allowed
+		over, charged = !res.Allowed, res.Allowed
 	}
 	if err != nil {
-		return s.failure(ctx, domain, r, cur, err)
+		st, ferr := s.failure(ctx, domain, r, cur, err)
+		return st, false, ferr
 	}
 
 	code := rlspb.RateLimitResponse_OK
@@ -287,7 +319,7 @@ func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint
 		CurrentLimit:       cur,
 		LimitRemaining:     clamp32(res.Remaining),
 		DurationUntilReset: &durationpb.Duration{Seconds: ceilSeconds(res.ResetAfter)},
-	}, nil
+	}, charged, nil
 }
 
 // failure turns a Limiter error into a fail-open status or a gRPC error.

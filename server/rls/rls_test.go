@@ -287,6 +287,44 @@ func TestOneDescriptorOverLimitDeniesTheRequest(t *testing.T) {
 	}
 }
 
+// A rule with stop_charging_when_over keeps no hits of a request that
+// another descriptor puts over its limit: refunded when the other comes
+// later, not charged when it came earlier.
+func TestStopChargingWhenOver(t *testing.T) {
+	e := start(t, parseRules(t, `
+domain: test
+descriptors:
+  - key: account
+    rate_limit: {unit: hour, requests_per_unit: 10, stop_charging_when_over: true}
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: plain
+    rate_limit: {unit: hour, requests_per_unit: 10}
+`), nil, Options{})
+	// Allowed: both charged.
+	if overall, _ := e.check(t, 0, d("account=a"), d("user=u"), d("plain=p")); overall != ok {
+		t.Fatalf("first request: %s", overall)
+	}
+	// The user is over: the account's hit is given back (it came first),
+	// the plain rule's is kept, as in envoyproxy/ratelimit without the
+	// option.
+	overall, statuses := e.check(t, 0, d("account=a"), d("user=u"), d("plain=p"))
+	if overall != over || statuses[0] != "OK remaining=8 limit=10/HOUR reset=3600s" {
+		t.Fatalf("second request: %s %q", overall, statuses)
+	}
+	// The user is over first: the account is looked at, not charged.
+	overall, statuses = e.check(t, 0, d("user=u"), d("account=a"))
+	if overall != over || statuses[1] != "OK remaining=9 limit=10/HOUR reset=3600s" {
+		t.Fatalf("third request: %s %q", overall, statuses)
+	}
+	// Only the first request's hit stayed on the account; the plain rule
+	// kept both of its own.
+	_, statuses = e.check(t, 0, d("account=a"), d("plain=p"))
+	if want := []string{"OK remaining=8 limit=10/HOUR reset=3600s", "OK remaining=7 limit=10/HOUR reset=3600s"}; !slices.Equal(statuses, want) {
+		t.Errorf("after: %q, want %q", statuses, want)
+	}
+}
+
 func TestReplaces(t *testing.T) {
 	e := start(t, parseRules(t, rules), nil, Options{})
 	// Alone, the per-tenant rule applies.
