@@ -114,3 +114,38 @@ func TestPolicyLimits(t *testing.T) {
 		t.Errorf("inline k: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// The issue's repros: a peek under a shorter window changes nothing, and an
+// inline key built like an old policy key does not reach the policy.
+func TestStateIsPerWindowAndNamespace(t *testing.T) {
+	c, err := config.Parse([]byte("policies:\n  - name: premium\n    units: 3\n    window: 1m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, httpapi.Options{Policies: c})
+	for range 3 {
+		if rec := e.do("POST", "/v1/consume", `{"key":"gina","policy":"premium"}`); rec.Code != 200 {
+			t.Fatalf("consume: %d %s", rec.Code, rec.Body)
+		}
+	}
+	if rec := e.do("POST", "/v1/peek", `{"key":"gina","limit":3,"window":"1ms"}`); rec.Code != 200 {
+		t.Fatalf("peek with 1ms: %d %s", rec.Code, rec.Body)
+	}
+	for _, body := range []string{
+		`{"key":"\u0000premium\u0000gina","limit":3,"window":"1m","cost":3}`,
+		`{"key":"policy:premium:gina","limit":3,"window":"1m","cost":3}`,
+		`{"key":"gina","limit":3,"window":"1m","cost":3}`,
+	} {
+		if rec := e.do("POST", "/v1/consume", body); rec.Code != 200 {
+			t.Errorf("inline %s: %d %s; want allowed: its own namespace", body, rec.Code, rec.Body)
+		}
+		if rec := e.do("POST", "/v1/refund", body); rec.Code != 200 {
+			t.Errorf("refund %s: %d", body, rec.Code)
+		}
+	}
+	rec := e.do("POST", "/v1/peek", `{"key":"gina","policy":"premium"}`)
+	var got limitsBody
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); rec.Code != 429 || err != nil || got.Used != 3 {
+		t.Errorf("the policy's key after inline calls and a short peek: %d %s; want 429 with used 3", rec.Code, rec.Body)
+	}
+}

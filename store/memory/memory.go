@@ -1,6 +1,11 @@
 // Package memory is an in-process tollgate.Store: state lives in this
 // process's memory, so it limits one process only. It implements exactly the
-// semantics of store/redis and is the zero-setup default.
+// semantics of store/redis and is the zero-setup default: state per key,
+// algorithm and window, the bounded sliding log (tollgate.Options.
+// MaxLogEntries), at most tollgate.MaxDedupeIDs request ids per key. As in
+// Redis, reads change nothing; state that has become empty is dropped at
+// the key's next write, or by the sweeper (Options.SweepInterval), as Redis
+// drops expired keys.
 package memory
 
 import (
