@@ -49,7 +49,10 @@ package config
 import (
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/settings"
 )
 
 // Policy is a named set of Limits and how to apply them.
@@ -77,7 +80,7 @@ type Policy struct {
 type Config struct {
 	policies []Policy
 	byName   map[string]int
-	server   Server
+	server   settings.File
 }
 
 // MaxPolicyNameLen is the longest policy name in bytes. Names are printable
@@ -113,7 +116,7 @@ const (
 )
 
 type policyFile struct {
-	Server   *serverYAML  `yaml:"server"`
+	Server   yaml.Node    `yaml:"server"`
 	Policies []policyYAML `yaml:"policies"`
 }
 
@@ -173,10 +176,8 @@ func parsePolicies(src source) (*Config, error) {
 		c.byName[p.Name] = len(c.policies)
 		c.policies = append(c.policies, pol)
 	}
-	if f.Server != nil {
-		if c.server, err = serverOf(src, root, *f.Server); err != nil {
-			return nil, err
-		}
+	if c.server, err = serverOf(src, root, f.Server); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/spf13/pflag"
+	"github.com/tollgate/tollgate/settings"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -199,6 +201,18 @@ func TestLoadPolicies(t *testing.T) {
 	}
 }
 
+// applied returns the settings a server section makes of the defaults.
+func applied(t *testing.T, f settings.File) settings.Settings {
+	t.Helper()
+	s := settings.Default()
+	fs := pflag.NewFlagSet("", pflag.ContinueOnError)
+	s.AddFlags(fs)
+	if err := settings.ApplyFile(fs, f); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestServerSection(t *testing.T) {
 	path := filepath.Join("testdata", "good", "policy_server.yaml")
 	c, err := Load(path)
@@ -206,39 +220,31 @@ func TestServerSection(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join("testdata", "good")
-	want := Server{
-		Listen:          "127.0.0.1:8080",
-		GRPCListen:      "127.0.0.1:8081",
-		EnvoyConfig:     filepath.Join(dir, "envoy"),
-		RedisCluster:    []string{"127.0.0.11:7000", "127.0.0.12:7000"},
-		CheckTimeout:    100 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second,
-		ReloadInterval:  2 * time.Second,
-		APITokenFile:    "/etc/tollgate/api-tokens",
-		AdminTokenFile:  filepath.Join(dir, "admin-tokens"),
-		LogLevel:        "WARN",
-
-		LocalCacheSize:   5000,
-		LocalCacheMaxAge: 30 * time.Second,
-	}
-	if got := c.Server(); !reflect.DeepEqual(got, want) {
+	want := settings.Default()
+	want.HTTP = settings.HTTP{Listen: "127.0.0.1:8080", APITokenFile: "/etc/tollgate/api-tokens", AdminTokenFile: filepath.Join(dir, "admin-tokens")}
+	want.GRPC = settings.GRPC{Listen: "127.0.0.1:8081", EnvoyConfig: filepath.Join(dir, "envoy")}
+	want.Redis.Cluster = []string{"127.0.0.11:7000", "127.0.0.12:7000"}
+	want.Check = settings.Check{Timeout: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second, ReloadInterval: 2 * time.Second}
+	want.Log.Level = "WARN"
+	want.Cache = settings.Cache{Size: 5000, MaxAge: 30 * time.Second}
+	if got := applied(t, c.Server()); !reflect.DeepEqual(got, want) {
 		t.Errorf("Server() =\n%+v\nwant\n%+v", got, want)
 	}
 	if _, ok := c.Policy("api-hourly"); !ok {
 		t.Error("policy api-hourly missing")
 	}
-	c.Server().RedisCluster[0] = "changed"
-	if c.Server().RedisCluster[0] != "127.0.0.11:7000" {
-		t.Error("Server() does not copy RedisCluster")
+	c.Server()[0].Value = "changed"
+	if c.Server()[0].Value != "127.0.0.1:8080" {
+		t.Error("Server() does not copy")
 	}
 
-	// Parse keeps relative paths; a file without a server section has the
-	// zero Server.
+	// Parse keeps relative paths; a file without a server section sets
+	// nothing.
 	c, err = Parse([]byte("server:\n  envoy_config: envoy\npolicies: []\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Server(); !reflect.DeepEqual(got, Server{EnvoyConfig: "envoy"}) {
+	if got := c.Server(); len(got) != 1 || got[0].Key != "envoy_config" || got[0].Value != "envoy" {
 		t.Errorf("Server() = %+v", got)
 	}
 	for _, src := range []string{"policies: []\n", "server: {}\n", "server:\n"} {
@@ -246,12 +252,12 @@ func TestServerSection(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", src, err)
 		}
-		if got := c.Server(); !reflect.DeepEqual(got, Server{}) {
-			t.Errorf("%q: Server() = %+v, want the zero Server", src, got)
+		if got := c.Server(); len(got) != 0 {
+			t.Errorf("%q: Server() = %+v, want nothing set", src, got)
 		}
 	}
 	var nilConfig *Config
-	if got := nilConfig.Server(); !reflect.DeepEqual(got, Server{}) {
+	if got := nilConfig.Server(); len(got) != 0 {
 		t.Errorf("nil Config: Server() = %+v", got)
 	}
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts or stops the Redis Cluster that BENCHMARKS.md's `tollgate bench`
+# Starts or stops the Redis Cluster that BENCHMARKS.md's `tollgate-lab bench`
 # runs use: 3 masters and 3 replicas (one per master), one loopback address
 # per node (127.0.0.11-16), all on port ${BENCH_PORT:-7400}, no persistence,
 # as internal/testcluster configures its nodes.

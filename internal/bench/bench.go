@@ -1,4 +1,4 @@
-// Package bench is the load generator of `tollgate bench`: it drives a
+// Package bench is the load generator of `tollgate-lab bench`: it drives a
 // Target (the library in process, a running service over HTTP or gRPC, or a
 // peer limiter on Redis) from many goroutines and reports throughput,
 // outcomes, latency quantiles and errors by kind.

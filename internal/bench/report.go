@@ -76,7 +76,7 @@ type Setup struct {
 	MaxDuration time.Duration
 }
 
-// Report is the result of `tollgate bench`: one Row per run, Tollgate's
+// Report is the result of `tollgate-lab bench`: one Row per run, Tollgate's
 // first. String renders it as a table, MarshalJSON as one JSON object.
 type Report struct {
 	Setup Setup
@@ -118,7 +118,7 @@ func (r *Report) ComputeRatios() {
 func (r Report) String() string {
 	var b strings.Builder
 	s := r.Setup
-	fmt.Fprintf(&b, "tollgate bench: %s", s.Target)
+	fmt.Fprintf(&b, "tollgate-lab bench: %s", s.Target)
 	if s.Store != "" {
 		fmt.Fprintf(&b, " on %s", s.Store)
 	}

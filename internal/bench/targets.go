@@ -312,7 +312,7 @@ func (g *GRPC) Check(ctx context.Context, key string, cost int64) (bool, error) 
 		return false, &KindError{Kind: "grpc_" + strings.ToLower(snake(st.Code().String())), Err: err}
 	}
 	if sts := resp.GetStatuses(); len(sts) == 1 && sts[0].GetCurrentLimit() == nil {
-		return false, &KindError{Kind: "no_rule", Err: fmt.Errorf("domain %q, descriptor %s: no rule of the service matches (see tollgate bench --print-envoy-config)", g.domain, g.dkey)}
+		return false, &KindError{Kind: "no_rule", Err: fmt.Errorf("domain %q, descriptor %s: no rule of the service matches (see tollgate-lab bench --print-envoy-config)", g.domain, g.dkey)}
 	}
 	switch resp.GetOverallCode() {
 	case rlspb.RateLimitResponse_OK:
@@ -349,7 +349,7 @@ func EnvoyConfig(domain, descriptorKey string, limit tollgate.Limit) string {
 	if descriptorKey == "" {
 		descriptorKey = DefaultDescriptorKey
 	}
-	return fmt.Sprintf(`# The rule that tollgate bench --grpc checks against: every value of
+	return fmt.Sprintf(`# The rule that tollgate-lab bench --grpc checks against: every value of
 # descriptor key %[2]q in domain %[1]q is a key of its own.
 domain: %[1]s
 descriptors:

@@ -12,7 +12,7 @@ import (
 )
 
 // The scenarios and their runner live in package harness, shared with
-// `tollgate chaos`; these are the test's names for them: a scenario fails
+// `tollgate-lab chaos`; these are the test's names for them: a scenario fails
 // the test on what harness reports with Errorf, and stops it on an error.
 
 // runs is how many times each scenario repeats its faults.

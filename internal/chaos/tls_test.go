@@ -131,7 +131,7 @@ func writeCerts(dir string) (caFile, certFile, keyFile string, err error) {
 		return
 	}
 	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tollgate chaos CA"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tollgate-lab chaos CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}

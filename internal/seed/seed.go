@@ -1,5 +1,5 @@
 // Package seed is the home-grown rate limiter Tollgate replaces, kept as a
-// benchmark peer (store/redis benchmarks, `tollgate bench --compare`) and as
+// benchmark peer (store/redis benchmarks, `tollgate-lab bench --compare`) and as
 // a correctness counter-example in tests. It is not part of the product.
 //
 // Per customer it keeps a sorted set of one member per unit, scored by the

@@ -1,7 +1,7 @@
 package redis
 
 // For tools that reach the store's servers directly, such as the benchmark
-// peers and the redis-benchmark ceiling of `tollgate bench --compare`.
+// peers and the redis-benchmark ceiling of `tollgate-lab bench --compare`.
 
 import (
 	"crypto/tls"

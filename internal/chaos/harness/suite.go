@@ -91,7 +91,7 @@ func (c SuiteConfig) Check() ([]Def, error) {
 			return nil, fmt.Errorf("harness: scenario %q named twice", n)
 		}
 		if len(c.Addrs) > 0 && d.Needs != 0 {
-			return nil, fmt.Errorf("harness: scenario %q %s, so it runs only on the cluster tollgate chaos starts itself, not on one given by address", n, d.Needs)
+			return nil, fmt.Errorf("harness: scenario %q %s, so it runs only on the cluster tollgate-lab chaos starts itself, not on one given by address", n, d.Needs)
 		}
 		defs = append(defs, d)
 	}

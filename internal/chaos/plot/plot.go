@@ -128,7 +128,7 @@ func charts(r chaos.Report) (top, bottom *gonum.Plot, err error) {
 	}
 
 	top = gonum.New()
-	top.Title.Text = fmt.Sprintf("tollgate chaos: %s (%d limiters, %.0f calls/s offered, %v buckets)", r.Name, r.Limiters, r.Rate, bucket)
+	top.Title.Text = fmt.Sprintf("tollgate-lab chaos: %s (%d limiters, %.0f calls/s offered, %v buckets)", r.Name, r.Limiters, r.Rate, bucket)
 	top.Y.Label.Text = "ok calls/s"
 	top.Y.Min = 0
 	top.Legend.Top = true

@@ -47,11 +47,11 @@ func TestRenderSVG(t *testing.T) {
 		want []string
 	}{
 		{"faults", synthetic(), []string{
-			"tollgate chaos: synthetic", "ok calls/s", "errors/s", "timeout", "moved",
+			"tollgate-lab chaos: synthetic", "ok calls/s", "errors/s", "timeout", "moved",
 			"fault 1: kill -9 of master 127.0.0.11:15000", "healthy 1: +1.4s", "1: recovered 900ms (bound 5s)",
 			"fault 2: CLIENT KILL TYPE normal on every node", "2: recovered 300ms after resume (bound 2s), 1 slots STUCK",
 		}},
-		{"empty", chaos.Report{Name: "empty"}, []string{"tollgate chaos: empty", "no errors"}},
+		{"empty", chaos.Report{Name: "empty"}, []string{"tollgate-lab chaos: empty", "no errors"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var b bytes.Buffer

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -24,10 +24,9 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/spf13/pflag"
-
 	"github.com/tollgate/tollgate"
-	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/testutil"
+	"github.com/tollgate/tollgate/settings"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -59,7 +58,7 @@ policies:
 // server is a runServe running in the background.
 type server struct {
 	http, grpc string // bound addresses; grpc "" when not served
-	logs       *syncBuffer
+	logs       *testutil.SyncBuffer
 	cancel     context.CancelFunc
 	done       <-chan error
 }
@@ -67,17 +66,17 @@ type server struct {
 // serve runs runServe with cfg (Listen and GRPCListen, when set, should use
 // port 0) and stops it at cleanup, failing the test if it does not return
 // nil.
-func serve(t *testing.T, cfg serveConfig) *server {
+func serve(t *testing.T, cfg Config) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{logs: &syncBuffer{}, cancel: cancel}
+	s := &server{logs: &testutil.SyncBuffer{}, cancel: cancel}
 	logger := slog.New(contextHandler{slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})})
 	type addrs struct{ http, grpc net.Addr }
 	bound := make(chan addrs, 1)
-	cfg.onListening = func(h, g net.Addr) { bound <- addrs{h, g} }
+	cfg.OnListening = func(h, g net.Addr) { bound <- addrs{h, g} }
 	done := make(chan error, 1)
 	s.done = done
-	go func() { done <- runServe(ctx, cfg, logger) }()
+	go func() { done <- Run(ctx, cfg, logger) }()
 	select {
 	case a := <-bound:
 		s.http = a.http.String()
@@ -87,7 +86,7 @@ func serve(t *testing.T, cfg serveConfig) *server {
 	case err := <-done:
 		cancel()
 		t.Fatalf("runServe returned before listening: %v", err)
-	case <-time.After(wait):
+	case <-time.After(testutil.Wait):
 		cancel()
 		t.Fatal("runServe did not start listening")
 	}
@@ -98,7 +97,7 @@ func serve(t *testing.T, cfg serveConfig) *server {
 			if err != nil {
 				t.Errorf("runServe: %v", err)
 			}
-		case <-time.After(2 * wait):
+		case <-time.After(2 * testutil.Wait):
 			t.Error("runServe did not return after cancel")
 		}
 	})
@@ -113,7 +112,7 @@ func (s *server) stop(t *testing.T) error {
 	case err := <-s.done:
 		s.done = closedWith(nil) // for the cleanup
 		return err
-	case <-time.After(2 * wait):
+	case <-time.After(2 * testutil.Wait):
 		t.Fatal("runServe did not return after cancel")
 		return nil
 	}
@@ -123,28 +122,6 @@ func closedWith(err error) <-chan error {
 	ch := make(chan error, 1)
 	ch <- err
 	return ch
-}
-
-// waitLog waits until the logs contain all of subs on one line and returns
-// that line.
-func waitLog(t *testing.T, logs *syncBuffer, subs ...string) string {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		for line := range strings.Lines(logs.String()) {
-			all := true
-			for _, s := range subs {
-				all = all && strings.Contains(line, s)
-			}
-			if all {
-				return line
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q in:\n%s", subs, logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 type response struct {
@@ -164,7 +141,7 @@ func post(t *testing.T, addr, path, body string, headers ...string) response {
 		k, v, _ := strings.Cut(h, ": ")
 		req.Header.Set(k, v)
 	}
-	client := &http.Client{Timeout: wait}
+	client := &http.Client{Timeout: testutil.Wait}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {
@@ -200,7 +177,7 @@ func rateLimit(ctx context.Context, conn *grpc.ClientConn, kv string, opts ...gr
 
 func overallCode(t *testing.T, conn *grpc.ClientConn, kv string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
 	defer cancel()
 	resp, err := rateLimit(ctx, conn, kv)
 	if err != nil {
@@ -209,31 +186,494 @@ func overallCode(t *testing.T, conn *grpc.ClientConn, kv string) string {
 	return resp.GetOverallCode().String()
 }
 
-// TestServeGRPCCommand runs `tollgate serve --grpc-listen 127.0.0.1:0` as
-// the binary would and talks to it with a real gRPC client.
-func TestServeGRPCCommand(t *testing.T) {
-	envoy := writeTemp(t, t.TempDir(), "envoy.yaml", testEnvoy)
+// infoAndAbove returns the log lines that are not at Debug.
+func infoAndAbove(logs string) string {
+	var b strings.Builder
+	for line := range strings.Lines(logs) {
+		if !strings.Contains(line, `"level":"DEBUG"`) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// gateStore is a memory store whose calls testutil.Wait until the gate opens (or
+// their context ends), reporting each call as it enters.
+type gateStore struct {
+	*memory.Store
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func newGateStore(t *testing.T) *gateStore {
+	m := memory.New(memory.Options{})
+	t.Cleanup(func() { _ = m.Close() })
+	return &gateStore{Store: m, entered: make(chan struct{}, 16), gate: make(chan struct{})}
+}
+
+func (s *gateStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
+	s.entered <- struct{}{}
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return tollgate.Decision{}, ctx.Err()
+	}
+	return s.Store.Do(ctx, req)
+}
+
+// waitRefused waits until nothing accepts connections at addr.
+func waitRefused(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(testutil.Wait)
+	for {
+		c, err := net.DialTimeout("tcp", addr, testutil.Wait)
+		if err != nil {
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still accepts connections", addr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestServeGracefulShutdownWithInFlightChecks(t *testing.T) {
+	store := newGateStore(t)
+	cfg := testConfig()
+	cfg.GRPC.Listen = "127.0.0.1:0"
+	cfg.GRPC.EnvoyConfig = testutil.WriteTemp(t, t.TempDir(), "envoy.yaml", testEnvoy)
+	cfg.Check.Timeout = 2 * testutil.Wait // the gate, not the check timeout, ends the calls
+	cfg.Store = store
+	s := serve(t, cfg)
+	conn := dialRLS(t, s.grpc)
+
+	// One gRPC and one HTTP check testutil.Wait in the store.
+	type result struct {
+		code string
+		err  error
+	}
+	grpcRes := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*testutil.Wait)
+		defer cancel()
+		resp, err := rateLimit(ctx, conn, "user=alice")
+		grpcRes <- result{resp.GetOverallCode().String(), err}
+	}()
+	httpRes := make(chan response, 1)
+	go func() {
+		// post cannot call t.Fatal here; errors show as status 0.
+		req, _ := http.NewRequest("POST", "http://"+s.http+"/v1/consume", strings.NewReader(`{"key":"k","limit":1,"window":"1m"}`))
+		client := &http.Client{Timeout: 2 * testutil.Wait}
+		defer client.CloseIdleConnections()
+		resp, err := client.Do(req)
+		if err != nil {
+			httpRes <- response{body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		httpRes <- response{status: resp.StatusCode, body: string(b)}
+	}()
+	for range 2 {
+		select {
+		case <-store.entered:
+		case <-time.After(testutil.Wait):
+			t.Fatal("checks did not reach the store")
+		}
+	}
+
+	s.cancel()
+	// Both servers stop accepting while the checks are in flight ...
+	waitRefused(t, s.grpc)
+	waitRefused(t, s.http)
+	select {
+	case err := <-s.done:
+		t.Fatalf("runServe returned with checks in flight: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// ... and the checks complete once the store answers.
+	close(store.gate)
+	select {
+	case r := <-grpcRes:
+		if r.err != nil || r.code != "OK" {
+			t.Errorf("in-flight gRPC check: %s, %v; want OK", r.code, r.err)
+		}
+	case <-time.After(testutil.Wait):
+		t.Fatal("in-flight gRPC check did not complete")
+	}
+	select {
+	case r := <-httpRes:
+		if r.status != 200 || !strings.Contains(r.body, `"allowed":true`) {
+			t.Errorf("in-flight HTTP check: %d %s", r.status, r.body)
+		}
+	case <-time.After(testutil.Wait):
+		t.Fatal("in-flight HTTP check did not complete")
+	}
+	if err := s.stop(t); err != nil {
+		t.Errorf("runServe: %v", err)
+	}
+	testutil.WaitLog(t, s.logs, `"msg":"stopped"`)
+}
+
+func TestServeShutdownTimeoutWithStuckGRPC(t *testing.T) {
+	store := newGateStore(t) // never opened
+	cfg := testConfig()
+	cfg.GRPC.Listen = "127.0.0.1:0"
+	cfg.GRPC.EnvoyConfig = testutil.WriteTemp(t, t.TempDir(), "envoy.yaml", testEnvoy)
+	cfg.Check.Timeout = 4 * testutil.Wait
+	cfg.Check.ShutdownTimeout = 200 * time.Millisecond
+	cfg.Store = store
+	s := serve(t, cfg)
+	conn := dialRLS(t, s.grpc)
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*testutil.Wait)
+		defer cancel()
+		_, err := rateLimit(ctx, conn, "user=alice")
+		res <- err
+	}()
+	select {
+	case <-store.entered:
+	case <-time.After(testutil.Wait):
+		t.Fatal("check did not reach the store")
+	}
+	start := time.Now()
+	err := s.stop(t)
+	if err == nil || !strings.Contains(err.Error(), "shutdown grpc") {
+		t.Errorf("runServe: %v, want a gRPC shutdown timeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("gave up after %s, want about 200ms", d)
+	}
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Error("the dropped call succeeded")
+		}
+	case <-time.After(testutil.Wait):
+		t.Fatal("the dropped call did not end")
+	}
+}
+
+// failingStore fails every call as unavailable.
+type failingStore struct{}
+
+func (failingStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
+	return tollgate.Decision{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
+}
+
+func (failingStore) Reset(context.Context, string) error {
+	return fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
+}
+
+// hangingStore answers nothing until its context ends.
+type hangingStore struct{}
+
+func (hangingStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Decision, error) {
+	<-ctx.Done()
+	return tollgate.Decision{}, ctx.Err()
+}
+
+func (hangingStore) Reset(ctx context.Context, _ string) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestServeFailureModes(t *testing.T) {
+	dir := t.TempDir()
+	for _, st := range []struct {
+		name  string
+		store tollgate.Store
+	}{
+		{"failing store", failingStore{}},
+		{"store hanging past the check timeout", hangingStore{}},
+	} {
+		t.Run(st.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Config = testutil.WriteTemp(t, dir, "tollgate.yaml", testPolicyFile)
+			cfg.GRPC.Listen = "127.0.0.1:0"
+			cfg.GRPC.EnvoyConfig = testutil.WriteTemp(t, dir, "envoy.yaml", testEnvoy)
+			cfg.Check.Timeout = 50 * time.Millisecond
+			cfg.Store = st.store
+			s := serve(t, cfg)
+
+			for _, tt := range []struct {
+				body         string
+				wantStatus   int
+				wantDegraded string
+			}{
+				{`{"key":"k","policy":"open"}`, 200, "store-unavailable"},
+				{`{"key":"k","policy":"closed"}`, 503, ""},
+				{`{"key":"k","limit":10,"window":"1m"}`, 503, ""},
+			} {
+				start := time.Now()
+				resp := post(t, s.http, "/v1/consume", tt.body)
+				if resp.status != tt.wantStatus || resp.header.Get("Tollgate-Degraded") != tt.wantDegraded {
+					t.Errorf("%s: %d, Tollgate-Degraded %q; want %d, %q; body %s",
+						tt.body, resp.status, resp.header.Get("Tollgate-Degraded"), tt.wantStatus, tt.wantDegraded, resp.body)
+				}
+				if d := time.Since(start); d > 2*time.Second {
+					t.Errorf("%s took %s with a 50ms check timeout", tt.body, d)
+				}
+			}
+
+			conn := dialRLS(t, s.grpc)
+			if got := overallCode(t, conn, "open=x"); got != "OK" {
+				t.Errorf("gRPC fail_open rule: %s, want OK", got)
+			}
+			if got := overallCode(t, conn, "closed=x"); got != codes.Unavailable.String() {
+				t.Errorf("gRPC fail_closed rule: %s, want Unavailable", got)
+			}
+			testutil.WaitLog(t, s.logs, `"level":"WARN"`, `"msg":"store unavailable"`)
+		})
+	}
+}
+
+// writeAtomic replaces the file at path in one step, as a config
+// management tool would.
+func writeAtomic(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func policyWithUnits(units int) string {
+	return fmt.Sprintf("policies:\n  - name: p\n    units: %d\n    window: 1h\n", units)
+}
+
+// waitStatus consumes until the answer has the wanted status.
+func waitStatus(t *testing.T, addr, body string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(testutil.Wait)
+	for {
+		resp := post(t, addr, "/v1/peek", body)
+		if resp.status == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %d %s, want %d", body, resp.status, resp.body, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestServeHotReload(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.Config = filepath.Join(dir, "tollgate.yaml")
+	writeAtomic(t, cfg.Config, policyWithUnits(1))
+	cfg.Check.ReloadInterval = 20 * time.Millisecond
+	s := serve(t, cfg)
+	const consume = `{"key":"k","policy":"p"}`
+	status := func() int { return post(t, s.http, "/v1/consume", consume).status }
+
+	if got := status(); got != 200 {
+		t.Fatalf("first consume: %d", got)
+	}
+	if got := status(); got != 429 {
+		t.Fatalf("second consume under 1 unit: %d", got)
+	}
+
+	// A new valid file takes effect.
+	writeAtomic(t, cfg.Config, policyWithUnits(3))
+	waitStatus(t, s.http, consume, 200)
+	testutil.WaitLog(t, s.logs, `"msg":"config reloaded"`, `"policies":1`)
+	if got := status(); got != 200 { // 2 of 3
+		t.Fatalf("consume under 3 units: %d", got)
+	}
+
+	// An invalid one is logged and ignored.
+	writeAtomic(t, cfg.Config, policyWithUnits(0))
+	line := testutil.WaitLog(t, s.logs, `"msg":"config not reloaded; the previous one stays in force"`)
+	if !strings.Contains(line, `"level":"ERROR"`) || !strings.Contains(line, cfg.Config+":3:") {
+		t.Errorf("reload error record: %s", line)
+	}
+	if got := status(); got != 200 { // 3 of 3: still the old policy
+		t.Errorf("consume after an invalid reload: %d, want 200 (3 units still in force)", got)
+	}
+	if got := status(); got != 429 {
+		t.Errorf("consume over 3 units: %d, want 429", got)
+	}
+
+	// A removed policy is unknown once the new file is in force.
+	writeAtomic(t, cfg.Config, "policies:\n  - name: q\n    units: 1\n    window: 1h\n")
+	waitStatus(t, s.http, consume, 400)
+
+	// A changed server section is reported, not applied.
+	writeAtomic(t, cfg.Config, "server:\n  listen: 127.0.0.1:9\npolicies: []\n")
+	testutil.WaitLog(t, s.logs, `"msg":"the server section changed; it applies at the next start"`)
+}
+
+func TestServeHotReloadEnvoy(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.GRPC.Listen = "127.0.0.1:0"
+	cfg.GRPC.EnvoyConfig = filepath.Join(dir, "envoy")
+	if err := os.Mkdir(cfg.GRPC.EnvoyConfig, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	rules := func(n int) string {
+		return fmt.Sprintf("domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: %d}\n", n)
+	}
+	file := filepath.Join(cfg.GRPC.EnvoyConfig, "test.yaml")
+	writeAtomic(t, file, rules(1))
+	cfg.Check.ReloadInterval = 20 * time.Millisecond
+	s := serve(t, cfg)
+	conn := dialRLS(t, s.grpc)
+
+	if got := overallCode(t, conn, "user=a"); got != "OK" {
+		t.Fatalf("first call: %s", got)
+	}
+	if got := overallCode(t, conn, "user=a"); got != "OVER_LIMIT" {
+		t.Fatalf("second call: %s", got)
+	}
+	writeAtomic(t, file, rules(5))
+	testutil.WaitLog(t, s.logs, `"msg":"envoy configs reloaded"`)
+	if got := overallCode(t, conn, "user=a"); got != "OK" {
+		t.Errorf("after raising the limit: %s", got)
+	}
+	writeAtomic(t, file, "domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n")
+	testutil.WaitLog(t, s.logs, `"msg":"envoy configs not reloaded; the previous ones stay in force"`, "fortnight")
+	if got := overallCode(t, conn, "user=a"); got != "OK" { // 3 of 5
+		t.Errorf("after an invalid reload: %s, want OK", got)
+	}
+}
+
+func TestServeReloadOnSignal(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.Config = filepath.Join(dir, "tollgate.yaml")
+	writeAtomic(t, cfg.Config, policyWithUnits(1))
+	cfg.Check.ReloadInterval = time.Hour // only the signal reloads
+	hup := make(chan os.Signal, 1)
+	cfg.Reload = hup
+	s := serve(t, cfg)
+	const consume = `{"key":"k","policy":"p"}`
+	post(t, s.http, "/v1/consume", consume)
+	writeAtomic(t, cfg.Config, policyWithUnits(2))
+	if got := post(t, s.http, "/v1/peek", consume).status; got != 429 {
+		t.Fatalf("reloaded without a signal: %d", got)
+	}
+	hup <- nil
+	waitStatus(t, s.http, consume, 200)
+}
+
+func TestServeTokens(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.HTTP.APITokenFile = testutil.WriteTemp(t, dir, "api-tokens", "# API clients\nsecret-api-1\n\n  secret-api-2  \r\n")
+	cfg.HTTP.AdminTokenFile = testutil.WriteTemp(t, dir, "admin-tokens", "secret-admin\n")
+	if err := os.Chmod(cfg.HTTP.AdminTokenFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, cfg)
+	const consume = `{"key":"k","limit":10,"window":"1m"}`
+	for _, tt := range []struct {
+		path, body, auth string
+		want             int
+		wantCode         string
+	}{
+		{"/v1/consume", consume, "", 401, `"code":"unauthorized"`},
+		{"/v1/consume", consume, "Bearer wrong", 401, `"code":"unauthorized"`},
+		{"/v1/consume", consume, "Bearer secret-api-1", 200, ""},
+		{"/v1/consume", consume, "Bearer secret-api-2", 200, ""},
+		{"/v1/consume", consume, "Bearer secret-admin", 200, ""},
+		{"/v1/reset", `{"key":"k"}`, "Bearer secret-api-1", 403, `"code":"forbidden"`},
+		{"/v1/reset", `{"key":"k"}`, "", 401, `"code":"unauthorized"`},
+		{"/v1/reset", `{"key":"k"}`, "Bearer secret-admin", 200, ""},
+	} {
+		var hdrs []string
+		if tt.auth != "" {
+			hdrs = append(hdrs, "Authorization: "+tt.auth)
+		}
+		resp := post(t, s.http, tt.path, tt.body, hdrs...)
+		if resp.status != tt.want || !strings.Contains(resp.body, tt.wantCode) {
+			t.Errorf("%s with %q: %d %s, want %d %s", tt.path, tt.auth, resp.status, resp.body, tt.want, tt.wantCode)
+		}
+	}
+	client := &http.Client{Timeout: testutil.Wait}
+	defer client.CloseIdleConnections()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := client.Get("http://" + s.http + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s without a token: %d", path, resp.StatusCode)
+		}
+	}
+	testutil.WaitLog(t, s.logs, `"msg":"token file is readable by others than its owner"`, "admin-tokens")
+	if logs := s.logs.String(); strings.Contains(logs, "secret-") {
+		t.Errorf("a token was logged:\n%s", logs)
+	}
+}
+
+func TestReadTokens(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, content string
+		want          []string
+		wantErr       string
+	}{
+		{"one a line", "a\nb\n", []string{"a", "b"}, ""},
+		{"comments, blanks and CRLF", "# c\r\n\r\n  a  \r\n\t# d\nb", []string{"a", "b"}, ""},
+		{"inner space", "good\nbad token\n", nil, ":2: a token must not contain blanks"},
+		{"control character", "a\x01b\n", nil, ":1: a token must not contain blanks or control characters"},
+		{"only comments", "# none\n", nil, "no tokens"},
+		{"empty", "", nil, "no tokens"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := testutil.WriteTemp(t, dir, "tokens", tt.content)
+			got, _, err := readTokens(path)
+			switch {
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("err %v, want %q", err, tt.wantErr)
+			case tt.wantErr == "" && (err != nil || strings.Join(got, ",") != strings.Join(tt.want, ",")):
+				t.Errorf("got %q, %v; want %q", got, err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "bad token") {
+				t.Errorf("error shows the token: %v", err)
+			}
+		})
+	}
+	big := testutil.WriteTemp(t, dir, "big", strings.Repeat("x", maxTokenFileSize+1))
+	if _, _, err := readTokens(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("big file: %v", err)
+	}
+}
+
+// TestServeGRPC runs the service as `tollgate serve --grpc-listen
+// 127.0.0.1:0` would and talks to it with a real gRPC client.
+func TestServeGRPC(t *testing.T) {
+	envoy := testutil.WriteTemp(t, t.TempDir(), "envoy.yaml", testEnvoy)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
-	cmd := newRootCmd(nil)
-	cmd.SetArgs([]string{"serve", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-		"--envoy-config", envoy, "--log-level", "debug"})
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
+	var errOut testutil.SyncBuffer
+	// The settings of: serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
+	// --envoy-config envoy --log-level debug (cmd/tollgate tests the flags).
+	cfg := Config{Settings: settings.Default()}
+	cfg.HTTP.Listen, cfg.GRPC.Listen, cfg.GRPC.EnvoyConfig = "127.0.0.1:0", "127.0.0.1:0", envoy
 	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	go func() { done <- Run(ctx, cfg, NewLogger(&errOut, slog.LevelDebug)) }()
 
 	var listening struct {
 		Addr     string
 		GRPCAddr string `json:"grpc_addr"`
 	}
-	line := waitLog(t, &errOut, `"msg":"listening"`)
+	line := testutil.WaitLog(t, &errOut, `"msg":"listening"`)
 	if err := json.Unmarshal([]byte(line), &listening); err != nil || listening.GRPCAddr == "" {
 		t.Fatalf("listening record %s: %v", line, err)
 	}
 	conn := dialRLS(t, listening.GRPCAddr)
-	callCtx, callCancel := context.WithTimeout(ctx, wait)
+	callCtx, callCancel := context.WithTimeout(ctx, testutil.Wait)
 	defer callCancel()
 
 	// Rate limiting, with the request id sent back and logged.
@@ -250,7 +690,7 @@ func TestServeGRPCCommand(t *testing.T) {
 		if got := hdr.Get("x-request-id"); len(got) != 1 || got[0] != id {
 			t.Errorf("call %d: x-request-id %q, want %q", i, got, id)
 		}
-		waitLog(t, &errOut, `"msg":"descriptor"`, `"request_id":"`+id+`"`)
+		testutil.WaitLog(t, &errOut, `"msg":"descriptor"`, `"request_id":"`+id+`"`)
 	}
 	var hdr metadata.MD
 	if _, err := rateLimit(callCtx, conn, "user=bob", grpc.Header(&hdr)); err != nil || len(hdr.Get("x-request-id")) != 1 || hdr.Get("x-request-id")[0] == "" {
@@ -297,612 +737,10 @@ func TestServeGRPCCommand(t *testing.T) {
 		if err != nil {
 			t.Errorf("serve: %v", err)
 		}
-	case <-time.After(2 * wait):
+	case <-time.After(2 * testutil.Wait):
 		t.Fatal("serve did not return after cancel")
 	}
 	if strings.Contains(infoAndAbove(errOut.String()), "alice") {
 		t.Errorf("descriptor value logged at info or above:\n%s", errOut.String())
 	}
-}
-
-// infoAndAbove returns the log lines that are not at Debug.
-func infoAndAbove(logs string) string {
-	var b strings.Builder
-	for line := range strings.Lines(logs) {
-		if !strings.Contains(line, `"level":"DEBUG"`) {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
-}
-
-// gateStore is a memory store whose calls wait until the gate opens (or
-// their context ends), reporting each call as it enters.
-type gateStore struct {
-	*memory.Store
-	entered chan struct{}
-	gate    chan struct{}
-}
-
-func newGateStore(t *testing.T) *gateStore {
-	m := memory.New(memory.Options{})
-	t.Cleanup(func() { _ = m.Close() })
-	return &gateStore{Store: m, entered: make(chan struct{}, 16), gate: make(chan struct{})}
-}
-
-func (s *gateStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
-	s.entered <- struct{}{}
-	select {
-	case <-s.gate:
-	case <-ctx.Done():
-		return tollgate.Decision{}, ctx.Err()
-	}
-	return s.Store.Do(ctx, req)
-}
-
-// waitRefused waits until nothing accepts connections at addr.
-func waitRefused(t *testing.T, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		c, err := net.DialTimeout("tcp", addr, wait)
-		if err != nil {
-			return
-		}
-		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still accepts connections", addr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func TestServeGracefulShutdownWithInFlightChecks(t *testing.T) {
-	store := newGateStore(t)
-	cfg := testConfig()
-	cfg.GRPCListen = "127.0.0.1:0"
-	cfg.EnvoyConfigPath = writeTemp(t, t.TempDir(), "envoy.yaml", testEnvoy)
-	cfg.CheckTimeout = 2 * wait // the gate, not the check timeout, ends the calls
-	cfg.store = store
-	s := serve(t, cfg)
-	conn := dialRLS(t, s.grpc)
-
-	// One gRPC and one HTTP check wait in the store.
-	type result struct {
-		code string
-		err  error
-	}
-	grpcRes := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
-		defer cancel()
-		resp, err := rateLimit(ctx, conn, "user=alice")
-		grpcRes <- result{resp.GetOverallCode().String(), err}
-	}()
-	httpRes := make(chan response, 1)
-	go func() {
-		// post cannot call t.Fatal here; errors show as status 0.
-		req, _ := http.NewRequest("POST", "http://"+s.http+"/v1/consume", strings.NewReader(`{"key":"k","limit":1,"window":"1m"}`))
-		client := &http.Client{Timeout: 2 * wait}
-		defer client.CloseIdleConnections()
-		resp, err := client.Do(req)
-		if err != nil {
-			httpRes <- response{body: err.Error()}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		httpRes <- response{status: resp.StatusCode, body: string(b)}
-	}()
-	for range 2 {
-		select {
-		case <-store.entered:
-		case <-time.After(wait):
-			t.Fatal("checks did not reach the store")
-		}
-	}
-
-	s.cancel()
-	// Both servers stop accepting while the checks are in flight ...
-	waitRefused(t, s.grpc)
-	waitRefused(t, s.http)
-	select {
-	case err := <-s.done:
-		t.Fatalf("runServe returned with checks in flight: %v", err)
-	case <-time.After(100 * time.Millisecond):
-	}
-	// ... and the checks complete once the store answers.
-	close(store.gate)
-	select {
-	case r := <-grpcRes:
-		if r.err != nil || r.code != "OK" {
-			t.Errorf("in-flight gRPC check: %s, %v; want OK", r.code, r.err)
-		}
-	case <-time.After(wait):
-		t.Fatal("in-flight gRPC check did not complete")
-	}
-	select {
-	case r := <-httpRes:
-		if r.status != 200 || !strings.Contains(r.body, `"allowed":true`) {
-			t.Errorf("in-flight HTTP check: %d %s", r.status, r.body)
-		}
-	case <-time.After(wait):
-		t.Fatal("in-flight HTTP check did not complete")
-	}
-	if err := s.stop(t); err != nil {
-		t.Errorf("runServe: %v", err)
-	}
-	waitLog(t, s.logs, `"msg":"stopped"`)
-}
-
-func TestServeShutdownTimeoutWithStuckGRPC(t *testing.T) {
-	store := newGateStore(t) // never opened
-	cfg := testConfig()
-	cfg.GRPCListen = "127.0.0.1:0"
-	cfg.EnvoyConfigPath = writeTemp(t, t.TempDir(), "envoy.yaml", testEnvoy)
-	cfg.CheckTimeout = 4 * wait
-	cfg.ShutdownTimeout = 200 * time.Millisecond
-	cfg.store = store
-	s := serve(t, cfg)
-	conn := dialRLS(t, s.grpc)
-	res := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
-		defer cancel()
-		_, err := rateLimit(ctx, conn, "user=alice")
-		res <- err
-	}()
-	select {
-	case <-store.entered:
-	case <-time.After(wait):
-		t.Fatal("check did not reach the store")
-	}
-	start := time.Now()
-	err := s.stop(t)
-	if err == nil || !strings.Contains(err.Error(), "shutdown grpc") {
-		t.Errorf("runServe: %v, want a gRPC shutdown timeout", err)
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("gave up after %s, want about 200ms", d)
-	}
-	select {
-	case err := <-res:
-		if err == nil {
-			t.Error("the dropped call succeeded")
-		}
-	case <-time.After(wait):
-		t.Fatal("the dropped call did not end")
-	}
-}
-
-// failingStore fails every call as unavailable.
-type failingStore struct{}
-
-func (failingStore) Do(context.Context, tollgate.Request) (tollgate.Decision, error) {
-	return tollgate.Decision{}, fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
-}
-
-func (failingStore) Reset(context.Context, string) error {
-	return fmt.Errorf("%w: connection refused", tollgate.ErrUnavailable)
-}
-
-// hangingStore answers nothing until its context ends.
-type hangingStore struct{}
-
-func (hangingStore) Do(ctx context.Context, _ tollgate.Request) (tollgate.Decision, error) {
-	<-ctx.Done()
-	return tollgate.Decision{}, ctx.Err()
-}
-
-func (hangingStore) Reset(ctx context.Context, _ string) error {
-	<-ctx.Done()
-	return ctx.Err()
-}
-
-func TestServeFailureModes(t *testing.T) {
-	dir := t.TempDir()
-	for _, st := range []struct {
-		name  string
-		store tollgate.Store
-	}{
-		{"failing store", failingStore{}},
-		{"store hanging past the check timeout", hangingStore{}},
-	} {
-		t.Run(st.name, func(t *testing.T) {
-			cfg := testConfig()
-			cfg.ConfigPath = writeTemp(t, dir, "tollgate.yaml", testPolicyFile)
-			cfg.GRPCListen = "127.0.0.1:0"
-			cfg.EnvoyConfigPath = writeTemp(t, dir, "envoy.yaml", testEnvoy)
-			cfg.CheckTimeout = 50 * time.Millisecond
-			cfg.store = st.store
-			s := serve(t, cfg)
-
-			for _, tt := range []struct {
-				body         string
-				wantStatus   int
-				wantDegraded string
-			}{
-				{`{"key":"k","policy":"open"}`, 200, "store-unavailable"},
-				{`{"key":"k","policy":"closed"}`, 503, ""},
-				{`{"key":"k","limit":10,"window":"1m"}`, 503, ""},
-			} {
-				start := time.Now()
-				resp := post(t, s.http, "/v1/consume", tt.body)
-				if resp.status != tt.wantStatus || resp.header.Get("Tollgate-Degraded") != tt.wantDegraded {
-					t.Errorf("%s: %d, Tollgate-Degraded %q; want %d, %q; body %s",
-						tt.body, resp.status, resp.header.Get("Tollgate-Degraded"), tt.wantStatus, tt.wantDegraded, resp.body)
-				}
-				if d := time.Since(start); d > 2*time.Second {
-					t.Errorf("%s took %s with a 50ms check timeout", tt.body, d)
-				}
-			}
-
-			conn := dialRLS(t, s.grpc)
-			if got := overallCode(t, conn, "open=x"); got != "OK" {
-				t.Errorf("gRPC fail_open rule: %s, want OK", got)
-			}
-			if got := overallCode(t, conn, "closed=x"); got != codes.Unavailable.String() {
-				t.Errorf("gRPC fail_closed rule: %s, want Unavailable", got)
-			}
-			waitLog(t, s.logs, `"level":"WARN"`, `"msg":"store unavailable"`)
-		})
-	}
-}
-
-// writeAtomic replaces the file at path in one step, as a config
-// management tool would.
-func writeAtomic(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func policyWithUnits(units int) string {
-	return fmt.Sprintf("policies:\n  - name: p\n    units: %d\n    window: 1h\n", units)
-}
-
-// waitStatus consumes until the answer has the wanted status.
-func waitStatus(t *testing.T, addr, body string, want int) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for {
-		resp := post(t, addr, "/v1/peek", body)
-		if resp.status == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still %d %s, want %d", body, resp.status, resp.body, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func TestServeHotReload(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.ConfigPath = filepath.Join(dir, "tollgate.yaml")
-	writeAtomic(t, cfg.ConfigPath, policyWithUnits(1))
-	cfg.ReloadInterval = 20 * time.Millisecond
-	s := serve(t, cfg)
-	const consume = `{"key":"k","policy":"p"}`
-	status := func() int { return post(t, s.http, "/v1/consume", consume).status }
-
-	if got := status(); got != 200 {
-		t.Fatalf("first consume: %d", got)
-	}
-	if got := status(); got != 429 {
-		t.Fatalf("second consume under 1 unit: %d", got)
-	}
-
-	// A new valid file takes effect.
-	writeAtomic(t, cfg.ConfigPath, policyWithUnits(3))
-	waitStatus(t, s.http, consume, 200)
-	waitLog(t, s.logs, `"msg":"config reloaded"`, `"policies":1`)
-	if got := status(); got != 200 { // 2 of 3
-		t.Fatalf("consume under 3 units: %d", got)
-	}
-
-	// An invalid one is logged and ignored.
-	writeAtomic(t, cfg.ConfigPath, policyWithUnits(0))
-	line := waitLog(t, s.logs, `"msg":"config not reloaded; the previous one stays in force"`)
-	if !strings.Contains(line, `"level":"ERROR"`) || !strings.Contains(line, cfg.ConfigPath+":3:") {
-		t.Errorf("reload error record: %s", line)
-	}
-	if got := status(); got != 200 { // 3 of 3: still the old policy
-		t.Errorf("consume after an invalid reload: %d, want 200 (3 units still in force)", got)
-	}
-	if got := status(); got != 429 {
-		t.Errorf("consume over 3 units: %d, want 429", got)
-	}
-
-	// A removed policy is unknown once the new file is in force.
-	writeAtomic(t, cfg.ConfigPath, "policies:\n  - name: q\n    units: 1\n    window: 1h\n")
-	waitStatus(t, s.http, consume, 400)
-
-	// A changed server section is reported, not applied.
-	writeAtomic(t, cfg.ConfigPath, "server:\n  listen: 127.0.0.1:9\npolicies: []\n")
-	waitLog(t, s.logs, `"msg":"the server section changed; it applies at the next start"`)
-}
-
-func TestServeHotReloadEnvoy(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.GRPCListen = "127.0.0.1:0"
-	cfg.EnvoyConfigPath = filepath.Join(dir, "envoy")
-	if err := os.Mkdir(cfg.EnvoyConfigPath, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	rules := func(n int) string {
-		return fmt.Sprintf("domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: %d}\n", n)
-	}
-	file := filepath.Join(cfg.EnvoyConfigPath, "test.yaml")
-	writeAtomic(t, file, rules(1))
-	cfg.ReloadInterval = 20 * time.Millisecond
-	s := serve(t, cfg)
-	conn := dialRLS(t, s.grpc)
-
-	if got := overallCode(t, conn, "user=a"); got != "OK" {
-		t.Fatalf("first call: %s", got)
-	}
-	if got := overallCode(t, conn, "user=a"); got != "OVER_LIMIT" {
-		t.Fatalf("second call: %s", got)
-	}
-	writeAtomic(t, file, rules(5))
-	waitLog(t, s.logs, `"msg":"envoy configs reloaded"`)
-	if got := overallCode(t, conn, "user=a"); got != "OK" {
-		t.Errorf("after raising the limit: %s", got)
-	}
-	writeAtomic(t, file, "domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n")
-	waitLog(t, s.logs, `"msg":"envoy configs not reloaded; the previous ones stay in force"`, "fortnight")
-	if got := overallCode(t, conn, "user=a"); got != "OK" { // 3 of 5
-		t.Errorf("after an invalid reload: %s, want OK", got)
-	}
-}
-
-func TestServeReloadOnSignal(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.ConfigPath = filepath.Join(dir, "tollgate.yaml")
-	writeAtomic(t, cfg.ConfigPath, policyWithUnits(1))
-	cfg.ReloadInterval = time.Hour // only the signal reloads
-	hup := make(chan os.Signal, 1)
-	cfg.reload = hup
-	s := serve(t, cfg)
-	const consume = `{"key":"k","policy":"p"}`
-	post(t, s.http, "/v1/consume", consume)
-	writeAtomic(t, cfg.ConfigPath, policyWithUnits(2))
-	if got := post(t, s.http, "/v1/peek", consume).status; got != 429 {
-		t.Fatalf("reloaded without a signal: %d", got)
-	}
-	hup <- nil
-	waitStatus(t, s.http, consume, 200)
-}
-
-func TestServeTokens(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig()
-	cfg.APITokenFile = writeTemp(t, dir, "api-tokens", "# API clients\nsecret-api-1\n\n  secret-api-2  \r\n")
-	cfg.AdminTokenFile = writeTemp(t, dir, "admin-tokens", "secret-admin\n")
-	if err := os.Chmod(cfg.AdminTokenFile, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := serve(t, cfg)
-	const consume = `{"key":"k","limit":10,"window":"1m"}`
-	for _, tt := range []struct {
-		path, body, auth string
-		want             int
-		wantCode         string
-	}{
-		{"/v1/consume", consume, "", 401, `"code":"unauthorized"`},
-		{"/v1/consume", consume, "Bearer wrong", 401, `"code":"unauthorized"`},
-		{"/v1/consume", consume, "Bearer secret-api-1", 200, ""},
-		{"/v1/consume", consume, "Bearer secret-api-2", 200, ""},
-		{"/v1/consume", consume, "Bearer secret-admin", 200, ""},
-		{"/v1/reset", `{"key":"k"}`, "Bearer secret-api-1", 403, `"code":"forbidden"`},
-		{"/v1/reset", `{"key":"k"}`, "", 401, `"code":"unauthorized"`},
-		{"/v1/reset", `{"key":"k"}`, "Bearer secret-admin", 200, ""},
-	} {
-		var hdrs []string
-		if tt.auth != "" {
-			hdrs = append(hdrs, "Authorization: "+tt.auth)
-		}
-		resp := post(t, s.http, tt.path, tt.body, hdrs...)
-		if resp.status != tt.want || !strings.Contains(resp.body, tt.wantCode) {
-			t.Errorf("%s with %q: %d %s, want %d %s", tt.path, tt.auth, resp.status, resp.body, tt.want, tt.wantCode)
-		}
-	}
-	client := &http.Client{Timeout: wait}
-	defer client.CloseIdleConnections()
-	for _, path := range []string{"/healthz", "/readyz"} {
-		resp, err := client.Get("http://" + s.http + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Errorf("%s without a token: %d", path, resp.StatusCode)
-		}
-	}
-	waitLog(t, s.logs, `"msg":"token file is readable by others than its owner"`, "admin-tokens")
-	if logs := s.logs.String(); strings.Contains(logs, "secret-") {
-		t.Errorf("a token was logged:\n%s", logs)
-	}
-}
-
-func TestReadTokens(t *testing.T) {
-	dir := t.TempDir()
-	tests := []struct {
-		name, content string
-		want          []string
-		wantErr       string
-	}{
-		{"one a line", "a\nb\n", []string{"a", "b"}, ""},
-		{"comments, blanks and CRLF", "# c\r\n\r\n  a  \r\n\t# d\nb", []string{"a", "b"}, ""},
-		{"inner space", "good\nbad token\n", nil, ":2: a token must not contain blanks"},
-		{"control character", "a\x01b\n", nil, ":1: a token must not contain blanks or control characters"},
-		{"only comments", "# none\n", nil, "no tokens"},
-		{"empty", "", nil, "no tokens"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := writeTemp(t, dir, "tokens", tt.content)
-			got, _, err := readTokens(path)
-			switch {
-			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Errorf("err %v, want %q", err, tt.wantErr)
-			case tt.wantErr == "" && (err != nil || strings.Join(got, ",") != strings.Join(tt.want, ",")):
-				t.Errorf("got %q, %v; want %q", got, err, tt.want)
-			}
-			if err != nil && strings.Contains(err.Error(), "bad token") {
-				t.Errorf("error shows the token: %v", err)
-			}
-		})
-	}
-	big := writeTemp(t, dir, "big", strings.Repeat("x", maxTokenFileSize+1))
-	if _, _, err := readTokens(big); err == nil || !strings.Contains(err.Error(), "larger than") {
-		t.Errorf("big file: %v", err)
-	}
-}
-
-// TestServeSettings checks where settings come from: command line >
-// environment > config file > default.
-func TestServeSettings(t *testing.T) {
-	dir := t.TempDir()
-	envoy := writeTemp(t, dir, "envoy.yaml", "domain: d\n")
-	file := writeTemp(t, dir, "tollgate.yaml", `
-server:
-  listen: 127.0.0.1:0
-  check_timeout: 300ms
-  shutdown_timeout: 3s
-  grpc_listen: 127.0.0.1:0
-  envoy_config: envoy.yaml
-policies:
-  - name: p
-    units: 1
-    window: 1m
-`)
-	_ = envoy
-	tests := []struct {
-		name      string
-		args      []string
-		env       map[string]string
-		wantCheck time.Duration
-		wantErr   string
-		wantGRPC  bool
-	}{
-		{"defaults", []string{"serve", "--listen", "127.0.0.1:0"}, nil, defaultCheckTimeout, "", false},
-		{"file", []string{"serve", "--config", file}, nil, 300 * time.Millisecond, "", true},
-		{"config from the environment", []string{"serve"}, map[string]string{"TOLLGATE_CONFIG": file}, 300 * time.Millisecond, "", true},
-		{"environment over file", []string{"serve", "--config", file},
-			map[string]string{"TOLLGATE_CHECK_TIMEOUT": "200ms"}, 200 * time.Millisecond, "", true},
-		{"flag over environment", []string{"serve", "--config", file, "--check-timeout", "150ms"},
-			map[string]string{"TOLLGATE_CHECK_TIMEOUT": "200ms"}, 150 * time.Millisecond, "", true},
-		{"environment turns gRPC off", []string{"serve", "--config", file},
-			map[string]string{"TOLLGATE_GRPC_LISTEN": "", "TOLLGATE_ENVOY_CONFIG": ""}, 300 * time.Millisecond, "", false},
-		{"bad environment value", []string{"serve", "--listen", "127.0.0.1:0"},
-			map[string]string{"TOLLGATE_CHECK_TIMEOUT": "soon"}, 0, `invalid TOLLGATE_CHECK_TIMEOUT "soon"`, false},
-		{"list from the environment", []string{"serve", "--redis", "127.0.0.1:6379"},
-			map[string]string{"TOLLGATE_REDIS_CLUSTER": "127.0.0.1:7000,127.0.0.1:7001"}, 0, "mutually exclusive", false},
-		{"log level from the environment", []string{"serve", "--listen", "127.0.0.1:0"},
-			map[string]string{"TOLLGATE_LOG_LEVEL": "loud"}, 0, "--log-level", false},
-		{"bad file", []string{"serve", "--config", writeTemp(t, dir, "bad.yaml", "server:\n  listen: nope\n")},
-			nil, 0, `server: listen "nope": want HOST:PORT`, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel() // serve shuts down as soon as it listens
-			var errOut syncBuffer
-			cmd := newRootCmd(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
-			cmd.SetArgs(tt.args)
-			cmd.SetOut(io.Discard)
-			cmd.SetErr(&errOut)
-			done := make(chan error, 1)
-			go func() { done <- cmd.ExecuteContext(ctx) }()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(wait):
-				t.Fatal("command did not return")
-			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Errorf("err %v, want %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("err %v; stderr %s", err, errOut.String())
-			}
-			var rec struct {
-				CheckTimeout string `json:"check_timeout"`
-				GRPCAddr     string `json:"grpc_addr"`
-			}
-			line := waitLog(t, &errOut, `"msg":"listening"`)
-			if err := json.Unmarshal([]byte(line), &rec); err != nil {
-				t.Fatal(err)
-			}
-			if rec.CheckTimeout != tt.wantCheck.String() || (rec.GRPCAddr != "") != tt.wantGRPC {
-				t.Errorf("check_timeout %s, gRPC %q; want %s, gRPC %t", rec.CheckTimeout, rec.GRPCAddr, tt.wantCheck, tt.wantGRPC)
-			}
-		})
-	}
-}
-
-func TestEnvName(t *testing.T) {
-	for flag, want := range map[string]string{
-		"listen":         "TOLLGATE_LISTEN",
-		"grpc-listen":    "TOLLGATE_GRPC_LISTEN",
-		"api-token-file": "TOLLGATE_API_TOKEN_FILE",
-	} {
-		if got := envName(flag); got != want {
-			t.Errorf("envName(%q) = %q, want %q", flag, got, want)
-		}
-	}
-}
-
-// Every serve flag but --config has a key in the config file's server
-// section, and the file's value reaches the flag.
-func TestEveryFlagInFile(t *testing.T) {
-	flags := newServeCmd(nil).Flags()
-	flags.VisitAll(func(f *pflag.Flag) {
-		if f.Name == "config" {
-			return
-		}
-		value := "x"
-		switch {
-		case f.Value.Type() == "duration":
-			value = "1s"
-		case f.Value.Type() == "int":
-			value = "1"
-		case f.Value.Type() == "bool":
-			value = "true"
-		case f.Value.Type() == "stringToString":
-			value = "{127.0.0.1:1: 127.0.0.1:2}"
-		case f.Value.Type() == "stringSlice":
-			value = "[127.0.0.1:1]"
-		case strings.Contains(f.Name, "listen") || f.Name == "redis":
-			value = "127.0.0.1:1"
-		case f.Name == "log-level":
-			value = "debug"
-		}
-		key := strings.ReplaceAll(f.Name, "-", "_")
-		c, err := config.Parse([]byte("server:\n  " + key + ": " + value + "\n"))
-		if err != nil {
-			t.Errorf("--%s: server.%s: %v", f.Name, key, err)
-			return
-		}
-		fresh := newServeCmd(nil).Flags()
-		if err := applyFile(fresh, c.Server()); err != nil {
-			t.Errorf("--%s: %v", f.Name, err)
-		}
-		if !fresh.Changed(f.Name) {
-			t.Errorf("--%s: server.%s did not set it", f.Name, key)
-		}
-	})
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/tollgate/tollgate/internal/chaos/plot"
 )
 
-// chaosConfig is what `tollgate chaos` runs with.
+// chaosConfig is what `tollgate-lab chaos` runs with.
 type chaosConfig struct {
 	Suite harness.SuiteConfig
 	// PNG also draws each chart as PNG; JSON prints the results as JSON;
@@ -65,9 +65,9 @@ roles and slots change, and keys named chaos:* are written to it.
 
 Scenarios:
 ` + scenarios.String(),
-		Example: `  tollgate chaos
-  tollgate chaos --scenario client-kill,graceful-failover --runs 2 --out /tmp/chaos
-  tollgate chaos --addrs 127.0.0.1:7000 --scenario graceful-failover --json`,
+		Example: `  tollgate-lab chaos
+  tollgate-lab chaos --scenario client-kill,graceful-failover --runs 2 --out /tmp/chaos
+  tollgate-lab chaos --addrs 127.0.0.1:7000 --scenario graceful-failover --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -101,7 +101,7 @@ type chaosResult struct {
 
 // errChaosFailed is returned when a scenario failed a check, so that the
 // command exits non-zero after printing its results.
-var errChaosFailed = errors.New("tollgate chaos: a scenario failed")
+var errChaosFailed = errors.New("tollgate-lab chaos: a scenario failed")
 
 // runChaos runs the suite cfg describes, draws the charts and prints the
 // results on stdout; progress goes to stderr.
@@ -115,7 +115,7 @@ func runChaos(ctx context.Context, cfg chaosConfig, stdout, stderr io.Writer) er
 		}
 		dir, err := os.MkdirTemp(".", "tollgate-chaos-"+time.Now().Format("20060102-150405")+"-")
 		if err != nil {
-			return fmt.Errorf("tollgate chaos: %w", err)
+			return fmt.Errorf("tollgate-lab chaos: %w", err)
 		}
 		cfg.Suite.Out = dir
 	}
@@ -125,7 +125,7 @@ func runChaos(ctx context.Context, cfg chaosConfig, stdout, stderr io.Writer) er
 	if _, err := cfg.Suite.Check(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "tollgate chaos: scenarios %s, %d run(s) each; output in %s\n", strings.Join(scenarioNames(cfg.Suite), ", "), cfg.Suite.Runs, cfg.Suite.Out)
+	fmt.Fprintf(stderr, "tollgate-lab chaos: scenarios %s, %d run(s) each; output in %s\n", strings.Join(scenarioNames(cfg.Suite), ", "), cfg.Suite.Runs, cfg.Suite.Out)
 	if cfg.Verbose {
 		cfg.Suite.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, "  "+format+"\n", args...) }
 	}
@@ -139,7 +139,7 @@ func runChaos(ctx context.Context, cfg chaosConfig, stdout, stderr io.Writer) er
 			f.Name, ms(f.HealthyMS), ms(f.RecoveryMS), ms(f.BoundMS), len(f.Stuck), f.Calls.Calls, f.Calls.Failed(), verdict)
 	}
 	if err := os.MkdirAll(cfg.Suite.Out, 0o755); err != nil {
-		return fmt.Errorf("tollgate chaos: %w", err)
+		return fmt.Errorf("tollgate-lab chaos: %w", err)
 	}
 
 	results, runErr := harness.RunSuite(ctx, cfg.Suite)
@@ -181,7 +181,7 @@ func runChaos(ctx context.Context, cfg chaosConfig, stdout, stderr io.Writer) er
 	}
 	switch {
 	case runErr != nil:
-		return fmt.Errorf("tollgate chaos: %w", runErr)
+		return fmt.Errorf("tollgate-lab chaos: %w", runErr)
 	case failed:
 		return errChaosFailed
 	}

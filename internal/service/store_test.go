@@ -1,6 +1,7 @@
-package main
+package service
 
 import (
+	"github.com/tollgate/tollgate/settings"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,8 +29,7 @@ func TestRedisPasswordFile(t *testing.T) {
 		{"missing", filepath.Join(dir, "nope"), "", "no such file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := storeConfig{Redis: "127.0.0.1:1", Username: "u", PasswordFile: tc.file}
-			o, err := c.redisOptions()
+			o, err := RedisOptions(settings.Redis{Addr: "127.0.0.1:1", Username: "u", PasswordFile: tc.file}, settings.TLS{}, nil, nil)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err %v, want %q", err, tc.err)

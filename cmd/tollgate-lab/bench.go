@@ -19,8 +19,9 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/bench"
+	"github.com/tollgate/tollgate/internal/service"
 	"github.com/tollgate/tollgate/server/metrics"
-	"github.com/tollgate/tollgate/store/overlimit"
+	"github.com/tollgate/tollgate/settings"
 )
 
 // Defaults of bench flags.
@@ -32,10 +33,11 @@ const (
 	defaultBenchCountDuration = 10 * time.Minute
 )
 
-// benchConfig is what `tollgate bench` runs with.
+// benchConfig is what `tollgate-lab bench` runs with.
 type benchConfig struct {
-	// Store selects the library's store (memory when empty), as for serve.
-	Store storeConfig
+	// Store selects the library's store (memory when Redis names none), as
+	// for serve: the Redis and TLS settings.
+	Store settings.Settings
 	// HTTP is the base URL of a running service's HTTP API; GRPC the
 	// HOST:PORT of its Envoy rate limit service. At most one target.
 	HTTP, GRPC string
@@ -118,13 +120,13 @@ localhost), including every node a cluster announces, unless
 
 Unlike serve, bench reads no TOLLGATE_* environment variables: it loads
 only what its command line names.`,
-		Example: `  tollgate bench
-  tollgate bench --redis-cluster 127.0.0.11:7000 --compare --duration 5s
-  tollgate bench --redis-cluster 127.0.0.11:7000 --compare=all --json
-  tollgate bench --compare=http,deny
-  tollgate bench --http http://127.0.0.1:8080 --cost 1-10 --limit 100 --window 1m --keys 1000
-  tollgate bench --print-envoy-config > bench.yaml  # then: tollgate serve --grpc-listen 127.0.0.1:8081 --envoy-config bench.yaml
-  tollgate bench --grpc 127.0.0.1:8081 --json`,
+		Example: `  tollgate-lab bench
+  tollgate-lab bench --redis-cluster 127.0.0.11:7000 --compare --duration 5s
+  tollgate-lab bench --redis-cluster 127.0.0.11:7000 --compare=all --json
+  tollgate-lab bench --compare=http,deny
+  tollgate-lab bench --http http://127.0.0.1:8080 --cost 1-10 --limit 100 --window 1m --keys 1000
+  tollgate-lab bench --print-envoy-config > bench.yaml  # then: tollgate serve --grpc-listen 127.0.0.1:8081 --envoy-config bench.yaml
+  tollgate-lab bench --grpc 127.0.0.1:8081 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f := cmd.Flags()
@@ -140,7 +142,8 @@ only what its command line names.`,
 	}
 	f := cmd.Flags()
 	f.SortFlags = false
-	addStoreFlags(f, &cfg.Store)
+	cfg.Store = settings.Default()
+	cfg.Store.AddFlags(f, "Redis", "TLS")
 	f.StringVar(&cfg.HTTP, "http", "", "benchmark a running service's HTTP API at this base `URL` (http://127.0.0.1:8080)")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "`file` of bearer tokens (as serve's --api-token-file); the first is sent with --http")
 	f.StringVar(&cfg.GRPC, "grpc", "", "benchmark a running service's Envoy rate limit service at `HOST:PORT`")
@@ -233,7 +236,7 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 		return limit, cost, nil
 	}
 	targets := 0
-	for _, set := range []bool{c.HTTP != "", c.GRPC != "", c.Store.kind() != "memory"} {
+	for _, set := range []bool{c.HTTP != "", c.GRPC != "", c.Store.Redis.Kind() != "memory"} {
 		if set {
 			targets++
 		}
@@ -254,12 +257,12 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 			return limit, cost, fmt.Errorf("--compare: %w", err)
 		}
 		for _, e := range entries {
-			if bench.NeedsRedis(e) && c.Store.kind() == "memory" {
+			if bench.NeedsRedis(e) && c.Store.Redis.Kind() == "memory" {
 				return limit, cost, fmt.Errorf("--compare needs --redis or --redis-cluster: the baselines run on Redis (%s)", e)
 			}
 		}
 	}
-	if err := c.Store.validate(); err != nil {
+	if err := c.Store.ValidateStore(); err != nil {
 		return limit, cost, err
 	}
 	if c.AllowRemote {
@@ -275,12 +278,12 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 			return limit, cost, fmt.Errorf("--grpc %w", err)
 		}
 	}
-	for _, a := range append([]string{c.Store.Redis}, c.Store.RedisCluster...) {
+	for _, a := range append([]string{c.Store.Redis.Addr}, c.Store.Redis.Cluster...) {
 		if a == "" {
 			continue
 		}
 		if err := bench.CheckLoopbackAddr(a); err != nil {
-			return limit, cost, fmt.Errorf("--%s %w", c.Store.kind(), err)
+			return limit, cost, fmt.Errorf("--%s %w", c.Store.Redis.Kind(), err)
 		}
 	}
 	return limit, cost, nil
@@ -334,8 +337,8 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 			},
 			Deny: func(cached bool) *tollgate.Limiter { return benchServiceLimiter(store, cached) },
 		}
-		if cfg.Store.kind() != "memory" {
-			if cmp.Redis, err = cfg.Store.redisOptions(); err != nil {
+		if cfg.Store.Redis.Kind() != "memory" {
+			if cmp.Redis, err = service.RedisOptions(cfg.Store.Redis, cfg.Store.TLS, nil, nil); err != nil {
 				return err
 			}
 		}
@@ -348,9 +351,9 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 		}
 		report.Rows, err = cmp.Run(ctx, target)
 	} else {
-		if store != nil && cfg.Store.kind() != "memory" {
+		if store != nil && cfg.Store.Redis.Kind() != "memory" {
 			// Redis CPU per check too; without it the row just lacks it.
-			if ropts, oerr := cfg.Store.redisOptions(); oerr == nil {
+			if ropts, oerr := service.RedisOptions(cfg.Store.Redis, cfg.Store.TLS, nil, nil); oerr == nil {
 				if cpu, closeCPU, cerr := bench.RedisCPU(ropts); cerr == nil {
 					defer closeCPU()
 					load.ServerCPU = cpu
@@ -379,7 +382,7 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 	switch {
 	case cfg.HTTP != "":
 		setup.Target, setup.Addr = "http", cfg.HTTP
-		toks, err := loadTokens(cfg.TokenFile, "--token-file", slog.New(slog.DiscardHandler))
+		toks, err := service.LoadTokens(cfg.TokenFile, "--token-file", slog.New(slog.DiscardHandler))
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -401,12 +404,12 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 		}
 		return g, nil, g.Close, nil
 	}
-	setup.Target, setup.Store = "library", cfg.Store.kind()
+	setup.Target, setup.Store = "library", cfg.Store.Redis.Kind()
 	if setup.Store != "memory" {
 		setup.Addr = strings.Join(cfg.redisAddrs(), ",")
 		if !cfg.AllowRemote {
 			// The seeds are on loopback; so must be every node they announce.
-			ropts, err := cfg.Store.redisOptions()
+			ropts, err := service.RedisOptions(cfg.Store.Redis, cfg.Store.TLS, nil, nil)
 			if err != nil {
 				return nil, nil, nil, err
 			}
@@ -421,38 +424,25 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 			}
 		}
 	}
-	st, _, closeStore, err := openStore(ctx, cfg.Store)
+	st, _, closeStore, err := service.OpenStore(ctx, cfg.Store.Redis, cfg.Store.TLS, nil, nil)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("open %s store: %w", setup.Store, err)
 	}
 	return bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit, Limits: limits}, st, closeStore, nil
 }
 
-// benchServiceConfig is how --compare runs the service: serve's defaults,
-// on a free port of 127.0.0.1.
-func benchServiceConfig() serveConfig {
-	return serveConfig{
-		Listen:           "127.0.0.1:0",
-		CheckTimeout:     defaultCheckTimeout,
-		ShutdownTimeout:  defaultShutdownTimeout,
-		ReloadInterval:   defaultReloadInterval,
-		LocalCacheSize:   overlimit.DefaultSize,
-		LocalCacheMaxAge: defaultLocalCacheMaxAge,
-	}
-}
-
-// startBenchService starts the service in process (runServe, with serve's
-// defaults) on store, listening on a free port of 127.0.0.1, and returns
-// the Target of its HTTP API, checking limit over conns connections, and
-// a function that stops it. The store is not closed.
+// startBenchService starts the service in process (service.Run, with
+// serve's defaults) on store, listening on a free port of 127.0.0.1, and
+// returns the Target of its HTTP API, checking limit over conns
+// connections, and a function that stops it. The store is not closed.
 func startBenchService(ctx context.Context, store tollgate.Store, limit tollgate.Limit, conns int) (bench.Target, func() error, error) {
-	cfg := benchServiceConfig()
-	cfg.store = store
+	cfg := service.Config{Settings: settings.Default(), Store: store}
+	cfg.HTTP.Listen = "127.0.0.1:0"
 	listening := make(chan net.Addr, 1)
-	cfg.onListening = func(h, _ net.Addr) { listening <- h }
+	cfg.OnListening = func(h, _ net.Addr) { listening <- h }
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan error, 1)
-	go func() { done <- runServe(sctx, cfg, nil) }()
+	go func() { done <- service.Run(sctx, cfg, nil) }()
 	var addr net.Addr
 	select {
 	case addr = <-listening:
@@ -472,22 +462,22 @@ func startBenchService(ctx context.Context, store tollgate.Store, limit tollgate
 }
 
 // benchServiceLimiter returns a Limiter on store wrapped as serve wraps it
-// with its defaults (serviceStore), with the local over-limit cache when
-// cached, and without it otherwise.
+// with its defaults (service.WrapStore), with the local over-limit cache
+// when cached, and without it otherwise.
 func benchServiceLimiter(store tollgate.Store, cached bool) *tollgate.Limiter {
-	cfg := benchServiceConfig()
+	s := settings.Default()
 	if !cached {
-		cfg.LocalCacheSize = 0
+		s.Cache.Size = 0
 	}
-	return tollgate.New(serviceStore(store, cfg, metrics.New()), tollgate.Options{})
+	return tollgate.New(service.WrapStore(store, s, metrics.New()), tollgate.Options{})
 }
 
 // redisAddrs returns the Redis addresses given.
 func (c benchConfig) redisAddrs() []string {
-	if c.Store.Redis != "" {
-		return []string{c.Store.Redis}
+	if c.Store.Redis.Addr != "" {
+		return []string{c.Store.Redis.Addr}
 	}
-	return c.Store.RedisCluster
+	return c.Store.Redis.Cluster
 }
 
 // progressBars shows a progress bar per run on w.

@@ -17,7 +17,7 @@ import (
 	"github.com/tollgate/tollgate/store/redis"
 )
 
-// BenchmarkServiceHTTP is the http row of `tollgate bench --compare=http`
+// BenchmarkServiceHTTP is the http row of `tollgate-lab bench --compare=http`
 // as a Go benchmark, for a CPU profile of that path (-cpuprofile): 64
 // callers check random keys of 10,000 through the service that
 // --compare=http starts, on the memory store, or on the Redis Cluster whose

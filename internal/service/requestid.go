@@ -1,8 +1,9 @@
-package main
+package service
 
 import (
 	"context"
 	"crypto/rand"
+	"io"
 	"log/slog"
 
 	"google.golang.org/grpc"
@@ -66,4 +67,10 @@ func (h contextHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h contextHandler) WithGroup(name string) slog.Handler {
 	return contextHandler{h.Handler.WithGroup(name)}
+}
+
+// NewLogger returns the service's logger: JSON records at level and above
+// on w, each with the request id of the gRPC call it is about.
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(contextHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
 }

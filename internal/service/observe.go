@@ -1,50 +1,14 @@
-package main
+package service
 
 import (
 	"context"
 	"errors"
 	"net"
-	"time"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/server/metrics"
 	"github.com/tollgate/tollgate/store/redis"
 )
-
-// storeObserver is told of every store call (*metrics.Metrics).
-type storeObserver interface {
-	StoreCall(op string, took time.Duration, errKind string)
-}
-
-// observedStore reports each call of a store, with its duration and, when
-// it fails, the kind of failure (storeErrorKind). A call whose caller gave
-// up (its context canceled: the client went away) is not reported: it says
-// nothing about the store.
-type observedStore struct {
-	store tollgate.Store
-	obs   storeObserver
-}
-
-func (s observedStore) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision, error) {
-	start := time.Now()
-	res, err := s.store.Do(ctx, req)
-	s.report(ctx, req.Op.String(), start, err)
-	return res, err
-}
-
-func (s observedStore) Reset(ctx context.Context, key string) error {
-	start := time.Now()
-	err := s.store.Reset(ctx, key)
-	s.report(ctx, "reset", start, err)
-	return err
-}
-
-func (s observedStore) report(ctx context.Context, op string, start time.Time, err error) {
-	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
-		return
-	}
-	s.obs.StoreCall(op, time.Since(start), storeErrorKind(err))
-}
 
 // storeErrorKind classifies a store error for tollgate_store_errors_total:
 // "" for nil; metrics.StoreTimeout when a deadline passed (--check-timeout,

@@ -17,14 +17,14 @@ import (
 	"github.com/tollgate/tollgate/internal/chaos"
 )
 
-// runChaosCmd runs `tollgate chaos args…` and returns its stdout and
+// runChaosCmd runs `tollgate-lab chaos args…` and returns its stdout and
 // stderr.
 func runChaosCmd(t *testing.T, timeout time.Duration, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	cmd := newRootCmd(nil)
+	cmd := newRootCmd()
 	cmd.SetArgs(append([]string{"chaos"}, args...))
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
@@ -109,7 +109,7 @@ func TestChaosCommandErrors(t *testing.T) {
 		{"runs", []string{"--runs", "0"}, "runs 0: want at least 1"},
 		{"twice", []string{"--scenario", "client-kill,client-kill"}, "named twice"},
 		{"process control on a given cluster", []string{"--addrs", "127.0.0.1:1", "--scenario", "kill-master"},
-			`scenario "kill-master" kills and restarts nodes (process control), so it runs only on the cluster tollgate chaos starts itself`},
+			`scenario "kill-master" kills and restarts nodes (process control), so it runs only on the cluster tollgate-lab chaos starts itself`},
 		{"proxies on a given cluster", []string{"--addrs", "127.0.0.1:1"}, `scenario "kill-master"`},
 		{"remote", []string{"--addrs", "10.1.2.3:6379", "--scenario", "client-kill"}, "not a loopback IP address"},
 		{"unreachable", []string{"--addrs", "127.0.0.1:1", "--scenario", "client-kill"}, "no node answered CLUSTER NODES"},

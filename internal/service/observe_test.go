@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/testutil"
 	"github.com/tollgate/tollgate/server/metrics"
 	"github.com/tollgate/tollgate/store/memory"
 	"github.com/tollgate/tollgate/store/redis"
+	"github.com/tollgate/tollgate/store/wrap"
 )
 
 // TestServeMetrics serves checks over HTTP and gRPC, a cached denial and
@@ -24,14 +26,14 @@ import (
 func TestServeMetrics(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig()
-	cfg.APITokenFile = writeTemp(t, dir, "api-tokens", "secret\n")
-	cfg.ConfigPath = filepath.Join(dir, "tollgate.yaml")
-	writeAtomic(t, cfg.ConfigPath, policyWithUnits(1))
-	cfg.GRPCListen = "127.0.0.1:0"
-	cfg.EnvoyConfigPath = writeTemp(t, dir, "envoy.yaml", testEnvoy)
-	cfg.ReloadInterval = time.Hour // only the signal reloads
+	cfg.HTTP.APITokenFile = testutil.WriteTemp(t, dir, "api-tokens", "secret\n")
+	cfg.Config = filepath.Join(dir, "tollgate.yaml")
+	writeAtomic(t, cfg.Config, policyWithUnits(1))
+	cfg.GRPC.Listen = "127.0.0.1:0"
+	cfg.GRPC.EnvoyConfig = testutil.WriteTemp(t, dir, "envoy.yaml", testEnvoy)
+	cfg.Check.ReloadInterval = time.Hour // only the signal reloads
 	hup := make(chan os.Signal, 1)
-	cfg.reload = hup
+	cfg.Reload = hup
 	s := serve(t, cfg)
 
 	const auth = "Authorization: Bearer secret"
@@ -52,12 +54,12 @@ func TestServeMetrics(t *testing.T) {
 			t.Fatalf("gRPC: %s, want %s", got, want)
 		}
 	}
-	writeAtomic(t, cfg.ConfigPath, policyWithUnits(0))
+	writeAtomic(t, cfg.Config, policyWithUnits(0))
 	hup <- nil
-	waitLog(t, s.logs, `"msg":"envoy configs reloaded"`)
-	waitLog(t, s.logs, `"msg":"config not reloaded; the previous one stays in force"`)
+	testutil.WaitLog(t, s.logs, `"msg":"envoy configs reloaded"`)
+	testutil.WaitLog(t, s.logs, `"msg":"config not reloaded; the previous one stays in force"`)
 
-	client := &http.Client{Timeout: wait}
+	client := &http.Client{Timeout: testutil.Wait}
 	defer client.CloseIdleConnections()
 	resp, err := client.Get("http://" + s.http + "/metrics")
 	if err != nil {
@@ -167,17 +169,17 @@ func TestObservedStore(t *testing.T) {
 
 	mem := memory.New(memory.Options{})
 	defer mem.Close()
-	ok := observedStore{store: mem, obs: &got}
+	ok := wrap.Observe(mem, &got, storeErrorKind)
 	if _, err := ok.Do(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	if err := ok.Reset(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
-	failing := observedStore{store: failingStore{}, obs: &got}
+	failing := wrap.Observe(failingStore{}, &got, storeErrorKind)
 	_, _ = failing.Do(ctx, req)
 	_ = failing.Reset(ctx, "k")
-	hanging := observedStore{store: hangingStore{}, obs: &got}
+	hanging := wrap.Observe(hangingStore{}, &got, storeErrorKind)
 	timeout, cancel := context.WithTimeout(ctx, time.Millisecond)
 	defer cancel()
 	_, _ = hanging.Do(timeout, req)

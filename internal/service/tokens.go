@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"bufio"
@@ -14,9 +14,9 @@ import (
 // maxTokenFileSize is the largest token file read: 1 MiB.
 const maxTokenFileSize = 1 << 20
 
-// loadTokens reads the token file at path ("" reads none) for the flag
+// LoadTokens reads the token file at path ("" reads none) for the flag
 // named flag, and warns when others than the owner may read it.
-func loadTokens(path, flag string, logger *slog.Logger) ([]string, error) {
+func LoadTokens(path, flag string, logger *slog.Logger) ([]string, error) {
 	if path == "" {
 		return nil, nil
 	}

@@ -17,20 +17,22 @@ import (
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/internal/bench"
+	"github.com/tollgate/tollgate/internal/service"
 	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/server/rls"
+	"github.com/tollgate/tollgate/settings"
 	"github.com/tollgate/tollgate/store/memory"
 	"github.com/tollgate/tollgate/store/redis"
 )
 
-// runBenchCmd runs `tollgate bench args…` and returns its stdout and
+// runBenchCmd runs `tollgate-lab bench args…` and returns its stdout and
 // stderr.
 func runBenchCmd(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	cmd := newRootCmd(nil)
+	cmd := newRootCmd()
 	cmd.SetArgs(append([]string{"bench"}, args...))
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
@@ -76,7 +78,7 @@ func TestBenchCommandTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"tollgate bench: library on memory, gcra 1000000 per 1h, cost 1:3,5:1", "checks/s", "p99.9", "tollgate", "duration"} {
+	for _, want := range []string{"tollgate-lab bench: library on memory, gcra 1000000 per 1h, cost 1:3,5:1", "checks/s", "p99.9", "tollgate", "duration"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -285,28 +287,35 @@ func TestBenchCommandErrors(t *testing.T) {
 }
 
 func TestBenchStoreFlags(t *testing.T) {
-	parse := func(args ...string) storeConfig {
+	parse := func(args ...string) settings.Settings {
 		t.Helper()
-		var c storeConfig
+		c := settings.Default()
 		f := pflag.NewFlagSet("bench", pflag.ContinueOnError)
-		addStoreFlags(f, &c)
+		c.AddFlags(f, "Redis", "TLS")
 		if err := f.Parse(args); err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	if c := parse("--redis", "127.0.0.1:1", "--redis-tls=false"); c.TLS != nil {
+	if c := parse("--redis", "127.0.0.1:1", "--redis-tls=false"); c.TLS.On() {
 		t.Errorf("no TLS flag: TLS %+v", c.TLS)
 	}
-	if c := parse("--redis", "127.0.0.1:1", "--redis-tls"); c.TLS == nil || *c.TLS != (redis.TLSOptions{}) {
+	if c := parse("--redis", "127.0.0.1:1", "--redis-tls"); !c.TLS.On() || c.TLS != (settings.TLS{Enabled: true}) {
 		t.Errorf("--redis-tls: TLS %+v", c.TLS)
 	}
 	c := parse("--redis-cluster", "127.0.0.1:1,127.0.0.2:1", "--redis-tls-ca-file", "ca.pem", "--redis-tls-server-name", "cache", "--redis-tls-insecure-skip-verify")
-	if c.TLS == nil || c.TLS.CAFile != "ca.pem" || c.TLS.ServerName != "cache" || !c.TLS.InsecureSkipVerify {
+	if !c.TLS.On() || c.TLS.CAFile != "ca.pem" || c.TLS.ServerName != "cache" || !c.TLS.InsecureSkipVerify {
 		t.Errorf("TLS %+v", c.TLS)
 	}
-	if o, err := c.redisOptions(); err != nil || !o.Cluster || len(o.Addrs) != 2 || o.TLS != c.TLS {
-		t.Errorf("redisOptions %+v", o)
+	o, err := service.RedisOptions(c.Redis, c.TLS, nil, nil)
+	if err != nil || !o.Cluster || len(o.Addrs) != 2 || o.TLS == nil || *o.TLS != (redis.TLSOptions{CAFile: "ca.pem", ServerName: "cache", InsecureSkipVerify: true}) {
+		t.Errorf("RedisOptions %+v, %v", o, err)
+	}
+	if f := pflag.NewFlagSet("", pflag.ContinueOnError); true {
+		c.AddFlags(f, "Redis", "TLS")
+		if f.Lookup("listen") != nil || f.Lookup("check-timeout") != nil {
+			t.Error("the store's flags include serve's others")
+		}
 	}
 }
 

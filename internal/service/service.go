@@ -1,4 +1,8 @@
-package main
+// Package service runs Tollgate's service: the HTTP API and the Envoy rate
+// limit service over the store its settings (package settings) select, with
+// policies and rules reloaded as their files change. `tollgate serve` runs
+// it; `tollgate-lab bench` runs it in process to measure it.
+package service
 
 import (
 	"context"
@@ -19,8 +23,10 @@ import (
 	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/server/metrics"
 	"github.com/tollgate/tollgate/server/rls"
+	"github.com/tollgate/tollgate/settings"
 	"github.com/tollgate/tollgate/store/memory"
 	"github.com/tollgate/tollgate/store/overlimit"
+	"github.com/tollgate/tollgate/store/wrap"
 )
 
 // HTTP server timeouts.
@@ -34,107 +40,54 @@ const (
 // readyTimeout bounds a /readyz check of the store.
 const readyTimeout = 2 * time.Second
 
-// serveConfig is what `tollgate serve` runs with. Flags, environment and
-// the config file's server section fill it (see package documentation).
-type serveConfig struct {
-	// Listen is the HOST:PORT to serve HTTP on; port 0 picks a free port.
-	Listen string
-	// GRPCListen, if not empty, is the HOST:PORT to serve the Envoy rate
-	// limit service on; it needs EnvoyConfigPath.
-	GRPCListen string
-	// ConfigPath, if not empty, is the policy file (config.Load); its
-	// policies are reloaded when it changes.
-	ConfigPath string
-	// EnvoyConfigPath, if not empty, are the Envoy descriptor configs
-	// (config.LoadEnvoy); they need GRPCListen.
-	EnvoyConfigPath string
-	// CheckTimeout bounds each store call of a check; past it the check
-	// fails as unavailable and the failure mode applies. It must be
-	// positive.
-	CheckTimeout time.Duration
-	// ShutdownTimeout bounds how long in-flight requests may run after the
-	// context is done; it must be positive.
-	ShutdownTimeout time.Duration
-	// ReloadInterval is how often ConfigPath and EnvoyConfigPath are polled
-	// for changes; it must be positive.
-	ReloadInterval time.Duration
-	// APITokenFile and AdminTokenFile, if not empty, hold bearer tokens,
-	// one a line (see readTokens): see httpapi.Options.
-	APITokenFile, AdminTokenFile string
-	// Store selects the store.
-	Store storeConfig
-	// LocalCacheSize is how many denials the local over-limit cache keeps
-	// (store/overlimit); 0 turns it off. It must not be negative.
-	LocalCacheSize int
-	// LocalCacheMaxAge is the longest the cache answers one denial; 0 means
-	// until its RetryAfter. It must not be negative.
-	LocalCacheMaxAge time.Duration
+// Config is what the service runs with: the settings (package settings)
+// and hooks for tests and tools that run it in process.
+type Config struct {
+	settings.Settings
 
-	// onListening, when non-nil, is called with the bound addresses (grpc
+	// OnListening, when non-nil, is called with the bound addresses (grpc
 	// nil when not serving gRPC) once the listeners are open, before
 	// serving. Tests use it with port 0.
-	onListening func(http, grpc net.Addr)
-	// store, when non-nil, is used instead of the one Store selects, and
-	// not closed. Tests use it for stores that fail or hang.
-	store tollgate.Store
-	// reload, when non-nil, asks for an immediate reload of the configs
+	OnListening func(http, grpc net.Addr)
+	// Store, when non-nil, is used instead of the one the settings select,
+	// and not closed. Tests use it for stores that fail or hang.
+	Store tollgate.Store
+	// Reload, when non-nil, asks for an immediate reload of the configs
 	// (SIGHUP).
-	reload <-chan os.Signal
+	Reload <-chan os.Signal
 }
 
-func (c serveConfig) validate() error {
-	switch {
-	case c.Listen == "":
-		return errors.New("--listen is empty")
-	case c.GRPCListen != "" && c.EnvoyConfigPath == "":
-		return errors.New("--grpc-listen needs --envoy-config (the descriptor rules to serve)")
-	case c.EnvoyConfigPath != "" && c.GRPCListen == "":
-		return errors.New("--envoy-config needs --grpc-listen (the Envoy rate limit service serves it)")
-	case c.CheckTimeout <= 0:
-		return fmt.Errorf("--check-timeout %s: must be positive", c.CheckTimeout)
-	case c.ShutdownTimeout <= 0:
-		return fmt.Errorf("--shutdown-timeout %s: must be positive", c.ShutdownTimeout)
-	case c.ReloadInterval <= 0:
-		return fmt.Errorf("--reload-interval %s: must be positive", c.ReloadInterval)
-	case c.LocalCacheSize < 0:
-		return fmt.Errorf("--local-cache-size %d: must not be negative (0 turns the cache off)", c.LocalCacheSize)
-	case c.LocalCacheMaxAge < 0:
-		return fmt.Errorf("--local-cache-max-age %s: must not be negative", c.LocalCacheMaxAge)
-	}
-	return c.Store.validate()
-}
-
-// runServe serves until ctx is done, then stops accepting, lets in-flight
-// requests finish for up to cfg.ShutdownTimeout, and closes the store. It
-// returns nil after a clean shutdown. A nil logger discards.
-func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err error) {
+// Run serves until ctx is done, then stops accepting, lets in-flight
+// requests finish for up to cfg.Check.ShutdownTimeout, and closes the
+// store. It returns nil after a clean shutdown. A nil logger discards.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 
 	// Configs and tokens first: a bad one fails before anything listens.
 	var policies *config.Holder
-	if cfg.ConfigPath != "" {
-		if policies, err = config.NewHolder(cfg.ConfigPath); err != nil {
+	if cfg.Config != "" {
+		if policies, err = config.NewHolder(cfg.Config); err != nil {
 			return fmt.Errorf("--config: %w", err)
 		}
-		logger.Info("policies loaded", slog.String("file", cfg.ConfigPath), slog.Int("policies", len(policies.Config().Policies())))
+		logger.Info("policies loaded", slog.String("file", cfg.Config), slog.Int("policies", len(policies.Config().Policies())))
 	}
 	var rules *config.EnvoyHolder
-	if cfg.EnvoyConfigPath != "" {
-		if rules, err = config.NewEnvoyHolder(cfg.EnvoyConfigPath); err != nil {
+	if cfg.GRPC.EnvoyConfig != "" {
+		if rules, err = config.NewEnvoyHolder(cfg.GRPC.EnvoyConfig); err != nil {
 			return fmt.Errorf("--envoy-config: %w", err)
 		}
-		logger.Info("envoy configs loaded", slog.String("path", cfg.EnvoyConfigPath), slog.Any("domains", rules.Config().Domains()))
+		logger.Info("envoy configs loaded", slog.String("path", cfg.GRPC.EnvoyConfig), slog.Any("domains", rules.Config().Domains()))
 	}
-	apiTokens, err := loadTokens(cfg.APITokenFile, "--api-token-file", logger)
+	apiTokens, err := LoadTokens(cfg.HTTP.APITokenFile, "--api-token-file", logger)
 	if err != nil {
 		return err
 	}
-	adminTokens, err := loadTokens(cfg.AdminTokenFile, "--admin-token-file", logger)
+	adminTokens, err := LoadTokens(cfg.HTTP.AdminTokenFile, "--admin-token-file", logger)
 	if err != nil {
 		return err
 	}
@@ -143,13 +96,11 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 	}
 
 	m := metrics.New()
-	cfg.Store.Observer = m
-	cfg.Store.Logger = logger
-	store, ready := cfg.store, (func(context.Context) error)(nil)
+	store, ready := cfg.Store, (func(context.Context) error)(nil)
 	if store == nil {
-		st, readyFn, closeStore, err := openStore(ctx, cfg.Store)
+		st, readyFn, closeStore, err := OpenStore(ctx, cfg.Redis, cfg.TLS, m, logger)
 		if err != nil {
-			return fmt.Errorf("open %s store: %w", cfg.Store.kind(), err)
+			return fmt.Errorf("open %s store: %w", cfg.Redis.Kind(), err)
 		}
 		defer func() {
 			if cerr := closeStore(); cerr != nil {
@@ -158,15 +109,15 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		}()
 		store, ready = st, readyFn
 	}
-	lim := tollgate.New(serviceStore(store, cfg, m), tollgate.Options{})
+	lim := tollgate.New(WrapStore(store, cfg.Settings, m), tollgate.Options{})
 
-	httpLn, err := net.Listen("tcp", cfg.Listen)
+	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	var grpcLn net.Listener
-	if cfg.GRPCListen != "" {
-		if grpcLn, err = net.Listen("tcp", cfg.GRPCListen); err != nil {
+	if cfg.GRPC.Listen != "" {
+		if grpcLn, err = net.Listen("tcp", cfg.GRPC.Listen); err != nil {
 			_ = httpLn.Close()
 			return fmt.Errorf("grpc listen: %w", err)
 		}
@@ -214,12 +165,12 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		grpcAddr = grpcLn.Addr()
 		attrs = append(attrs, slog.String("grpc_addr", grpcAddr.String()))
 	}
-	attrs = append(attrs, slog.String("store", cfg.Store.kind()),
-		slog.Bool("auth", len(apiTokens) > 0), slog.String("check_timeout", cfg.CheckTimeout.String()),
-		slog.Int("local_cache_size", cfg.LocalCacheSize))
+	attrs = append(attrs, slog.String("store", cfg.Redis.Kind()),
+		slog.Bool("auth", len(apiTokens) > 0), slog.String("check_timeout", cfg.Check.Timeout.String()),
+		slog.Int("local_cache_size", cfg.Cache.Size))
 	logger.Info("listening", attrs...)
-	if cfg.onListening != nil {
-		cfg.onListening(httpLn.Addr(), grpcAddr)
+	if cfg.OnListening != nil {
+		cfg.OnListening(httpLn.Addr(), grpcAddr)
 	}
 
 	// Reloads run until shutdown; runServe waits for them.
@@ -247,9 +198,9 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 		grpcDone <- err
 		serveErr = fmt.Errorf("serve grpc: %w", err)
 	case <-ctx.Done():
-		logger.Info("shutting down", slog.String("timeout", cfg.ShutdownTimeout.String()))
+		logger.Info("shutting down", slog.String("timeout", cfg.Check.ShutdownTimeout.String()))
 	}
-	stopErr := shutdown(ctx, cfg.ShutdownTimeout, httpSrv, httpDone, grpcSrv, grpcDone, health)
+	stopErr := shutdown(ctx, cfg.Check.ShutdownTimeout, httpSrv, httpDone, grpcSrv, grpcDone, health)
 	if serveErr != nil {
 		return errors.Join(serveErr, stopErr)
 	}
@@ -260,16 +211,15 @@ func runServe(ctx context.Context, cfg serveConfig, logger *slog.Logger) (err er
 	return nil
 }
 
-// serviceStore wraps store as the service uses it. Limiter → local
-// over-limit cache (when cfg.LocalCacheSize > 0) → metrics → check timeout
-// → store: the cache's hits are not store calls, and a timed-out call is
-// one.
-func serviceStore(store tollgate.Store, cfg serveConfig, m *metrics.Metrics) tollgate.Store {
-	store = observedStore{store: deadlineStore{store: store, timeout: cfg.CheckTimeout}, obs: m}
-	if cfg.LocalCacheSize > 0 {
-		store = overlimit.New(store, overlimit.Options{Size: cfg.LocalCacheSize, MaxAge: cfg.LocalCacheMaxAge, Observer: m})
+// WrapStore wraps store as the service uses it (wrap.Chain): the local
+// over-limit cache when s.Cache.Size > 0, metrics m, the check timeout.
+func WrapStore(store tollgate.Store, s settings.Settings, m *metrics.Metrics) tollgate.Store {
+	cfg := Config{Settings: s}
+	o := wrap.Options{Timeout: cfg.Check.Timeout, Observer: m, Kind: storeErrorKind}
+	if cfg.Cache.Size > 0 {
+		o.Cache = &overlimit.Options{Size: cfg.Cache.Size, MaxAge: cfg.Cache.MaxAge, Observer: m}
 	}
-	return store
+	return wrap.Chain(store, o)
 }
 
 // shutdown stops both servers: it reports NOT_SERVING on gRPC health, stops
@@ -327,9 +277,9 @@ func shutdown(ctx context.Context, timeout time.Duration, httpSrv *http.Server, 
 }
 
 // startReloads starts the goroutines that reload the configs: polling every
-// cfg.ReloadInterval, and on each value of cfg.reload. Each reload is logged
+// cfg.Check.ReloadInterval, and on each value of cfg.Reload. Each reload is logged
 // and counted in m.
-func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg serveConfig, policies *config.Holder, rules *config.EnvoyHolder,
+func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg Config, policies *config.Holder, rules *config.EnvoyHolder,
 	logger *slog.Logger, m *metrics.Metrics) {
 	var reloaders []func() error
 	if policies != nil {
@@ -338,16 +288,16 @@ func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg serveConfig, poli
 			m.ConfigReload(metrics.ConfigPolicies, err)
 			if err != nil {
 				logger.Error("config not reloaded; the previous one stays in force",
-					slog.String("file", cfg.ConfigPath), slog.Any("error", err))
+					slog.String("file", cfg.Config), slog.Any("error", err))
 				return
 			}
-			logger.Info("config reloaded", slog.String("file", cfg.ConfigPath),
+			logger.Info("config reloaded", slog.String("file", cfg.Config),
 				slog.Int("policies", len(policies.Config().Policies())))
 			if !reflect.DeepEqual(policies.Config().Server(), initial) {
-				logger.Warn("the server section changed; it applies at the next start", slog.String("file", cfg.ConfigPath))
+				logger.Warn("the server section changed; it applies at the next start", slog.String("file", cfg.Config))
 			}
 		}
-		wg.Go(func() { policies.Watch(ctx, cfg.ReloadInterval, notify) })
+		wg.Go(func() { policies.Watch(ctx, cfg.Check.ReloadInterval, notify) })
 		reloaders = append(reloaders, func() error { err := policies.Reload(); notify(err); return err })
 	}
 	if rules != nil {
@@ -355,16 +305,16 @@ func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg serveConfig, poli
 			m.ConfigReload(metrics.ConfigEnvoy, err)
 			if err != nil {
 				logger.Error("envoy configs not reloaded; the previous ones stay in force",
-					slog.String("path", cfg.EnvoyConfigPath), slog.Any("error", err))
+					slog.String("path", cfg.GRPC.EnvoyConfig), slog.Any("error", err))
 				return
 			}
-			logger.Info("envoy configs reloaded", slog.String("path", cfg.EnvoyConfigPath),
+			logger.Info("envoy configs reloaded", slog.String("path", cfg.GRPC.EnvoyConfig),
 				slog.Any("domains", rules.Config().Domains()))
 		}
-		wg.Go(func() { rules.Watch(ctx, cfg.ReloadInterval, notify) })
+		wg.Go(func() { rules.Watch(ctx, cfg.Check.ReloadInterval, notify) })
 		reloaders = append(reloaders, func() error { err := rules.Reload(); notify(err); return err })
 	}
-	if cfg.reload == nil || len(reloaders) == 0 {
+	if cfg.Reload == nil || len(reloaders) == 0 {
 		return
 	}
 	wg.Go(func() {
@@ -372,7 +322,7 @@ func startReloads(ctx context.Context, wg *sync.WaitGroup, cfg serveConfig, poli
 			select {
 			case <-ctx.Done():
 				return
-			case <-cfg.reload:
+			case <-cfg.Reload:
 				for _, reload := range reloaders {
 					_ = reload() // notify has logged the outcome
 				}

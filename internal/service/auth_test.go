@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/testcluster"
+	"github.com/tollgate/tollgate/internal/testutil"
+	"github.com/tollgate/tollgate/settings"
 )
 
 // The password file is read again for each new connection: a password
@@ -30,9 +32,9 @@ func TestServePasswordRotation(t *testing.T) {
 	}
 	defer srv.Stop()
 	dir := t.TempDir()
-	file := writeTemp(t, dir, "redis-password", oldPass+"\r\n")
+	file := testutil.WriteTemp(t, dir, "redis-password", oldPass+"\r\n")
 	cfg := testConfig()
-	cfg.Store = storeConfig{Redis: srv.Addr, PasswordFile: file}
+	cfg.Redis = settings.Redis{Addr: srv.Addr, PasswordFile: file}
 	s := serve(t, cfg)
 
 	redisDo := func(args ...any) {
@@ -49,7 +51,7 @@ func TestServePasswordRotation(t *testing.T) {
 	}
 	ready := func() (int, string) {
 		t.Helper()
-		resp, err := (&http.Client{Timeout: wait}).Get("http://" + s.http + "/readyz")
+		resp, err := (&http.Client{Timeout: testutil.Wait}).Get("http://" + s.http + "/readyz")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +63,7 @@ func TestServePasswordRotation(t *testing.T) {
 
 	redisDo("ACL", "SETUSER", "default", ">"+newPass)
 	srv.SetPassword(newPass)
-	writeTemp(t, dir, "redis-password", newPass+"\n")
+	testutil.WriteTemp(t, dir, "redis-password", newPass+"\n")
 	redisDo("ACL", "SETUSER", "default", "<"+oldPass)
 	redisDo("CLIENT", "KILL", "TYPE", "normal")
 	consume("after the rotation")
@@ -69,10 +71,10 @@ func TestServePasswordRotation(t *testing.T) {
 		t.Fatalf("/readyz after the rotation: %d %s", code, body)
 	}
 
-	writeTemp(t, dir, "redis-password", wrongPass+"\n")
+	testutil.WriteTemp(t, dir, "redis-password", wrongPass+"\n")
 	redisDo("CLIENT", "KILL", "TYPE", "normal")
 	code, body := ready()
-	for end := time.Now().Add(wait); code != 503 && time.Now().Before(end); {
+	for end := time.Now().Add(testutil.Wait); code != 503 && time.Now().Before(end); {
 		time.Sleep(50 * time.Millisecond)
 		code, body = ready()
 	}
