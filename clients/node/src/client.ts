@@ -33,7 +33,11 @@ export interface PolicyRef {
   algorithm?: undefined;
 }
 
-/** What a check applies to: a named policy, or an inline limit. */
+/**
+ * What a check applies to: a named policy, or an inline limit. (Several
+ * inline limits per request, once the service takes them, would be a third
+ * member, `{ limits: InlineLimit[] }`.)
+ */
 export type Target = PolicyRef | InlineLimit;
 
 /** A consume: spend `cost` units of `key` if they fit. */
