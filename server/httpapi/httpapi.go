@@ -301,14 +301,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
-	var req limitRequest
-	if e := h.decode(w, r, &req, consumeFields...); e != nil {
-		writeAPIError(w, e)
-		return
-	}
-	cost, t, e := h.resolve(req, true)
-	if e != nil {
-		writeAPIError(w, e)
+	req, cost, t, ok := h.request(w, r, true, consumeFields...)
+	if !ok {
 		return
 	}
 	var (
@@ -332,14 +326,8 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
-	var req limitRequest
-	if e := h.decode(w, r, &req, peekFields...); e != nil {
-		writeAPIError(w, e)
-		return
-	}
-	_, t, e := h.resolve(req, false)
-	if e != nil {
-		writeAPIError(w, e)
+	_, _, t, ok := h.request(w, r, false, peekFields...)
+	if !ok {
 		return
 	}
 	d, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {
@@ -349,14 +337,8 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
-	var req limitRequest
-	if e := h.decode(w, r, &req, refundFields...); e != nil {
-		writeAPIError(w, e)
-		return
-	}
-	cost, t, e := h.resolve(req, true)
-	if e != nil {
-		writeAPIError(w, e)
+	_, cost, t, ok := h.request(w, r, true, refundFields...)
+	if !ok {
 		return
 	}
 	d, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {

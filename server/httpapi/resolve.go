@@ -41,6 +41,23 @@ func (t target) headerName() string {
 	return t.name
 }
 
+// request decodes a consume, peek or refund request, whose body has these
+// fields, and resolves it (withCost as for resolve). It answers a bad
+// request itself and then reports false.
+func (h *handler) request(w http.ResponseWriter, r *http.Request, withCost bool, fields ...string) (limitRequest, int64, target, bool) {
+	var req limitRequest
+	if e := h.decode(w, r, &req, fields...); e != nil {
+		writeAPIError(w, e)
+		return limitRequest{}, 0, target{}, false
+	}
+	cost, t, e := h.resolve(req, withCost)
+	if e != nil {
+		writeAPIError(w, e)
+		return limitRequest{}, 0, target{}, false
+	}
+	return req, cost, t, true
+}
+
 // resolve checks the syntax of a consume, peek or refund request and finds
 // what it applies to. withCost: the request has a cost (else it is 1).
 // Ranges are left to the Limiter, which reports them by sentinel.

@@ -14,6 +14,7 @@ import (
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/fakeclock"
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/server/observe/observetest"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -42,7 +43,7 @@ func newFallback(t *testing.T) *tollgate.Limiter {
 // A fail_local rule is answered from the fallback Limiter while the store is
 // down, and limits there; rules of the other modes keep theirs.
 func TestRuleFailLocal(t *testing.T) {
-	obs := &checks{}
+	obs := &observetest.Checks{}
 	e := start(t, parseRules(t, fallbackRules), failingStore{}, Options{Fallback: newFallback(t), Observer: obs})
 	e.expect(t, 0, d("local=x"), ok, "OK remaining=1 limit=2/MINUTE reset=60s")
 	e.expect(t, 0, d("local=x"), ok, "OK remaining=0 limit=2/MINUTE reset=60s")
@@ -54,7 +55,7 @@ func TestRuleFailLocal(t *testing.T) {
 		t.Errorf("fail_local and fail_closed rules: error %v, want Unavailable", err)
 	}
 	want := "test allowed, test allowed, test denied, test allowed, test fail_open, test allowed, test error" // by domain: the rules have no names
-	if got := obs.take(); got != want {
+	if got := obs.Take(); got != want {
 		t.Errorf("observed %q\nwant     %q", got, want)
 	}
 
