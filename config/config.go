@@ -1,6 +1,8 @@
 // Package config loads Tollgate's rate-limit rules from YAML: named policies
 // for the HTTP API and library users, and envoyproxy/ratelimit descriptor
 // configs for the Envoy rate limit service (package server/rls).
+// It parses them into the types of package policy (policy.Policy,
+// policy.Rule), which the servers use without a YAML parser.
 //
 // # Policies
 //
