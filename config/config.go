@@ -1,6 +1,8 @@
 // Package config loads Tollgate's rate-limit rules from YAML: named policies
 // for the HTTP API and library users, and envoyproxy/ratelimit descriptor
 // configs for the Envoy rate limit service (package server/rls).
+// It parses them into the types of package policy (policy.Policy,
+// policy.Rule), which the servers use without a YAML parser.
 //
 // # Policies
 //
@@ -52,33 +54,15 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/settings"
 )
-
-// Policy is a named set of Limits and how to apply them.
-type Policy struct {
-	// Name is the policy's unique, non-empty name.
-	Name string
-	// Limits are 1 to tollgate.MaxLimits valid limits, no two with the same
-	// algorithm and window; a request must fit all of them.
-	Limits []tollgate.Limit
-	// Shadow means decide and report, but never deny: a caller should let a
-	// denied request through (and may log or count it).
-	Shadow bool
-	// FailOpen means let requests through when the store is unavailable;
-	// false (failure_mode: fail_closed, the default) means refuse them.
-	FailOpen bool
-	// FailLocal (failure_mode: fail_local) means answer from an in-process
-	// limiter of the same limit while the store is unavailable: each
-	// instance then limits on its own.
-	FailLocal bool
-}
 
 // Config is a validated set of policies, with the file's server section. It
 // is immutable, so safe for concurrent use. A nil *Config has no policies
 // and an empty Server.
 type Config struct {
-	policies []Policy
+	policies []policy.Policy
 	byName   map[string]int
 	server   settings.File
 }
@@ -89,31 +73,24 @@ type Config struct {
 const MaxPolicyNameLen = 128
 
 // Policy returns the policy called name and whether there is one.
-func (c *Config) Policy(name string) (Policy, bool) {
+func (c *Config) Policy(name string) (policy.Policy, bool) {
 	if c == nil {
-		return Policy{}, false
+		return policy.Policy{}, false
 	}
 	i, ok := c.byName[name]
 	if !ok {
-		return Policy{}, false
+		return policy.Policy{}, false
 	}
 	return c.policies[i], true
 }
 
 // Policies returns a copy of all policies in file order.
-func (c *Config) Policies() []Policy {
+func (c *Config) Policies() []policy.Policy {
 	if c == nil {
 		return nil
 	}
-	return append([]Policy(nil), c.policies...)
+	return append([]policy.Policy(nil), c.policies...)
 }
-
-// Failure modes, as spelled in policy files.
-const (
-	FailClosed = "fail_closed"
-	FailOpen   = "fail_open"
-	FailLocal  = "fail_local"
-)
 
 type policyFile struct {
 	Server   yaml.Node    `yaml:"server"`
@@ -157,7 +134,7 @@ func parsePolicies(src source) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{policies: make([]Policy, 0, len(f.Policies)), byName: make(map[string]int, len(f.Policies))}
+	c := &Config{policies: make([]policy.Policy, 0, len(f.Policies)), byName: make(map[string]int, len(f.Policies))}
 	for i, p := range f.Policies {
 		at := func(field string, format string, args ...any) error {
 			line := lineOf(root, "policies", i, field)
@@ -183,50 +160,46 @@ func parsePolicies(src source) (*Config, error) {
 }
 
 // policyOf validates p; at reports an error at a field of p.
-func policyOf(p policyYAML, at func(field, format string, args ...any) error) (Policy, error) {
+func policyOf(p policyYAML, at func(field, format string, args ...any) error) (policy.Policy, error) {
 	if p.Name == "" {
-		return Policy{}, at("name", "name is required")
+		return policy.Policy{}, at("name", "name is required")
 	}
 	if !validName(p.Name) {
-		return Policy{}, at("name", "name must be 1 to %d printable ASCII characters without spaces", MaxPolicyNameLen)
+		return policy.Policy{}, at("name", "name must be 1 to %d printable ASCII characters without spaces", MaxPolicyNameLen)
 	}
-	pol := Policy{Name: p.Name, Shadow: p.Shadow}
+	pol := policy.Policy{Name: p.Name, Shadow: p.Shadow}
 	switch {
 	case p.Limits == nil:
 		lim, err := limitOf(limitYAML{Units: p.Units, Window: p.Window, Algorithm: p.Algorithm}, at)
 		if err != nil {
-			return Policy{}, err
+			return policy.Policy{}, err
 		}
 		pol.Limits = []tollgate.Limit{lim}
 	case p.Units != 0 || p.Window != "" || p.Algorithm != "":
-		return Policy{}, at("limits", "%w: give either limits or units, window and algorithm", tollgate.ErrInvalidLimit)
+		return policy.Policy{}, at("limits", "%w: give either limits or units, window and algorithm", tollgate.ErrInvalidLimit)
 	case len(p.Limits) == 0 || len(p.Limits) > tollgate.MaxLimits:
-		return Policy{}, at("limits", "%w: %d limits (want 1 to %d)", tollgate.ErrInvalidLimits, len(p.Limits), tollgate.MaxLimits)
+		return policy.Policy{}, at("limits", "%w: %d limits (want 1 to %d)", tollgate.ErrInvalidLimits, len(p.Limits), tollgate.MaxLimits)
 	default:
 		for i, l := range p.Limits {
 			lim, err := limitOf(l, func(field, format string, args ...any) error {
 				return at("limits", "limit #%d: %s: "+format, append([]any{i + 1, field}, args...)...)
 			})
 			if err != nil {
-				return Policy{}, err
+				return policy.Policy{}, err
 			}
 			for _, prev := range pol.Limits {
 				if prev.Algorithm == lim.Algorithm && prev.Window == lim.Window {
-					return Policy{}, at("limits", "%w: limit #%d repeats the %s window %s", tollgate.ErrInvalidLimits, i+1, lim.Algorithm, lim.Window)
+					return policy.Policy{}, at("limits", "%w: limit #%d repeats the %s window %s", tollgate.ErrInvalidLimits, i+1, lim.Algorithm, lim.Window)
 				}
 			}
 			pol.Limits = append(pol.Limits, lim)
 		}
 	}
-	switch p.FailureMode {
-	case "", FailClosed:
-	case FailOpen:
-		pol.FailOpen = true
-	case FailLocal:
-		pol.FailLocal = true
-	default:
-		return Policy{}, at("failure_mode", "unknown failure_mode %q (want %s, %s or %s)", p.FailureMode, FailClosed, FailOpen, FailLocal)
+	mode, err := policy.ParseFailureMode(p.FailureMode)
+	if err != nil {
+		return policy.Policy{}, at("failure_mode", "unknown failure_mode %q (want %s, %s or %s)", p.FailureMode, policy.FailClosed, policy.FailOpen, policy.FailLocal)
 	}
+	pol.FailureMode = mode
 	return pol, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/policy"
 )
 
 // Each file or directory in testdata/bad fails with one error: at line (0:
@@ -87,7 +88,7 @@ var badConfigs = []struct {
 	{"envoy_window_too_short.yaml", 5, `window 100µs out of range [1ms, 720h0m0s]`, true},
 	{"envoy_window_too_long.yaml", 5, `window 721h0m0s out of range`, true},
 	{"envoy_bad_algorithm.yaml", 7, `unknown algorithm "fixed_window"`, true},
-	{"envoy_bad_failure_mode.yaml", 7, `rate_limit: unknown failure_mode "fail_sometimes" (want fail_closed or fail_open)`, false},
+	{"envoy_bad_failure_mode.yaml", 7, `rate_limit: unknown failure_mode "fail_sometimes" (want fail_closed, fail_open or fail_local)`, false},
 	{"envoy_unlimited_with_failure_mode.yaml", 6, `rate_limit: unlimited takes no failure_mode`, false},
 	{"envoy_two_documents.yaml", 2, `more than one YAML document`, false},
 	{"envoy_duplicate_domain", 2, `duplicate domain "test-domain" (first in testdata/bad/envoy_duplicate_domain/a.yaml:1)`, false},
@@ -168,16 +169,16 @@ func TestLoadPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Policy{
+	want := []policy.Policy{
 		{Name: "api-hourly", Limits: []tollgate.Limit{{Units: 100, Window: time.Hour}}},
-		{Name: "login-burst", Limits: []tollgate.Limit{{Units: 5, Window: 250 * time.Millisecond, Algorithm: tollgate.GCRA}}, FailOpen: true},
+		{Name: "login-burst", Limits: []tollgate.Limit{{Units: 5, Window: 250 * time.Millisecond, Algorithm: tollgate.GCRA}}, FailureMode: policy.FailOpen},
 		{Name: "export-daily", Limits: []tollgate.Limit{{Units: 1_000_000, Window: 24 * time.Hour, Algorithm: tollgate.SlidingWindow}}, Shadow: true},
 		{Name: "monthly-quota", Limits: []tollgate.Limit{{Units: tollgate.MaxUnits, Window: tollgate.MaxWindow}}},
 		{Name: "api-tiered", Limits: []tollgate.Limit{
 			{Units: 10, Window: time.Second, Algorithm: tollgate.GCRA},
 			{Units: 1000, Window: time.Hour},
 			{Units: 20000, Window: 24 * time.Hour, Algorithm: tollgate.SlidingWindow},
-		}, FailLocal: true},
+		}, FailureMode: policy.FailLocal},
 	}
 	got := c.Policies()
 	if len(got) != len(want) {
@@ -302,7 +303,7 @@ func TestNilConfig(t *testing.T) {
 		t.Error("nil Config has policies")
 	}
 	var e *EnvoyConfig
-	if _, ok := e.Match("d", []Entry{{"k", "v"}}); ok || e.Domains() != nil {
+	if _, ok := e.Match("d", []policy.Entry{{Key: "k", Value: "v"}}); ok || e.Domains() != nil {
 		t.Error("nil EnvoyConfig matches")
 	}
 }

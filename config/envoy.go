@@ -13,9 +13,10 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/policy"
 )
 
-// MaxKeyLen is the longest Rule.Key in bytes. A longer key (long descriptor
+// MaxKeyLen is the longest policy.Rule.Key in bytes. A longer key (long descriptor
 // values) is replaced by "#" and the unpadded base64url SHA-256 of the full
 // key, 44 bytes, which no readable key can equal.
 const MaxKeyLen = 256
@@ -50,7 +51,7 @@ var envoyUnits = map[string]time.Duration{
 //	      replaces: [{name: other}]  # optional: drop the matched rules with these names
 //	      window: 90s                # Tollgate extension: a Go duration; overrides unit (which, if given, must still be valid)
 //	      algorithm: sliding_log     # Tollgate extension: sliding_log (default), sliding_window or gcra
-//	      failure_mode: fail_closed  # Tollgate extension: fail_closed (default) or fail_open when the store is unavailable
+//	      failure_mode: fail_closed  # Tollgate extension: fail_closed (default), fail_open or fail_local when the store is unavailable
 //	      stop_charging_when_over: false  # Tollgate extension: keep no hits of a request that another of its descriptors puts over its limit
 //	    shadow_mode: false           # report, never deny
 //	    share_threshold: false       # all values matching this glob value share one counter
@@ -68,44 +69,8 @@ type EnvoyConfig struct {
 	domains map[string]level
 }
 
-// Entry is one key/value pair of a request's rate limit descriptor.
-type Entry struct {
-	Key, Value string
-}
-
-// Rule is the limit that applies to a descriptor.
-type Rule struct {
-	// Limit is valid for the Limiter, except that Limit.Units is 0 for a
-	// rule of requests_per_unit: 0, which denies every request (as in
-	// envoyproxy/ratelimit). It is the zero Limit when Unlimited.
-	Limit tollgate.Limit
-	// Unlimited means no limit applies (rate_limit: {unlimited: true}).
-	Unlimited bool
-	// Shadow (shadow_mode) means report the outcome but never deny.
-	Shadow bool
-	// FailOpen (failure_mode: fail_open) means count the descriptor as
-	// allowed when the store is unavailable; false (fail_closed, the
-	// default) leaves the failure to the server.
-	FailOpen bool
-	// StopChargingWhenOver (stop_charging_when_over: true) keeps no hits of
-	// a request of which another descriptor is over its limit, as
-	// envoyproxy/ratelimit's STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT does:
-	// the hits are not charged when an earlier descriptor is over, and are
-	// refunded when a later one is.
-	StopChargingWhenOver bool
-	// Name is the rate_limit's name, if any.
-	Name string
-	// Replaces are the names of rules this one replaces: when a request
-	// matches both, the replaced rule is not checked. Shared; do not modify.
-	Replaces []string
-	// Key identifies the counter: the domain and the request's descriptor
-	// entries, with each value that matched a share_threshold glob replaced
-	// by the glob. It is "" when Unlimited. Its form is
-	// domain|key1=value1|key2=value2 with '\', '|', '=' and '#' in each part
-	// escaped by a backslash, so distinct descriptors never share a key; keys
-	// longer than MaxKeyLen are hashed (see MaxKeyLen).
-	Key string
-}
+// Entry is policy.Entry, kept here for the callers of Match that name it.
+type Entry = policy.Entry
 
 type level map[string]*keyNodes // by descriptor key
 
@@ -118,9 +83,9 @@ type keyNodes struct {
 
 type descNode struct {
 	value    string
-	parts    []string // value split on '*', for globs
-	share    bool     // share_threshold
-	rule     *Rule    // nil: no rate_limit; Key unset
+	parts    []string     // value split on '*', for globs
+	share    bool         // share_threshold
+	rule     *policy.Rule // nil: no rate_limit; Key unset
 	children level
 }
 
@@ -150,13 +115,13 @@ func (c *EnvoyConfig) Domains() []string {
 // or fewer, gets no rule, as does one that ends on a descriptor without
 // rate_limit (which is how a value is exempted). An unknown domain or an
 // empty entry list gets no rule.
-func (c *EnvoyConfig) Match(domain string, entries []Entry) (Rule, bool) {
+func (c *EnvoyConfig) Match(domain string, entries []policy.Entry) (policy.Rule, bool) {
 	if c == nil || len(entries) == 0 {
-		return Rule{}, false
+		return policy.Rule{}, false
 	}
 	lvl, ok := c.domains[domain]
 	if !ok {
-		return Rule{}, false
+		return policy.Rule{}, false
 	}
 	var (
 		n      *descNode
@@ -165,7 +130,7 @@ func (c *EnvoyConfig) Match(domain string, entries []Entry) (Rule, bool) {
 	for i, e := range entries {
 		kn := lvl[e.Key]
 		if kn == nil {
-			return Rule{}, false
+			return policy.Rule{}, false
 		}
 		n = kn.values[e.Value]
 		if n == nil {
@@ -186,12 +151,12 @@ func (c *EnvoyConfig) Match(domain string, entries []Entry) (Rule, bool) {
 			n = kn.any
 		}
 		if n == nil {
-			return Rule{}, false
+			return policy.Rule{}, false
 		}
 		lvl = n.children
 	}
 	if n.rule == nil {
-		return Rule{}, false
+		return policy.Rule{}, false
 	}
 	r := *n.rule
 	if !r.Unlimited {
@@ -220,9 +185,9 @@ func globMatch(parts []string, s string) bool {
 
 var keyEscaper = strings.NewReplacer(`\`, `\\`, `|`, `\|`, `=`, `\=`, `#`, `\#`)
 
-// ruleKey builds a Rule.Key; shared, if not nil, holds per entry a glob to
+// ruleKey builds a policy.Rule.Key; shared, if not nil, holds per entry a glob to
 // use instead of the value.
-func ruleKey(domain string, entries []Entry, shared []string) string {
+func ruleKey(domain string, entries []policy.Entry, shared []string) string {
 	var b strings.Builder
 	_, _ = keyEscaper.WriteString(&b, domain)
 	for i, e := range entries {
@@ -374,7 +339,7 @@ type envoyParser struct {
 // the composite name parent ("" at the top).
 func (p *envoyParser) level(ds []descriptorYAML, path []any, parent string) (level, error) {
 	lvl := make(level)
-	seen := make(map[Entry]int, len(ds)) // key and value → index
+	seen := make(map[policy.Entry]int, len(ds)) // key and value → index
 	for i, d := range ds {
 		dpath := append(slices.Clip(path), i)
 		if d.Key == "" {
@@ -392,14 +357,14 @@ func (p *envoyParser) level(ds []descriptorYAML, path []any, parent string) (lev
 			line := lineOf(p.root, append(slices.Clip(dpath), field)...)
 			return errorAt(p.name, line, "domain %q: descriptor %q: "+format, append([]any{p.domain, name}, args...)...)
 		}
-		if j, dup := seen[Entry{d.Key, d.Value}]; dup {
+		if j, dup := seen[policy.Entry{Key: d.Key, Value: d.Value}]; dup {
 			field := "value"
 			if d.Value == "" {
 				field = "key"
 			}
 			return nil, at(field, "duplicate descriptor (first at line %d)", lineOf(p.root, append(slices.Clip(path), j)...))
 		}
-		seen[Entry{d.Key, d.Value}] = i
+		seen[policy.Entry{Key: d.Key, Value: d.Value}] = i
 		if d.QuotaMode {
 			return nil, at("quota_mode", "quota_mode is not supported")
 		}
@@ -446,7 +411,7 @@ func (p *envoyParser) level(ds []descriptorYAML, path []any, parent string) (lev
 }
 
 // rule validates the rate_limit of the descriptor at dpath called name.
-func (p *envoyParser) rule(rl *rateLimitYAML, dpath []any, name string) (*Rule, error) {
+func (p *envoyParser) rule(rl *rateLimitYAML, dpath []any, name string) (*policy.Rule, error) {
 	// at reports an error at the rate_limit's field (a path step or steps).
 	at := func(field any, format string, args ...any) error {
 		path := append(slices.Clip(dpath), "rate_limit")
@@ -457,7 +422,7 @@ func (p *envoyParser) rule(rl *rateLimitYAML, dpath []any, name string) (*Rule, 
 		}
 		return errorAt(p.name, lineOf(p.root, path...), "domain %q: descriptor %q: rate_limit: "+format, append([]any{p.domain, name}, args...)...)
 	}
-	r := &Rule{Name: rl.Name, StopChargingWhenOver: rl.StopCharging}
+	r := &policy.Rule{Name: rl.Name, StopChargingWhenOver: rl.StopCharging}
 	for i, rep := range rl.Replaces {
 		switch rep.Name {
 		case "":
@@ -512,13 +477,11 @@ func (p *envoyParser) rule(rl *rateLimitYAML, dpath []any, name string) (*Rule, 
 	if err != nil {
 		return nil, at("algorithm", "%w", err)
 	}
-	switch rl.FailureMode {
-	case "", FailClosed:
-	case FailOpen:
-		r.FailOpen = true
-	default:
-		return nil, at("failure_mode", "unknown failure_mode %q (want %s or %s)", rl.FailureMode, FailClosed, FailOpen)
+	mode, err := policy.ParseFailureMode(rl.FailureMode)
+	if err != nil {
+		return nil, at("failure_mode", "unknown failure_mode %q (want %s, %s or %s)", rl.FailureMode, policy.FailClosed, policy.FailOpen, policy.FailLocal)
 	}
+	r.FailureMode = mode
 	r.Limit = tollgate.Limit{Units: units, Window: window, Algorithm: alg}
 	check := r.Limit
 	check.Units = max(check.Units, 1) // 0 denies all; the rest must be valid

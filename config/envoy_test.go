@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/policy"
 )
 
 func loadEnvoy(t *testing.T, name string) *EnvoyConfig {
@@ -20,17 +21,17 @@ func loadEnvoy(t *testing.T, name string) *EnvoyConfig {
 }
 
 // e builds entries from "key=value" strings.
-func e(kvs ...string) []Entry {
-	es := make([]Entry, len(kvs))
+func e(kvs ...string) []policy.Entry {
+	es := make([]policy.Entry, len(kvs))
 	for i, kv := range kvs {
 		k, v, _ := strings.Cut(kv, "=")
-		es[i] = Entry{k, v}
+		es[i] = policy.Entry{Key: k, Value: v}
 	}
 	return es
 }
 
 type matchCase struct {
-	entries []Entry
+	entries []policy.Entry
 	ok      bool
 	units   int64 // when ok and limited
 	window  time.Duration
@@ -170,13 +171,16 @@ func TestMatchExtensions(t *testing.T) {
 	if r, _ := c.Match(d, e("shadow=x")); !r.Shadow {
 		t.Errorf("shadow rule = %+v", r)
 	}
-	if r, _ := c.Match(d, e("open=x")); !r.FailOpen {
+	if r, _ := c.Match(d, e("open=x")); r.FailureMode != policy.FailOpen {
 		t.Errorf("open rule = %+v", r)
 	}
-	if r, _ := c.Match(d, e("closed=x")); r.FailOpen {
+	if r, _ := c.Match(d, e("local=x")); r.FailureMode != policy.FailLocal {
+		t.Errorf("local rule = %+v", r)
+	}
+	if r, _ := c.Match(d, e("closed=x")); r.FailureMode != policy.FailClosed {
 		t.Errorf("closed rule = %+v", r)
 	}
-	if r, _ := c.Match(d, e("window=x")); r.FailOpen {
+	if r, _ := c.Match(d, e("window=x")); r.FailureMode != policy.FailClosed {
 		t.Errorf("rules fail closed by default: %+v", r)
 	}
 	if r, _ := c.Match(d, e("free=x")); !r.Unlimited {
@@ -215,8 +219,8 @@ descriptors:
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := make(map[string][]Entry)
-	for _, es := range [][]Entry{
+	seen := make(map[string][]policy.Entry)
+	for _, es := range [][]policy.Entry{
 		e("a=b|b=c"), e("a=b", "b=c"), e("a|b=c"), e("a|b=c="),
 		e("a=x=y"), e("a=x\\"), e("a=x\\", "b="), e("a=x", "b=\\"),
 		e("a==b"), e("a=b=c"), e("a=", "b=c"), e("#a=1"), e("a=#"),
@@ -238,7 +242,7 @@ func TestLongRuleKeyIsHashed(t *testing.T) {
 	long := strings.Repeat("v", MaxKeyLen)
 	r1, _ := c.Match("test-domain", e("key2="+long))
 	r2, _ := c.Match("test-domain", e("key2="+long+"w"))
-	for _, r := range []Rule{r1, r2} {
+	for _, r := range []policy.Rule{r1, r2} {
 		if len(r.Key) != 44 || r.Key[0] != '#' {
 			t.Errorf("Key = %q, want '#' and 43 base64url characters", r.Key)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/policy"
 )
 
 func ExampleParse() {
@@ -23,12 +24,12 @@ policies:
 		return
 	}
 	p, _ := c.Policy("login")
-	fmt.Println(p.Limits, p.FailOpen)
+	fmt.Println(p.Limits, p.FailureMode)
 
 	_, err = config.Parse([]byte("policies:\n  - name: x\n    units: 0\n    window: 1h\n"))
 	fmt.Println(err)
 	// Output:
-	// [5 per 1m0s (gcra)] true
+	// [5 per 1m0s (gcra)] fail_open
 	// line 3: policy "x": tollgate: invalid limit: units 0 out of range [1, 1000000000000000]
 }
 
@@ -46,11 +47,11 @@ descriptors:
 		fmt.Println(err)
 		return
 	}
-	r, ok := c.Match("api", []config.Entry{{Key: "remote_address", Value: "192.0.2.7"}})
+	r, ok := c.Match("api", []policy.Entry{{Key: "remote_address", Value: "192.0.2.7"}})
 	fmt.Println(ok, r.Limit, r.Key)
-	r, ok = c.Match("api", []config.Entry{{Key: "remote_address", Value: "10.0.0.1"}})
+	r, ok = c.Match("api", []policy.Entry{{Key: "remote_address", Value: "10.0.0.1"}})
 	fmt.Println(ok, r.Unlimited)
-	_, ok = c.Match("api", []config.Entry{{Key: "path", Value: "/"}})
+	_, ok = c.Match("api", []policy.Entry{{Key: "path", Value: "/"}})
 	fmt.Println(ok)
 	// Output:
 	// true 60 per 1m0s (sliding_log) api|remote_address=192.0.2.7

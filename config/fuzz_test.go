@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/policy"
 )
 
 // FuzzParse feeds arbitrary bytes to both parsers: they must return, never
@@ -48,9 +49,9 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		for _, d := range c.Domains() {
-			for _, es := range [][]Entry{
-				nil, {{"", ""}}, {{"key1", "value1"}}, {{"key1", "value1"}, {"subkey1", "x"}},
-				{{"wild", "foo1"}}, {{"k", string(data)}},
+			for _, es := range [][]policy.Entry{
+				nil, {{Key: "", Value: ""}}, {{Key: "key1", Value: "value1"}}, {{Key: "key1", Value: "value1"}, {Key: "subkey1", Value: "x"}},
+				{{Key: "wild", Value: "foo1"}}, {{Key: "k", Value: string(data)}},
 			} {
 				r, ok := c.Match(d, es)
 				if !ok || r.Unlimited {

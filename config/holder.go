@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tollgate/tollgate/policy"
 )
 
 // DefaultPollInterval is how often Watch polls when its interval is 0 or
@@ -33,7 +35,7 @@ func NewHolder(path string) (*Holder, error) {
 func (h *Holder) Config() *Config { return h.h.cur.Load() }
 
 // Policy looks name up in the current Config.
-func (h *Holder) Policy(name string) (Policy, bool) { return h.Config().Policy(name) }
+func (h *Holder) Policy(name string) (policy.Policy, bool) { return h.Config().Policy(name) }
 
 // Reload reads and validates the file again and, if that succeeds, makes it
 // the current Config. On error the current Config stays.
@@ -77,7 +79,7 @@ func NewEnvoyHolder(path string) (*EnvoyHolder, error) {
 func (h *EnvoyHolder) Config() *EnvoyConfig { return h.h.cur.Load() }
 
 // Match matches against the current EnvoyConfig (see EnvoyConfig.Match).
-func (h *EnvoyHolder) Match(domain string, entries []Entry) (Rule, bool) {
+func (h *EnvoyHolder) Match(domain string, entries []policy.Entry) (policy.Rule, bool) {
 	return h.Config().Match(domain, entries)
 }
 

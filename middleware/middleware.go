@@ -16,8 +16,11 @@
 //
 // When the check fails (the store is unavailable or slower than
 // Options.Timeout, the key cannot be found, the cost is invalid),
-// Options.OnError decides: by default FailClosed answers with an error;
-// FailOpen lets requests through while the store is unavailable.
+// Options.FailureMode decides, as for a policy of the HTTP API: by default
+// (fail_closed) FailClosed answers with an error; fail_open lets requests
+// through while the store is unavailable (FailOpen); fail_local checks them
+// against Options.Fallback, an in-process limiter, meanwhile. Options.OnError
+// replaces the handler of failures for custom handling.
 //
 // # Keys
 //
@@ -39,17 +42,17 @@ package middleware
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/httpjson"
+	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/server/header"
 )
 
@@ -60,9 +63,11 @@ const DefaultTimeout = 100 * time.Millisecond
 // Options.Name is empty, as the HTTP API names inline limits.
 const DefaultName = "default"
 
-// HeaderDegraded is set to "store-unavailable" by FailOpen on the requests
-// it lets through unchecked, as the HTTP API does.
-const HeaderDegraded = "Tollgate-Degraded"
+// HeaderDegraded (header.Degraded) is set to "store-unavailable" by
+// FailOpen on the requests it lets through unchecked, and to
+// "local-fallback" on those that Options.Fallback checked, as the HTTP API
+// does.
+const HeaderDegraded = header.Degraded
 
 // ErrKey is wrapped around the error of Options.Key when it fails, so that
 // OnError can tell it apart.
@@ -99,9 +104,24 @@ type Options struct {
 	// tollgate.ErrUnavailable. 0 means DefaultTimeout; a negative value
 	// means no bound but the request's own context.
 	Timeout time.Duration
-	// OnError handles a request whose check failed with err: it returns
-	// true to send the request on to the next handler (fail open), or
-	// writes a response and returns false. Nil means FailClosed.
+	// FailureMode says how to answer while the store is unavailable (the
+	// check failed with tollgate.ErrUnavailable, a timeout included). The
+	// zero value, policy.FailClosed, refuses the request (FailClosed);
+	// policy.FailOpen lets it through unchecked (FailOpen); policy.FailLocal
+	// checks it against Fallback instead, with the request's own context,
+	// and marks the response with HeaderDegraded "local-fallback" (without a
+	// Fallback, as fail_closed). OnError, when set, handles the failures
+	// instead, except those the Fallback answers.
+	FailureMode policy.FailureMode
+	// Fallback is the Limiter of FailureMode policy.FailLocal; it should sit
+	// on an in-process store (store/memory), so that each instance limits
+	// on its own while the store is unavailable. Its keys are in Namespace,
+	// as the store's. Nil makes fail_local act as fail_closed.
+	Fallback *tollgate.Limiter
+	// OnError handles a request whose check failed with err (and that the
+	// Fallback did not answer): it returns true to send the request on to
+	// the next handler (fail open), or writes a response and returns false.
+	// Nil means FailOpen for FailureMode policy.FailOpen, else FailClosed.
 	OnError func(w http.ResponseWriter, r *http.Request, err error) (pass bool)
 }
 
@@ -119,6 +139,9 @@ func New(l *tollgate.Limiter, opts Options) func(http.Handler) http.Handler {
 	}
 	if opts.OnError == nil {
 		opts.OnError = FailClosed
+		if opts.FailureMode == policy.FailOpen {
+			opts.OnError = FailOpen
+		}
 	}
 	if opts.Namespace == "" {
 		opts.Namespace = "middleware:" + opts.Name
@@ -127,6 +150,10 @@ func New(l *tollgate.Limiter, opts Options) func(http.Handler) http.Handler {
 		opts.Limits = []tollgate.Limit{opts.Limit}
 	}
 	l = l.Namespace(opts.Namespace)
+	var fallback *tollgate.Limiter
+	if opts.FailureMode == policy.FailLocal && opts.Fallback != nil {
+		fallback = opts.Fallback.Namespace(opts.Namespace)
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			key, err := opts.Key(r)
@@ -151,6 +178,12 @@ func New(l *tollgate.Limiter, opts Options) func(http.Handler) http.Handler {
 				defer cancel()
 			}
 			d, err := l.ConsumeAll(ctx, key, cost, opts.Limits...)
+			if err != nil && fallback != nil && errors.Is(err, tollgate.ErrUnavailable) {
+				// The store's deadline may have passed: the request's own.
+				if d, err = fallback.ConsumeAll(r.Context(), key, cost, opts.Limits...); err == nil {
+					w.Header().Set(HeaderDegraded, header.DegradedLocalFallback)
+				}
+			}
 			if err != nil {
 				if opts.OnError(w, r, err) {
 					next.ServeHTTP(w, r)
@@ -203,7 +236,7 @@ func FailClosed(w http.ResponseWriter, _ *http.Request, err error) bool {
 // other errors it refuses as FailClosed does.
 func FailOpen(w http.ResponseWriter, r *http.Request, err error) bool {
 	if errors.Is(err, tollgate.ErrUnavailable) {
-		w.Header().Set(HeaderDegraded, "store-unavailable")
+		w.Header().Set(HeaderDegraded, header.DegradedStoreUnavailable)
 		return true
 	}
 	return FailClosed(w, r, err)
@@ -281,35 +314,14 @@ func parseAddr(s string) (netip.Addr, error) {
 	return a.Unmap().WithZone(""), nil
 }
 
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code         string `json:"code"`
-	Message      string `json:"message"`
-	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
-}
-
 // denied answers a denied request: 429 with a JSON body (the RateLimit and
 // Retry-After fields are set).
 func denied(w http.ResponseWriter, retry time.Duration) {
-	ms := int64(retry / time.Millisecond)
-	if retry%time.Millisecond != 0 {
-		ms++
-	}
+	ms := header.Ceil(retry, time.Millisecond)
 	msg := "rate limit exceeded; retry in " + w.Header().Get(header.RetryAfter) + "s"
 	writeError(w, http.StatusTooManyRequests, CodeRateLimited, msg, ms)
 }
 
 func writeError(w http.ResponseWriter, status int, code, message string, retryAfterMS int64) {
-	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: message, RetryAfterMS: retryAfterMS}}) // plain strings and ints: cannot fail
-	body = append(body, '\n')
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	httpjson.WriteError(w, status, code, message, retryAfterMS)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/fakeclock"
 	"github.com/tollgate/tollgate/middleware"
+	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -253,6 +254,9 @@ func TestStoreFailures(t *testing.T) {
 	}{
 		{"fail closed by default", down, middleware.Options{}, 503, "unavailable", ""},
 		{"fail open", down, middleware.Options{OnError: middleware.FailOpen}, 200, "", "store-unavailable"},
+		{"FailureMode fail_open", down, middleware.Options{FailureMode: policy.FailOpen}, 200, "", "store-unavailable"},
+		{"fail_local without a fallback fails closed", down, middleware.Options{FailureMode: policy.FailLocal}, 503, "unavailable", ""},
+		{"OnError wins over FailureMode", down, middleware.Options{FailureMode: policy.FailOpen, OnError: middleware.FailClosed}, 503, "unavailable", ""},
 		{"a hanging store times out", badStore{}, middleware.Options{Timeout: 20 * time.Millisecond}, 503, "unavailable", ""},
 		{"a hanging store fails open", badStore{}, middleware.Options{Timeout: 20 * time.Millisecond, OnError: middleware.FailOpen}, 200, "", "store-unavailable"},
 		{"an invalid limit is internal", down, middleware.Options{Limit: tollgate.Limit{Units: 1}}, 500, "internal", ""},

@@ -39,6 +39,8 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 2, failure_mode: fail_open}
   - key: closed
     rate_limit: {unit: minute, requests_per_unit: 2}
+  - key: local
+    rate_limit: {unit: minute, requests_per_unit: 1, failure_mode: fail_local}
 `
 
 const testPolicyFile = `
@@ -424,6 +426,12 @@ func TestServeFailureModes(t *testing.T) {
 			}
 			if got := overallCode(t, conn, "closed=x"); got != codes.Unavailable.String() {
 				t.Errorf("gRPC fail_closed rule: %s, want Unavailable", got)
+			}
+			// fail_local: this instance's own memory limits it, 1 a minute.
+			for i, want := range []string{"OK", "OVER_LIMIT"} {
+				if got := overallCode(t, conn, "local=x"); got != want {
+					t.Errorf("gRPC fail_local rule, call %d: %s, want %s", i, got, want)
+				}
 			}
 			testutil.WaitLog(t, s.logs, `"level":"WARN"`, `"msg":"store unavailable"`)
 		})

@@ -26,7 +26,7 @@ type grpcRequestIDKey struct{}
 func requestIDInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	id := ""
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(requestIDMetadata); len(v) > 0 && validRequestID(v[0]) {
+		if v := md.Get(requestIDMetadata); len(v) > 0 && httpapi.ValidRequestID(v[0]) {
 			id = v[0]
 		}
 	}
@@ -35,18 +35,6 @@ func requestIDInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo,
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDMetadata, id)) // fails only if headers were sent
 	return handler(context.WithValue(ctx, grpcRequestIDKey{}, id), req)
-}
-
-func validRequestID(id string) bool {
-	if id == "" || len(id) > httpapi.MaxRequestIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] <= ' ' || id[i] > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // contextHandler adds the request id of a gRPC call (requestIDInterceptor)

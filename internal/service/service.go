@@ -156,7 +156,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	var health interface{ Shutdown() }
 	if grpcLn != nil {
 		grpcSrv = grpc.NewServer(grpc.ChainUnaryInterceptor(requestIDInterceptor))
-		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m}).Register(grpcSrv)
+		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m, Fallback: opts.Fallback}).Register(grpcSrv)
 	}
 
 	attrs := []any{slog.String("addr", httpLn.Addr().String())}

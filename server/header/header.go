@@ -42,6 +42,21 @@ const (
 	RetryAfter      = "Retry-After"
 )
 
+// Degraded is the header field that marks an answer given without the
+// store, by the HTTP API and the middleware; its values are
+// DegradedStoreUnavailable and DegradedLocalFallback.
+const Degraded = "Tollgate-Degraded"
+
+// Values of Degraded.
+const (
+	// DegradedStoreUnavailable: the store did not answer and a fail_open
+	// policy let the request through unchecked.
+	DegradedStoreUnavailable = "store-unavailable"
+	// DegradedLocalFallback: the store did not answer and a fail_local
+	// policy's in-process fallback limiter answered instead.
+	DegradedLocalFallback = "local-fallback"
+)
+
 // MaxInteger is the largest Integer of HTTP Structured Fields (RFC 9651):
 // larger values are sent as MaxInteger.
 const MaxInteger = 999_999_999_999_999
@@ -204,14 +219,19 @@ func sfInt(n int64) string {
 	return strconv.FormatInt(max(0, min(n, MaxInteger)), 10)
 }
 
-// ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
-func ceilSeconds(d time.Duration) int64 {
+// Ceil returns d in whole units of unit (above 0), rounded up, so that a
+// client that waits that long never comes back too early: Ceil(1500ms,
+// time.Second) is 2. It is 0 for d <= 0.
+func Ceil(d, unit time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
-	n := int64(d / time.Second)
-	if d%time.Second != 0 {
+	n := int64(d / unit)
+	if d%unit != 0 {
 		n++
 	}
 	return n
 }
+
+// ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
+func ceilSeconds(d time.Duration) int64 { return Ceil(d, time.Second) }

@@ -117,3 +117,22 @@ func TestSetAll(t *testing.T) {
 		t.Errorf("one limit: RateLimit-Policy = %s, want %s", got, want)
 	}
 }
+
+func TestCeil(t *testing.T) {
+	for _, c := range []struct {
+		d, unit time.Duration
+		want    int64
+	}{
+		{-time.Second, time.Second, 0},
+		{0, time.Second, 0},
+		{1, time.Second, 1},
+		{time.Second, time.Second, 1},
+		{1500 * time.Millisecond, time.Second, 2},
+		{1500 * time.Microsecond, time.Millisecond, 2},
+		{time.Hour, time.Millisecond, 3_600_000},
+	} {
+		if got := header.Ceil(c.d, c.unit); got != c.want {
+			t.Errorf("Ceil(%v, %v) = %d, want %d", c.d, c.unit, got, c.want)
+		}
+	}
+}

@@ -24,13 +24,16 @@ func RequestID(ctx context.Context) string {
 // requestID returns the client's id when it is 1 to MaxRequestIDLen visible
 // ASCII characters, else a new random one.
 func requestID(client string) string {
-	if validRequestID(client) {
+	if ValidRequestID(client) {
 		return client
 	}
 	return rand.Text()
 }
 
-func validRequestID(id string) bool {
+// ValidRequestID reports whether id may be kept as a request id: 1 to
+// MaxRequestIDLen visible ASCII characters. The service applies the same
+// rule to the x-request-id metadata of gRPC calls.
+func ValidRequestID(id string) bool {
 	if id == "" || len(id) > MaxRequestIDLen {
 		return false
 	}

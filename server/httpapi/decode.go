@@ -19,6 +19,36 @@ import (
 // case-exact names; integers by hand, so that floats, strings and
 // overflowing numbers get a precise error code.
 
+// Request bodies. Integers are decoded by hand from the raw JSON so that
+// floats, strings and overflowing numbers get a precise error code.
+type (
+	// limitRequest is the body of consume, peek (without cost) and refund.
+	limitRequest struct {
+		Key       string          `json:"key"`
+		Cost      json.RawMessage `json:"cost"`
+		Limit     json.RawMessage `json:"limit"`
+		Window    string          `json:"window"`
+		Algorithm string          `json:"algorithm"`
+		Limits    json.RawMessage `json:"limits"`
+		Policy    string          `json:"policy"`
+		// RequestID (consume only) makes a repeat of this consume within
+		// the dedupe window answer without counting again.
+		RequestID string `json:"request_id"`
+	}
+	resetRequest struct {
+		Key    string `json:"key"`
+		Policy string `json:"policy"`
+	}
+)
+
+// The field names of each request body, exactly as the struct tags spell them.
+var (
+	consumeFields = []string{"key", "cost", "limit", "window", "algorithm", "limits", "policy", "request_id"}
+	refundFields  = []string{"key", "cost", "limit", "window", "algorithm", "limits", "policy"}
+	peekFields    = []string{"key", "limit", "window", "algorithm", "limits", "policy"}
+	resetFields   = []string{"key", "policy"}
+)
+
 // decode reads exactly one JSON object from the body into v, whose fields
 // (with exactly these names) are fields.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any, fields ...string) *apiError {

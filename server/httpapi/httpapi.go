@@ -56,8 +56,10 @@
 // fail_closed policy answers 503 unavailable. A fail_open policy answers 200
 // with the header Tollgate-Degraded: store-unavailable and the body
 // {"allowed":true,"limit":100,"degraded":"store-unavailable"} (the usage is
-// unknown, so used, remaining and the durations are left out). Reset always
-// fails closed.
+// unknown, so used, remaining and the durations are left out). A fail_local
+// policy answers from Options.Fallback, an in-process limiter, with the
+// header Tollgate-Degraded: local-fallback (without a Fallback, as
+// fail_closed). Reset always fails closed.
 //
 // # Results and headers
 //
@@ -121,8 +123,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -130,7 +130,10 @@ import (
 	"strings"
 
 	"github.com/tollgate/tollgate"
-	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/httpjson"
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/server/header"
+	"github.com/tollgate/tollgate/server/observe"
 )
 
 // DefaultMaxBodyBytes is the largest request body when Options.MaxBodyBytes
@@ -144,67 +147,21 @@ const (
 	HeaderRequestID = "X-Request-Id"
 	// HeaderShadowDenied is "true" when a shadow policy would have denied.
 	HeaderShadowDenied = "Tollgate-Shadow-Denied"
-	// HeaderDegraded is "store-unavailable" when a fail_open policy let a
-	// request through without the store.
-	HeaderDegraded = "Tollgate-Degraded"
+	// HeaderDegraded (header.Degraded) is "store-unavailable" when a
+	// fail_open policy let a request through without the store, and
+	// "local-fallback" when a fail_local policy's fallback answered.
+	HeaderDegraded = header.Degraded
 )
 
 // InlinePolicyName names an inline limit in the RateLimit header fields.
 const InlinePolicyName = "default"
-
-// Code is the stable, machine-readable code of an error response.
-type Code string
-
-// Error codes, with the HTTP status each is sent with.
-const (
-	// CodeInvalidJSON (400): the body is not one JSON object of the
-	// endpoint's shape: malformed, empty, not an object, an unknown field
-	// (names are case-sensitive), or data after the object. A field of the
-	// wrong type gets the field's own code (invalid_key, invalid_cost,
-	// invalid_limit, unknown_policy).
-	CodeInvalidJSON Code = "invalid_json"
-	// CodeBodyTooLarge (400): the body is longer than Options.MaxBodyBytes.
-	CodeBodyTooLarge Code = "body_too_large"
-	// CodeInvalidKey (400): the key is missing, empty or too long.
-	CodeInvalidKey Code = "invalid_key"
-	// CodeInvalidCost (400): the cost is not an integer of at least 1.
-	CodeInvalidCost Code = "invalid_cost"
-	// CodeInvalidLimit (400): the limit, window or algorithm is missing,
-	// malformed or out of range, or given together with a policy.
-	CodeInvalidLimit Code = "invalid_limit"
-	// CodeUnknownPolicy (400): the policy is not one of Options.Policies,
-	// or not a JSON string.
-	CodeUnknownPolicy Code = "unknown_policy"
-	// CodeCostExceedsLimit (400): a consume or peek cost above the limit,
-	// which could never be allowed.
-	CodeCostExceedsLimit Code = "cost_exceeds_limit"
-	// CodeInvalidRequestID (400): a consume's request_id is longer than
-	// tollgate.MaxRequestIDLen bytes.
-	CodeInvalidRequestID Code = "invalid_request_id"
-	// CodeUnauthorized (401): a /v1/ request without a valid bearer token,
-	// when tokens are required.
-	CodeUnauthorized Code = "unauthorized"
-	// CodeForbidden (403): a reset with a valid token that is not an admin
-	// token.
-	CodeForbidden Code = "forbidden"
-	// CodeMethodNotAllowed (405): the path exists but not for this method;
-	// the Allow header lists the methods it takes.
-	CodeMethodNotAllowed Code = "method_not_allowed"
-	// CodeNotFound (404): no such path.
-	CodeNotFound Code = "not_found"
-	// CodeUnavailable (503): the store could not answer, or the readiness
-	// check failed. A consume that failed this way may have been recorded.
-	CodeUnavailable Code = "unavailable"
-	// CodeInternal (500): an unexpected error.
-	CodeInternal Code = "internal"
-)
 
 // Policies looks up named policies. *config.Config and *config.Holder
 // (which follows reloads) implement it. Policy must be safe for concurrent
 // use.
 type Policies interface {
 	// Policy returns the policy called name and whether there is one.
-	Policy(name string) (config.Policy, bool)
+	Policy(name string) (policy.Policy, bool)
 }
 
 // Options configures the handler. The zero value is ready to use: no
@@ -232,9 +189,10 @@ type Options struct {
 	// included. When AdminTokens or APITokens is set, reset needs one of
 	// these. Empty strings are ignored.
 	AdminTokens []string
-	// Observer is told the outcome of every consume (see Observer). Nil
+	// Observer is told the outcome of every consume: policy is the
+	// policy's name, or observe.InlinePolicy for an inline limit. Nil
 	// reports nothing.
-	Observer Observer
+	Observer observe.Observer
 	// Fallback answers the requests of fail_local policies while the store
 	// is unavailable, marked with HeaderDegraded "local-fallback"; it should
 	// sit on an in-process store (store/memory). Nil makes fail_local act
@@ -245,29 +203,6 @@ type Options struct {
 	Metrics http.Handler
 }
 
-// Observer is told the outcome of each check, for metrics.
-// *metrics.Metrics (package server/metrics) implements it. Check must be
-// safe for concurrent use and fast.
-type Observer interface {
-	// Check reports one consume answered with a result or a store failure
-	// (bad requests are not reported): policy is the policy's name, or
-	// "inline" for an inline limit; result is "allowed", "denied",
-	// "shadow_denied" (a shadow policy let it through), "error" (the store
-	// failed, fail_closed) or "fail_open" (the store failed, let through).
-	Check(policy, result string)
-}
-
-// Check results and the policy of inline limits reported to the Observer;
-// server/metrics documents the same values.
-const (
-	resultAllowed      = "allowed"
-	resultDenied       = "denied"
-	resultShadowDenied = "shadow_denied"
-	resultError        = "error"
-	resultFailOpen     = "fail_open"
-	inlineObserverName = "inline"
-)
-
 type handler struct {
 	lim      *tollgate.Limiter
 	log      *slog.Logger
@@ -275,7 +210,7 @@ type handler struct {
 	maxBody  int64
 	policies Policies
 	tokens   tokens
-	observer Observer
+	observer observe.Observer
 	routes   map[string]route
 	fallback *tollgate.Limiter // for fail_local policies; may be nil
 }
@@ -365,137 +300,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt.serve(w, r)
 }
 
-// Request bodies. Integers are decoded by hand from the raw JSON so that
-// floats, strings and overflowing numbers get a precise error code.
-type (
-	// limitRequest is the body of consume, peek (without cost) and refund.
-	limitRequest struct {
-		Key       string          `json:"key"`
-		Cost      json.RawMessage `json:"cost"`
-		Limit     json.RawMessage `json:"limit"`
-		Window    string          `json:"window"`
-		Algorithm string          `json:"algorithm"`
-		Limits    json.RawMessage `json:"limits"`
-		Policy    string          `json:"policy"`
-		// RequestID (consume only) makes a repeat of this consume within
-		// the dedupe window answer without counting again.
-		RequestID string `json:"request_id"`
-	}
-	resetRequest struct {
-		Key    string `json:"key"`
-		Policy string `json:"policy"`
-	}
-)
-
-// The field names of each request body, exactly as the struct tags spell them.
-var (
-	consumeFields = []string{"key", "cost", "limit", "window", "algorithm", "limits", "policy", "request_id"}
-	refundFields  = []string{"key", "cost", "limit", "window", "algorithm", "limits", "policy"}
-	peekFields    = []string{"key", "limit", "window", "algorithm", "limits", "policy"}
-	resetFields   = []string{"key", "policy"}
-)
-
-// result is the body of a consume, peek or refund response.
-type result struct {
-	Allowed      bool  `json:"allowed"`
-	Limit        int64 `json:"limit"`
-	Used         int64 `json:"used"`
-	Remaining    int64 `json:"remaining"`
-	RetryAfterMS int64 `json:"retry_after_ms"`
-	ResetAfterMS int64 `json:"reset_after_ms"`
-	ShadowDenied bool  `json:"shadow_denied,omitempty"`
-	// Limits, for a request of several limits (inline "limits" or a
-	// policy's), gives each one's figures; the fields above describe the
-	// tightest (tollgate.Decision.Tightest), and allowed all of them.
-	Limits []limitResult `json:"limits,omitempty"`
-}
-
-// limitResult is one limit's part of a result.
-type limitResult struct {
-	Name         string `json:"name"`
-	Limit        int64  `json:"limit"`
-	Window       string `json:"window"`
-	Algorithm    string `json:"algorithm"`
-	Allowed      bool   `json:"allowed"`
-	Used         int64  `json:"used"`
-	Remaining    int64  `json:"remaining"`
-	RetryAfterMS int64  `json:"retry_after_ms"`
-	ResetAfterMS int64  `json:"reset_after_ms"`
-}
-
-// degradedResult is the body of a fail_open answer without the store.
-type degradedResult struct {
-	Allowed  bool   `json:"allowed"`
-	Limit    int64  `json:"limit"`
-	Degraded string `json:"degraded"`
-}
-
-// degradedStoreUnavailable is the value of HeaderDegraded and of a degraded
-// result's "degraded" when the store did not answer.
-const degradedStoreUnavailable = "store-unavailable"
-
-// degradedLocalFallback is the value of HeaderDegraded on answers of a
-// fail_local policy's fallback limiter.
-const degradedLocalFallback = "local-fallback"
-
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    Code   `json:"code"`
-	Message string `json:"message"`
-}
-
-// apiError is a failure to answer with; it never reaches the Limiter.
-type apiError struct {
-	status  int
-	code    Code
-	message string
-}
-
-func badRequest(code Code, format string, args ...any) *apiError {
-	return &apiError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, args...)}
-}
-
-// target is what a request applies to: an inline limit or a policy.
-type target struct {
-	name      string // the policy's name, or "" for an inline limit
-	key       string // the request's key
-	ns        string // the key's namespace
-	limits    []tollgate.Limit
-	multi     bool // the answer lists every limit's figures
-	shadow    bool
-	failOpen  bool
-	failLocal bool
-}
-
-// minUnits is the smallest Units of t's limits: no larger cost ever fits.
-func (t target) minUnits() int64 {
-	units := t.limits[0].Units
-	for _, l := range t.limits[1:] {
-		units = min(units, l.Units)
-	}
-	return units
-}
-
-// headerName is the name of t in the RateLimit header fields.
-func (t target) headerName() string {
-	if t.name == "" {
-		return InlinePolicyName
-	}
-	return t.name
-}
-
 func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
-	var req limitRequest
-	if e := h.decode(w, r, &req, consumeFields...); e != nil {
-		writeAPIError(w, e)
-		return
-	}
-	cost, t, e := h.resolve(req, true)
-	if e != nil {
-		writeAPIError(w, e)
+	req, cost, t, ok := h.request(w, r, true, consumeFields...)
+	if !ok {
 		return
 	}
 	var (
@@ -519,14 +326,8 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
-	var req limitRequest
-	if e := h.decode(w, r, &req, peekFields...); e != nil {
-		writeAPIError(w, e)
-		return
-	}
-	_, t, e := h.resolve(req, false)
-	if e != nil {
-		writeAPIError(w, e)
+	_, _, t, ok := h.request(w, r, false, peekFields...)
+	if !ok {
 		return
 	}
 	d, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {
@@ -536,14 +337,8 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
-	var req limitRequest
-	if e := h.decode(w, r, &req, refundFields...); e != nil {
-		writeAPIError(w, e)
-		return
-	}
-	cost, t, e := h.resolve(req, true)
-	if e != nil {
-		writeAPIError(w, e)
+	_, cost, t, ok := h.request(w, r, true, refundFields...)
+	if !ok {
 		return
 	}
 	d, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {
@@ -572,11 +367,11 @@ func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.logAt(r, slog.LevelDebug, "reset", slog.String("key", req.Key), slog.String("policy", req.Policy))
-	writeJSON(w, http.StatusOK, struct{}{})
+	httpjson.Write(w, http.StatusOK, struct{}{})
 }
 
 func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
@@ -587,86 +382,7 @@ func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// resolve checks the syntax of a consume, peek or refund request and finds
-// what it applies to. withCost: the request has a cost (else it is 1).
-// Ranges are left to the Limiter, which reports them by sentinel.
-func (h *handler) resolve(req limitRequest, withCost bool) (int64, target, *apiError) {
-	cost := int64(1)
-	if withCost && !absent(req.Cost) {
-		n, err := parseInt(req.Cost)
-		if err != nil {
-			return 0, target{}, badRequest(CodeInvalidCost, "cost %s", err)
-		}
-		cost = n
-	}
-	single := !absent(req.Limit) || req.Window != "" || req.Algorithm != ""
-	switch {
-	case req.Policy == "" && absent(req.Limits):
-		lim, e := parseLimit(req.Limit, req.Window, req.Algorithm)
-		if e != nil {
-			return 0, target{}, e
-		}
-		return cost, target{key: req.Key, ns: NamespaceInline, limits: []tollgate.Limit{lim}}, nil
-	case req.Policy == "" && single:
-		return 0, target{}, badRequest(CodeInvalidLimit,
-			"limits and limit, window or algorithm are mutually exclusive: give either a list of limits or one limit")
-	case req.Policy == "":
-		limits, e := parseLimits(req.Limits)
-		if e != nil {
-			return 0, target{}, e
-		}
-		return cost, target{key: req.Key, ns: NamespaceInline, limits: limits, multi: true}, nil
-	case single || !absent(req.Limits):
-		return 0, target{}, badRequest(CodeInvalidLimit,
-			"policy and limit, window, algorithm or limits are mutually exclusive: give either a policy or inline limits")
-	}
-	p, e := h.policy(req.Policy)
-	if e != nil {
-		return 0, target{}, e
-	}
-	return cost, target{
-		name:      p.Name,
-		key:       req.Key,
-		ns:        PolicyNamespace(p.Name),
-		limits:    p.Limits,
-		multi:     len(p.Limits) > 1,
-		shadow:    p.Shadow,
-		failOpen:  p.FailOpen,
-		failLocal: p.FailLocal,
-	}, nil
-}
-
-// policy looks a policy up by name.
-func (h *handler) policy(name string) (config.Policy, *apiError) {
-	if h.policies != nil {
-		if p, ok := h.policies.Policy(name); ok {
-			p.Name = name
-			return p, nil
-		}
-	}
-	return config.Policy{}, badRequest(CodeUnknownPolicy, "unknown policy %.64q", name)
-}
-
-// NamespaceInline is the namespace of inline limits' keys.
-const NamespaceInline = "inline"
-
-// PolicyNamespace is the namespace of the keys of the policy called name.
-func PolicyNamespace(name string) string { return "policy:" + name }
-
-// apply runs call on the Limiter and, for a fail_local policy whose store
-// is unavailable, on the fallback Limiter, marking the response degraded.
-func (h *handler) apply(w http.ResponseWriter, r *http.Request, t target, call func(*tollgate.Limiter) (tollgate.Decision, error)) (tollgate.Decision, error) {
-	d, err := call(h.lim.Namespace(t.ns))
-	if err == nil || !t.failLocal || h.fallback == nil || !errors.Is(err, tollgate.ErrUnavailable) {
-		return d, err
-	}
-	h.logAt(r, slog.LevelWarn, "store unavailable: answering from the local fallback",
-		slog.String("policy", t.name), slog.Any("error", err))
-	w.Header().Set(HeaderDegraded, degradedLocalFallback)
-	return call(h.fallback.Namespace(t.ns))
+	httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // logAt logs a record about r, with its request id.

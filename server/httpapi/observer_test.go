@@ -4,35 +4,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/server/httpapi"
+	"github.com/tollgate/tollgate/server/observe/observetest"
 )
 
-// checks records what the handler reports.
-type checks struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (c *checks) Check(policy, result string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.got = append(c.got, policy+" "+result)
-}
-
-func (c *checks) take() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := strings.Join(c.got, ", ")
-	c.got = nil
-	return s
-}
-
 func TestObserver(t *testing.T) {
-	obs := &checks{}
+	obs := &observetest.Checks{}
 	e := newEnv(t, httpapi.Options{Policies: mustPolicies(t), Observer: obs})
 	for i, s := range []struct {
 		path, body string
@@ -59,14 +39,14 @@ func TestObserver(t *testing.T) {
 		if rec.Code != s.status {
 			t.Fatalf("step %d: %s %s: %d %s, want %d", i, s.path, s.body, rec.Code, rec.Body, s.status)
 		}
-		if got := obs.take(); got != s.want {
+		if got := obs.Take(); got != s.want {
 			t.Errorf("step %d: %s %s reported %q, want %q", i, s.path, s.body, got, s.want)
 		}
 	}
 }
 
 func TestObserverStoreFailures(t *testing.T) {
-	obs := &checks{}
+	obs := &observetest.Checks{}
 	calls := 0
 	h := httpapi.New(tollgate.New(unavailableStore{&calls}, tollgate.Options{}),
 		httpapi.Options{Policies: mustPolicies(t), Observer: obs})
@@ -76,7 +56,7 @@ func TestObserverStoreFailures(t *testing.T) {
 		{`{"key":"k","limit":1,"window":"1m"}`, "inline error"},
 	} {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/v1/consume", strings.NewReader(s.body)))
-		if got := obs.take(); got != s.want {
+		if got := obs.Take(); got != s.want {
 			t.Errorf("%s reported %q, want %q", s.body, got, s.want)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/server/httpapi"
 )
 
@@ -383,7 +384,7 @@ func TestFailureModes(t *testing.T) {
 // reloadable is a Policies whose policies a test swaps.
 type reloadable struct{ c *config.Config }
 
-func (r *reloadable) Policy(name string) (config.Policy, bool) { return r.c.Policy(name) }
+func (r *reloadable) Policy(name string) (policy.Policy, bool) { return r.c.Policy(name) }
 
 func TestPoliciesAreLookedUpPerRequest(t *testing.T) {
 	pols := &reloadable{c: mustPolicies(t)}

@@ -42,3 +42,20 @@ func TestConsumeRequestID(t *testing.T) {
 		t.Errorf("refund with request_id: %d %s", rec.Code, rec.Body)
 	}
 }
+
+func TestValidRequestID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"":                       false,
+		"a":                      true,
+		"req-1~!":                true,
+		"has space":              false,
+		"tab\t":                  false,
+		"é":                      false,
+		strings.Repeat("x", 128): true,
+		strings.Repeat("x", 129): false,
+	} {
+		if got := httpapi.ValidRequestID(id); got != want {
+			t.Errorf("ValidRequestID(%.20q) = %v, want %v", id, got, want)
+		}
+	}
+}

@@ -1,29 +1,124 @@
 package httpapi
 
 import (
-	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/httpjson"
+	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/server/header"
+	"github.com/tollgate/tollgate/server/observe"
 )
+
+// Code is the stable, machine-readable code of an error response.
+type Code string
+
+// Error codes, with the HTTP status each is sent with.
+const (
+	// CodeInvalidJSON (400): the body is not one JSON object of the
+	// endpoint's shape: malformed, empty, not an object, an unknown field
+	// (names are case-sensitive), or data after the object. A field of the
+	// wrong type gets the field's own code (invalid_key, invalid_cost,
+	// invalid_limit, unknown_policy).
+	CodeInvalidJSON Code = "invalid_json"
+	// CodeBodyTooLarge (400): the body is longer than Options.MaxBodyBytes.
+	CodeBodyTooLarge Code = "body_too_large"
+	// CodeInvalidKey (400): the key is missing, empty or too long.
+	CodeInvalidKey Code = "invalid_key"
+	// CodeInvalidCost (400): the cost is not an integer of at least 1.
+	CodeInvalidCost Code = "invalid_cost"
+	// CodeInvalidLimit (400): the limit, window or algorithm is missing,
+	// malformed or out of range, or given together with a policy.
+	CodeInvalidLimit Code = "invalid_limit"
+	// CodeUnknownPolicy (400): the policy is not one of Options.Policies,
+	// or not a JSON string.
+	CodeUnknownPolicy Code = "unknown_policy"
+	// CodeCostExceedsLimit (400): a consume or peek cost above the limit,
+	// which could never be allowed.
+	CodeCostExceedsLimit Code = "cost_exceeds_limit"
+	// CodeInvalidRequestID (400): a consume's request_id is longer than
+	// tollgate.MaxRequestIDLen bytes.
+	CodeInvalidRequestID Code = "invalid_request_id"
+	// CodeUnauthorized (401): a /v1/ request without a valid bearer token,
+	// when tokens are required.
+	CodeUnauthorized Code = "unauthorized"
+	// CodeForbidden (403): a reset with a valid token that is not an admin
+	// token.
+	CodeForbidden Code = "forbidden"
+	// CodeMethodNotAllowed (405): the path exists but not for this method;
+	// the Allow header lists the methods it takes.
+	CodeMethodNotAllowed Code = "method_not_allowed"
+	// CodeNotFound (404): no such path.
+	CodeNotFound Code = "not_found"
+	// CodeUnavailable (503): the store could not answer, or the readiness
+	// check failed. A consume that failed this way may have been recorded.
+	CodeUnavailable Code = "unavailable"
+	// CodeInternal (500): an unexpected error.
+	CodeInternal Code = "internal"
+)
+
+// result is the body of a consume, peek or refund response.
+type result struct {
+	Allowed      bool  `json:"allowed"`
+	Limit        int64 `json:"limit"`
+	Used         int64 `json:"used"`
+	Remaining    int64 `json:"remaining"`
+	RetryAfterMS int64 `json:"retry_after_ms"`
+	ResetAfterMS int64 `json:"reset_after_ms"`
+	ShadowDenied bool  `json:"shadow_denied,omitempty"`
+	// Limits, for a request of several limits (inline "limits" or a
+	// policy's), gives each one's figures; the fields above describe the
+	// tightest (tollgate.Decision.Tightest), and allowed all of them.
+	Limits []limitResult `json:"limits,omitempty"`
+}
+
+// limitResult is one limit's part of a result.
+type limitResult struct {
+	Name         string `json:"name"`
+	Limit        int64  `json:"limit"`
+	Window       string `json:"window"`
+	Algorithm    string `json:"algorithm"`
+	Allowed      bool   `json:"allowed"`
+	Used         int64  `json:"used"`
+	Remaining    int64  `json:"remaining"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
+	ResetAfterMS int64  `json:"reset_after_ms"`
+}
+
+// degradedResult is the body of a fail_open answer without the store.
+type degradedResult struct {
+	Allowed  bool   `json:"allowed"`
+	Limit    int64  `json:"limit"`
+	Degraded string `json:"degraded"`
+}
+
+// apiError is a failure to answer with; it never reaches the Limiter.
+type apiError struct {
+	status  int
+	code    Code
+	message string
+}
+
+func badRequest(code Code, format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: code, message: fmt.Sprintf(format, args...)}
+}
 
 // respond writes the Limiter's answer for t: the result, or the error.
 func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op, t target, d tollgate.Decision, err error) {
 	if err != nil {
 		unavailable := errors.Is(err, tollgate.ErrUnavailable)
-		if t.failOpen && unavailable {
-			h.observe(op, t, resultFailOpen)
+		if t.mode == policy.FailOpen && unavailable {
+			h.observe(op, t, observe.ResultFailOpen)
 			h.degrade(w, r, op, t, err)
 			return
 		}
 		if unavailable || !badInput(err) {
-			h.observe(op, t, resultError)
+			h.observe(op, t, observe.ResultError)
 		}
 		h.fail(w, r, op.String(), err)
 		return
@@ -31,11 +126,11 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op
 	shadowDenied := t.shadow && op != tollgate.OpRefund && !d.Allowed
 	switch {
 	case shadowDenied:
-		h.observe(op, t, resultShadowDenied)
+		h.observe(op, t, observe.ResultShadowDenied)
 	case d.Allowed:
-		h.observe(op, t, resultAllowed)
+		h.observe(op, t, observe.ResultAllowed)
 	default:
-		h.observe(op, t, resultDenied)
+		h.observe(op, t, observe.ResultDenied)
 	}
 	if h.log.Enabled(r.Context(), slog.LevelDebug) {
 		h.logAt(r, slog.LevelDebug, op.String(),
@@ -57,8 +152,8 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op
 		Limit:        res.Limit,
 		Used:         res.Used,
 		Remaining:    res.Remaining,
-		RetryAfterMS: ceilDiv(d.RetryAfter, time.Millisecond),
-		ResetAfterMS: ceilDiv(res.ResetAfter, time.Millisecond),
+		RetryAfterMS: header.Ceil(d.RetryAfter, time.Millisecond),
+		ResetAfterMS: header.Ceil(res.ResetAfter, time.Millisecond),
 		ShadowDenied: shadowDenied,
 	}
 	if t.multi {
@@ -73,12 +168,12 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, op tollgate.Op
 				Allowed:      r.Allowed || (shadowDenied && op != tollgate.OpRefund),
 				Used:         r.Used,
 				Remaining:    r.Remaining,
-				RetryAfterMS: ceilDiv(r.RetryAfter, time.Millisecond),
-				ResetAfterMS: ceilDiv(r.ResetAfter, time.Millisecond),
+				RetryAfterMS: header.Ceil(r.RetryAfter, time.Millisecond),
+				ResetAfterMS: header.Ceil(r.ResetAfter, time.Millisecond),
 			}
 		}
 	}
-	writeJSON(w, status, body)
+	httpjson.Write(w, status, body)
 }
 
 // observe reports the result of a consume to the Observer.
@@ -88,7 +183,7 @@ func (h *handler) observe(op tollgate.Op, t target, result string) {
 	}
 	name := t.name
 	if name == "" {
-		name = inlineObserverName
+		name = observe.InlinePolicy
 	}
 	h.observer.Check(name, result)
 }
@@ -112,8 +207,8 @@ func (h *handler) degrade(w http.ResponseWriter, r *http.Request, op tollgate.Op
 		slog.String("policy", t.name), slog.Bool("fail_open", true), slog.Any("error", err))
 	hdr := w.Header()
 	header.SetPolicy(hdr, t.headerName(), t.limits...)
-	hdr.Set(HeaderDegraded, degradedStoreUnavailable)
-	writeJSON(w, http.StatusOK, degradedResult{Allowed: true, Limit: t.minUnits(), Degraded: degradedStoreUnavailable})
+	hdr.Set(HeaderDegraded, header.DegradedStoreUnavailable)
+	httpjson.Write(w, http.StatusOK, degradedResult{Allowed: true, Limit: t.minUnits(), Degraded: header.DegradedStoreUnavailable})
 }
 
 // fail maps a Limiter error to a response by its sentinel.
@@ -147,38 +242,10 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err er
 	writeError(w, http.StatusBadRequest, code, strings.TrimPrefix(err.Error(), "tollgate: "))
 }
 
-// ceilDiv returns d in units of unit, rounded up; 0 for d <= 0.
-func ceilDiv(d, unit time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	n := int64(d / unit)
-	if d%unit != 0 {
-		n++
-	}
-	return n
-}
-
 func writeAPIError(w http.ResponseWriter, e *apiError) {
 	writeError(w, e.status, e.code, e.message)
 }
 
 func writeError(w http.ResponseWriter, status int, code Code, message string) {
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil { // unreachable: every body is a plain struct or map
-		status = http.StatusInternalServerError
-		body = []byte(`{"error":{"code":"internal","message":"encoding the response failed"}}`)
-	}
-	body = append(body, '\n')
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	httpjson.WriteError(w, status, string(code), message, 0)
 }

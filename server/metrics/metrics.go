@@ -1,11 +1,12 @@
 // Package metrics counts what Tollgate's servers and stores do, for
 // Prometheus.
 //
-// The servers and stores do not import this package. Each declares the small
-// interface it reports through (httpapi.Observer and rls.Observer: Check;
-// overlimit.Observer: CacheHit; redis.Observer: Retry, FastFail, Heal),
-// where a nil Observer reports nothing, and *Metrics implements all of them;
-// Observer lists every event. So only the
+// The servers and stores do not import this package. The servers report
+// through observe.Observer (package server/observe: Check), each store
+// declares the small interface it reports through (overlimit.Observer:
+// CacheHit; redis.Observer: Retry, FastFail, Heal, …), where a nil Observer
+// reports nothing, and *Metrics implements all of them; Observer lists every
+// event. So only the
 // command links Prometheus (whose package registers collectors on its global
 // registry when imported), and a program that embeds httpapi or a store does
 // not.
@@ -29,12 +30,12 @@
 //
 // Label values:
 //
-//   - policy: the HTTP API policy's name, InlinePolicy for an inline limit;
+//   - policy: the HTTP API policy's name, observe.InlinePolicy for an inline limit;
 //     for the Envoy rate limit service the rule's name, or its domain when
 //     the rule has no name. They come from the configs, so their number is
 //     bounded by them.
-//   - result: ResultAllowed, ResultDenied, ResultShadowDenied, ResultError,
-//     ResultFailOpen.
+//   - result: observe.ResultAllowed, ResultDenied, ResultShadowDenied,
+//     ResultError, ResultFailOpen.
 //   - op: "consume", "peek", "refund" (tollgate.Op.String) or "reset".
 //   - kind of a store error: StoreTimeout, StoreUnavailable, StoreOther.
 //   - config: ConfigPolicies or ConfigEnvoy; its result "ok" or "error".
@@ -54,29 +55,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-)
 
-// Results of a check: the values of the result label of
-// tollgate_checks_total.
-const (
-	// ResultAllowed: the request fits (and, for a consume, was recorded).
-	ResultAllowed = "allowed"
-	// ResultDenied: over the limit; the caller was told to wait.
-	ResultDenied = "denied"
-	// ResultShadowDenied: over the limit of a shadow policy or rule, so
-	// let through.
-	ResultShadowDenied = "shadow_denied"
-	// ResultError: the check failed (store unavailable or too slow under a
-	// fail-closed policy, or an unexpected error) and the caller got an
-	// error.
-	ResultError = "error"
-	// ResultFailOpen: the store failed under a fail-open policy, so the
-	// request was let through unchecked.
-	ResultFailOpen = "fail_open"
+	"github.com/tollgate/tollgate/server/observe"
 )
-
-// InlinePolicy is the policy label of the HTTP API's inline limits.
-const InlinePolicy = "inline"
 
 // Kinds of store errors: the values of the kind label of
 // tollgate_store_errors_total.
@@ -114,10 +95,8 @@ const (
 // as "report nothing". Implementations must be safe for concurrent use and
 // fast: they are called on every request.
 type Observer interface {
-	// Check reports one rate-limit decision: an HTTP /v1/consume answered
-	// with a result or a store failure, or an Envoy descriptor checked
-	// against a rule. Bad requests are not checks.
-	Check(policy, result string)
+	// Check reports one rate-limit decision (see observe.Observer).
+	observe.Observer
 	// StoreCall reports one call of the store (a round trip for Redis, or a
 	// few when it retries): op is "consume", "peek", "refund" or "reset",
 	// took how long it took, and errKind "" for success or a Store* kind.

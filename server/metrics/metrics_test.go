@@ -11,9 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/server/metrics"
-	"github.com/tollgate/tollgate/server/rls"
+	"github.com/tollgate/tollgate/server/observe"
 	"github.com/tollgate/tollgate/store/overlimit"
 	"github.com/tollgate/tollgate/store/redis"
 )
@@ -22,8 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // *Metrics is the observer of every reporter.
 var (
-	_ httpapi.Observer   = (*metrics.Metrics)(nil)
-	_ rls.Observer       = (*metrics.Metrics)(nil)
+	_ observe.Observer   = (*metrics.Metrics)(nil)
 	_ overlimit.Observer = (*metrics.Metrics)(nil)
 	_ redis.Observer     = (*metrics.Metrics)(nil)
 	_ metrics.Observer   = (*metrics.Metrics)(nil)
@@ -46,9 +44,9 @@ func scrape(t *testing.T, m *metrics.Metrics) string {
 
 func TestMetrics(t *testing.T) {
 	m := metrics.New()
-	m.Check("api-hourly", metrics.ResultAllowed)
-	m.Check("api-hourly", metrics.ResultAllowed)
-	m.Check(metrics.InlinePolicy, metrics.ResultDenied)
+	m.Check("api-hourly", observe.ResultAllowed)
+	m.Check("api-hourly", observe.ResultAllowed)
+	m.Check(observe.InlinePolicy, observe.ResultDenied)
 	m.StoreCall("consume", 2*time.Millisecond, "")
 	m.StoreCall("reset", 150*time.Millisecond, metrics.StoreTimeout)
 	m.ConfigReload(metrics.ConfigPolicies, nil)
@@ -113,7 +111,7 @@ func TestIndependentRegistries(t *testing.T) {
 
 func TestNilMetricsIsANoOp(t *testing.T) {
 	var m *metrics.Metrics
-	m.Check("p", metrics.ResultAllowed)
+	m.Check("p", observe.ResultAllowed)
 	m.StoreCall("consume", time.Millisecond, metrics.StoreOther)
 	m.ConfigReload(metrics.ConfigPolicies, nil)
 	m.CacheHit()
@@ -123,8 +121,8 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	m.Redirect(metrics.RedirectMoved)
 	m.TopologyRefresh()
 	m.Reconnect()
-	var o httpapi.Observer = m // a typed nil in an interface
-	o.Check("p", metrics.ResultDenied)
+	var o observe.Observer = m // a typed nil in an interface
+	o.Check("p", observe.ResultDenied)
 }
 
 func TestConcurrentUse(t *testing.T) {
@@ -133,7 +131,7 @@ func TestConcurrentUse(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for range 200 {
-				m.Check("p", metrics.ResultAllowed)
+				m.Check("p", observe.ResultAllowed)
 				m.StoreCall("consume", time.Microsecond, "")
 				m.CacheHit()
 			}

@@ -2,41 +2,20 @@ package rls
 
 import (
 	"context"
-	"strings"
-	"sync"
 	"testing"
 
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/server/observe/observetest"
 	"github.com/tollgate/tollgate/store/memory"
 )
-
-// checks records what the Server reports.
-type checks struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (c *checks) Check(policy, result string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.got = append(c.got, policy+" "+result)
-}
-
-func (c *checks) take() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := strings.Join(c.got, ", ")
-	c.got = nil
-	return s
-}
 
 func TestObserver(t *testing.T) {
 	m := memory.New(memory.Options{})
 	defer m.Close()
-	obs := &checks{}
+	obs := &observetest.Checks{}
 	s := New(tollgate.New(m, tollgate.Options{}), parseRules(t, rules), Options{Observer: obs})
 	for i, step := range []struct {
 		ds   []*rlv3.RateLimitDescriptor
@@ -58,7 +37,7 @@ func TestObserver(t *testing.T) {
 		if _, err := s.ShouldRateLimit(context.Background(), &rlspb.RateLimitRequest{Domain: "test", Descriptors: step.ds}); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		if got := obs.take(); got != step.want {
+		if got := obs.Take(); got != step.want {
 			t.Errorf("step %d: reported %q, want %q", i, got, step.want)
 		}
 	}
@@ -73,13 +52,13 @@ descriptors:
   - key: closed
     rate_limit: {unit: minute, requests_per_unit: 2, name: c}
 `
-	obs := &checks{}
+	obs := &observetest.Checks{}
 	s := New(tollgate.New(failingStore{}, tollgate.Options{}), parseRules(t, rules), Options{Observer: obs})
 	req := &rlspb.RateLimitRequest{Domain: "test", Descriptors: []*rlv3.RateLimitDescriptor{d("open=x"), d("closed=x")}}
 	if _, err := s.ShouldRateLimit(context.Background(), req); err == nil {
 		t.Fatal("no error")
 	}
-	if got, want := obs.take(), "o fail_open, c error"; got != want {
+	if got, want := obs.Take(), "o fail_open, c error"; got != want {
 		t.Errorf("reported %q, want %q", got, want)
 	}
 
@@ -89,7 +68,7 @@ descriptors:
 	if _, err := s.ShouldRateLimit(context.Background(), req); err == nil {
 		t.Fatal("no error for a key too long")
 	}
-	if got, want := obs.take(), "o error"; got != want {
+	if got, want := obs.Take(), "o error"; got != want {
 		t.Errorf("unexpected error: reported %q, want %q", got, want)
 	}
 }

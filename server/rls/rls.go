@@ -7,7 +7,8 @@
 //
 // A request names a domain and lists descriptors, each a list of key/value
 // entries. For each descriptor the Server asks its Rules for a rule
-// (config.EnvoyConfig.Match describes the matching) and then:
+// (a policy.Rule; config.EnvoyConfig.Match describes the matching) and
+// then:
 //
 //   - no rule, or a rule whose name another matched rule of the request
 //     replaces: OK, with no current limit;
@@ -45,10 +46,18 @@
 // # Errors
 //
 // An empty domain or descriptor list is InvalidArgument. When the store is
-// unavailable the Server fails closed by default, answering Unavailable; with
-// Options.FailOpen, or for a rule with failure_mode: fail_open
-// (config.Rule.FailOpen), it answers OK for that descriptor (CurrentLimit
-// set, no LimitRemaining or DurationUntilReset) and goes on. A cancelled or expired
+// unavailable, a descriptor is answered by its rule's failure mode
+// (policy.Rule.FailureMode), or by Options.FailureMode for a rule that
+// fails closed (the default):
+//
+//   - fail_closed: the whole request fails with Unavailable;
+//   - fail_open: OK for that descriptor (CurrentLimit set, no
+//     LimitRemaining or DurationUntilReset), and the Server goes on;
+//   - fail_local: the descriptor is checked against Options.Fallback, an
+//     in-process limiter, as it would have been against the store (without
+//     a Fallback, as fail_closed).
+//
+// A cancelled or expired
 // request context gives Canceled or DeadlineExceeded. Any other Limiter
 // error (for example a key longer than the Limiter's MaxKeyLen) is Internal.
 //
@@ -74,7 +83,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tollgate/tollgate"
-	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/server/header"
+	"github.com/tollgate/tollgate/server/observe"
 )
 
 // Rules finds the rule for a request descriptor. *config.EnvoyConfig and
@@ -82,55 +93,45 @@ import (
 // safe for concurrent use.
 type Rules interface {
 	// Match returns the rule for entries in domain and whether one applies.
-	Match(domain string, entries []config.Entry) (config.Rule, bool)
+	Match(domain string, entries []policy.Entry) (policy.Rule, bool)
 }
 
 // Options configures a Server. The zero value is ready to use.
 type Options struct {
-	// FailOpen makes a descriptor whose check failed because the store is
-	// unavailable count as OK, whatever its rule's failure_mode. False (the
-	// default) does so only for rules with failure_mode: fail_open and fails
-	// the whole request with gRPC code Unavailable otherwise, so that Envoy
-	// applies its own failure_mode_deny setting.
-	FailOpen bool
+	// FailureMode is how a descriptor whose rule fails closed (the
+	// default) is answered while the store is unavailable; a rule with
+	// failure_mode fail_open or fail_local keeps its own. The zero value,
+	// policy.FailClosed, fails the whole request with gRPC code Unavailable,
+	// so that Envoy applies its own failure_mode_deny setting;
+	// policy.FailOpen counts the descriptor as OK; policy.FailLocal checks
+	// it against Fallback.
+	FailureMode policy.FailureMode
+	// Fallback answers the descriptors of fail_local rules while the store
+	// is unavailable; it should sit on an in-process store (store/memory),
+	// so that each instance then limits on its own. Its keys are in
+	// Namespace, as the store's. Nil makes fail_local act as fail_closed.
+	Fallback *tollgate.Limiter
 	// Logger receives store failures at Warn (with the domain and rule name,
 	// never descriptor values), unexpected errors at Error, and one record
 	// per checked descriptor at Debug (with the key). Nothing is logged per
 	// request at Info. Nil discards.
 	Logger *slog.Logger
 	// Observer is told the outcome of every descriptor checked against a
-	// rule (see Observer). Nil reports nothing.
-	Observer Observer
+	// rule (unmatched, unlimited and replaced descriptors are not checks):
+	// policy is the rule's name, or the request's domain when the rule has
+	// none; result is observe.ResultAllowed, ResultDenied (OVER_LIMIT),
+	// ResultShadowDenied (over the limit of a shadow rule, so OK),
+	// ResultError (the check failed and so did the call) or ResultFailOpen
+	// (the store failed, so OK). A descriptor the Fallback answered is
+	// allowed or denied. Nil reports nothing.
+	Observer observe.Observer
 }
 
-// Observer is told the outcome of each check, for metrics.
-// *metrics.Metrics (package server/metrics) implements it. Check must be
-// safe for concurrent use and fast.
-type Observer interface {
-	// Check reports one descriptor checked against a rule (unmatched,
-	// unlimited and replaced descriptors are not checks): policy is the
-	// rule's name, or the request's domain when the rule has none; result
-	// is "allowed", "denied" (OVER_LIMIT), "shadow_denied" (over the limit
-	// of a shadow rule, so OK), "error" (the check failed and so did the
-	// call) or "fail_open" (the store failed, so OK).
-	Check(policy, result string)
-}
-
-// Check results reported to the Observer; server/metrics documents the same
-// values.
 // Namespace is the namespace (tollgate.Limiter.Namespace) of the Envoy
 // rules' keys: a rule's key names its domain and descriptor entries,
 // escaped, so no two domains or descriptor chains share a counter, and no
 // key of the HTTP API or the middleware sharing the Limiter reaches one.
 const Namespace = "rls"
-
-const (
-	resultAllowed      = "allowed"
-	resultDenied       = "denied"
-	resultShadowDenied = "shadow_denied"
-	resultError        = "error"
-	resultFailOpen     = "fail_open"
-)
 
 // Server implements rlspb.RateLimitServiceServer over a Limiter. It is safe
 // for concurrent use.
@@ -138,16 +139,20 @@ type Server struct {
 	rlspb.UnimplementedRateLimitServiceServer
 
 	lim      *tollgate.Limiter
+	fallback *tollgate.Limiter // for fail_local rules; may be nil
 	rules    Rules
-	failOpen bool
+	mode     policy.FailureMode
 	log      *slog.Logger
-	observer Observer
+	observer observe.Observer
 }
 
 // New returns a Server that checks descriptors matched by rules against lim.
 // lim must not be nil; nil rules match nothing, so every request is OK.
 func New(lim *tollgate.Limiter, rules Rules, opts Options) *Server {
-	s := &Server{lim: lim.Namespace(Namespace), rules: rules, failOpen: opts.FailOpen, log: opts.Logger, observer: opts.Observer}
+	s := &Server{lim: lim.Namespace(Namespace), rules: rules, mode: opts.FailureMode, log: opts.Logger, observer: opts.Observer}
+	if opts.Fallback != nil {
+		s.fallback = opts.Fallback.Namespace(Namespace)
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -182,15 +187,15 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 	}
 
 	// Match every descriptor first: a rule may replace one matched earlier.
-	rules := make([]config.Rule, len(ds))
+	rules := make([]policy.Rule, len(ds))
 	matched := make([]bool, len(ds))
 	var replaced map[string]bool
 	if s.rules != nil {
 		for i, d := range ds {
 			es := d.GetEntries()
-			entries := make([]config.Entry, len(es))
+			entries := make([]policy.Entry, len(es))
 			for j, e := range es {
-				entries[j] = config.Entry{Key: e.GetKey(), Value: e.GetValue()}
+				entries[j] = policy.Entry{Key: e.GetKey(), Value: e.GetValue()}
 			}
 			rules[i], matched[i] = s.rules.Match(domain, entries)
 			for _, name := range rules[i].Replaces {
@@ -206,7 +211,7 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 		OverallCode: rlspb.RateLimitResponse_OK,
 		Statuses:    make([]*rlspb.RateLimitResponse_DescriptorStatus, len(ds)),
 	}
-	charged := make([]uint64, len(ds)) // hits to refund, for stop_charging_when_over
+	charged := make([]charge, len(ds)) // hits to refund, for stop_charging_when_over
 	for i, d := range ds {
 		r := rules[i]
 		switch {
@@ -218,8 +223,8 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 			resp.Statuses[i] = &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK}
 		default:
 			n := hits(req, d.GetHitsAddend())
-			charge := !r.StopChargingWhenOver || resp.OverallCode != rlspb.RateLimitResponse_OVER_LIMIT
-			st, ok, err := s.check(ctx, domain, r, n, charge)
+			consume := !r.StopChargingWhenOver || resp.OverallCode != rlspb.RateLimitResponse_OVER_LIMIT
+			st, on, err := s.check(ctx, domain, r, n, consume)
 			if err != nil {
 				return nil, err
 			}
@@ -227,8 +232,8 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 			if st.Code == rlspb.RateLimitResponse_OVER_LIMIT {
 				resp.OverallCode = rlspb.RateLimitResponse_OVER_LIMIT
 			}
-			if ok && r.StopChargingWhenOver {
-				charged[i] = n
+			if on != nil && r.StopChargingWhenOver {
+				charged[i] = charge{n: n, on: on}
 			}
 		}
 	}
@@ -238,16 +243,23 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 	return resp, nil
 }
 
+// charge is the hits charged to a descriptor and the Limiter (the store's,
+// or the fallback) they were charged on.
+type charge struct {
+	n  uint64
+	on *tollgate.Limiter
+}
+
 // refundCharged gives back the hits charged to descriptors whose rules stop
 // charging when another descriptor of the request is over its limit. A
 // refund that fails is logged: the hits then stay counted, as without the
 // option.
-func (s *Server) refundCharged(ctx context.Context, domain string, rules []config.Rule, charged []uint64) {
-	for i, n := range charged {
-		if n == 0 {
+func (s *Server) refundCharged(ctx context.Context, domain string, rules []policy.Rule, charged []charge) {
+	for i, c := range charged {
+		if c.n == 0 {
 			continue
 		}
-		if _, err := s.lim.Refund(ctx, rules[i].Key, int64(n), rules[i].Limit); err != nil {
+		if _, err := c.on.Refund(ctx, rules[i].Key, int64(c.n), rules[i].Limit); err != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "refund of a request over another descriptor's limit failed",
 				slog.String("domain", domain), slog.String("rule", rules[i].Name), slog.Any("error", err))
 		}
@@ -264,49 +276,49 @@ func hits(req *rlspb.RateLimitRequest, own *wrapperspb.UInt64Value) uint64 {
 }
 
 // check applies rule r to n hits and returns the descriptor's status and
-// whether the hits were charged. Without charge it only looks (a peek of
-// the n hits).
-func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint64, charge bool) (*rlspb.RateLimitResponse_DescriptorStatus, bool, error) {
+// the Limiter the hits were charged on, nil when they were not. Without
+// consume it only looks (a peek of the n hits). While the store is
+// unavailable, a fail_local rule is checked against the fallback Limiter.
+func (s *Server) check(ctx context.Context, domain string, r policy.Rule, n uint64, consume bool) (*rlspb.RateLimitResponse_DescriptorStatus, *tollgate.Limiter, error) {
 	lim := r.Limit
 	cur := &rlspb.RateLimitResponse_RateLimit{Name: r.Name, RequestsPerUnit: clamp32(lim.Units)}
 	cur.Unit, cur.UnitMultiplier = unitOf(lim.Window)
 
 	var (
 		res     tollgate.Result
-		err     error
 		over    bool
-		charged bool
+		charged *tollgate.Limiter
 	)
-	switch {
-	case lim.Units == 0: // requests_per_unit: 0 denies all
+	if lim.Units == 0 { // requests_per_unit: 0 denies all
 		res, over = tollgate.Result{ResetAfter: lim.Window}, true
-	case n == 0:
-		res, err = s.lim.Peek(ctx, r.Key, lim)
-		over = res.Used > res.Limit
-	case n > uint64(lim.Units):
-		res, err = s.lim.Peek(ctx, r.Key, lim)
-		over = true
-	case !charge:
-		res, err = s.lim.Peek(ctx, r.Key, lim)
-		over = res.Used+int64(n) > res.Limit
-	default:
-		res, err = s.lim.Consume(ctx, r.Key, int64(n), lim)
-		over, charged = !res.Allowed, res.Allowed
-	}
-	if err != nil {
-		st, ferr := s.failure(ctx, domain, r, cur, err)
-		return st, false, ferr
+	} else {
+		on := s.lim
+		var err error
+		res, over, err = apply(ctx, on, r, n, consume)
+		if err != nil && s.local(ctx, r, err) {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "store unavailable: answering from the local fallback",
+				slog.String("domain", domain), slog.String("rule", r.Name), slog.Any("error", err))
+			on = s.fallback
+			res, over, err = apply(ctx, on, r, n, consume)
+		}
+		if err != nil {
+			st, ferr := s.failure(ctx, domain, r, cur, err)
+			return st, nil, ferr
+		}
+		if consume && n > 0 && n <= uint64(lim.Units) && !over {
+			charged = on
+		}
 	}
 
 	code := rlspb.RateLimitResponse_OK
 	switch {
 	case over && r.Shadow:
-		s.observe(domain, r, resultShadowDenied)
+		s.observe(domain, r, observe.ResultShadowDenied)
 	case over:
 		code = rlspb.RateLimitResponse_OVER_LIMIT
-		s.observe(domain, r, resultDenied)
+		s.observe(domain, r, observe.ResultDenied)
 	default:
-		s.observe(domain, r, resultAllowed)
+		s.observe(domain, r, observe.ResultAllowed)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "descriptor",
@@ -318,35 +330,69 @@ func (s *Server) check(ctx context.Context, domain string, r config.Rule, n uint
 		Code:               code,
 		CurrentLimit:       cur,
 		LimitRemaining:     clamp32(res.Remaining),
-		DurationUntilReset: &durationpb.Duration{Seconds: ceilSeconds(res.ResetAfter)},
+		DurationUntilReset: &durationpb.Duration{Seconds: header.Ceil(res.ResetAfter, time.Second)},
 	}, charged, nil
 }
 
+// apply checks n hits against r's limit (of at least 1 unit) on lim and
+// reports whether they are over it: it consumes them when consume is set
+// and they can fit, else peeks.
+func apply(ctx context.Context, lim *tollgate.Limiter, r policy.Rule, n uint64, consume bool) (tollgate.Result, bool, error) {
+	switch {
+	case n == 0:
+		res, err := lim.Peek(ctx, r.Key, r.Limit)
+		return res, res.Used > res.Limit, err
+	case n > uint64(r.Limit.Units):
+		res, err := lim.Peek(ctx, r.Key, r.Limit)
+		return res, true, err
+	case !consume:
+		res, err := lim.Peek(ctx, r.Key, r.Limit)
+		return res, res.Used+int64(n) > res.Limit, err
+	}
+	res, err := lim.Consume(ctx, r.Key, int64(n), r.Limit)
+	return res, !res.Allowed, err
+}
+
+// modeOf returns how r is answered while the store is unavailable.
+func (s *Server) modeOf(r policy.Rule) policy.FailureMode {
+	if r.FailureMode == policy.FailClosed {
+		return s.mode
+	}
+	return r.FailureMode
+}
+
+// local reports whether a check of r that failed with err is answered by
+// the fallback Limiter.
+func (s *Server) local(ctx context.Context, r policy.Rule, err error) bool {
+	return s.fallback != nil && s.modeOf(r) == policy.FailLocal &&
+		errors.Is(err, tollgate.ErrUnavailable) && ctx.Err() == nil
+}
+
 // failure turns a Limiter error into a fail-open status or a gRPC error.
-func (s *Server) failure(ctx context.Context, domain string, r config.Rule, cur *rlspb.RateLimitResponse_RateLimit, err error) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
+func (s *Server) failure(ctx context.Context, domain string, r policy.Rule, cur *rlspb.RateLimitResponse_RateLimit, err error) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		s.observe(domain, r, resultError)
+		s.observe(domain, r, observe.ResultError)
 		return nil, status.FromContextError(ctxErr).Err()
 	}
 	if !errors.Is(err, tollgate.ErrUnavailable) {
-		s.observe(domain, r, resultError)
+		s.observe(domain, r, observe.ResultError)
 		s.log.LogAttrs(ctx, slog.LevelError, "unexpected error",
 			slog.String("domain", domain), slog.String("rule", r.Name), slog.Any("error", err))
 		return nil, status.Errorf(codes.Internal, "checking a descriptor: %v", err)
 	}
-	failOpen := s.failOpen || r.FailOpen
+	failOpen := s.modeOf(r) == policy.FailOpen
 	s.log.LogAttrs(ctx, slog.LevelWarn, "store unavailable",
 		slog.String("domain", domain), slog.String("rule", r.Name), slog.Bool("fail_open", failOpen), slog.Any("error", err))
 	if failOpen {
-		s.observe(domain, r, resultFailOpen)
+		s.observe(domain, r, observe.ResultFailOpen)
 		return &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK, CurrentLimit: cur}, nil
 	}
-	s.observe(domain, r, resultError)
+	s.observe(domain, r, observe.ResultError)
 	return nil, status.Error(codes.Unavailable, "rate limit store unavailable")
 }
 
 // observe reports the result of checking a descriptor against r.
-func (s *Server) observe(domain string, r config.Rule, result string) {
+func (s *Server) observe(domain string, r policy.Rule, result string) {
 	if s.observer == nil {
 		return
 	}
@@ -388,16 +434,4 @@ func unitOf(w time.Duration) (rlspb.RateLimitResponse_RateLimit_Unit, *wrappersp
 
 func clamp32(n int64) uint32 {
 	return uint32(max(0, min(n, math.MaxUint32)))
-}
-
-// ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
-func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	s := int64(d / time.Second)
-	if d%time.Second != 0 {
-		s++
-	}
-	return s
 }

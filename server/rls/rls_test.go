@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/internal/fakeclock"
+	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -396,7 +397,7 @@ func TestStoreFailure(t *testing.T) {
 	// Descriptors that need no store still answer.
 	e.expect(t, 0, d("free=x"), ok, fmt.Sprintf("OK remaining=%d", uint32(math.MaxUint32)))
 
-	e = start(t, parseRules(t, rules), failingStore{}, Options{FailOpen: true})
+	e = start(t, parseRules(t, rules), failingStore{}, Options{FailureMode: policy.FailOpen})
 	overall, statuses := e.check(t, 0, d("user=alice"), d("blocked=x"))
 	want := []string{"OK remaining=0 limit=2/MINUTE", "OVER_LIMIT remaining=0 limit=0/SECOND reset=1s"}
 	if overall != over || !slices.Equal(statuses, want) {
@@ -431,7 +432,7 @@ descriptors:
 func TestUnexpectedLimiterErrorIsInternal(t *testing.T) {
 	m := memory.New(memory.Options{})
 	defer m.Close()
-	s := New(tollgate.New(m, tollgate.Options{MaxKeyLen: 3}), parseRules(t, rules), Options{FailOpen: true})
+	s := New(tollgate.New(m, tollgate.Options{MaxKeyLen: 3}), parseRules(t, rules), Options{FailureMode: policy.FailOpen})
 	_, err := s.ShouldRateLimit(context.Background(), &rlspb.RateLimitRequest{Domain: "test", Descriptors: []*rlv3.RateLimitDescriptor{d("user=alice")}})
 	if status.Code(err) != codes.Internal {
 		t.Errorf("error %v, want Internal", err)
@@ -439,7 +440,7 @@ func TestUnexpectedLimiterErrorIsInternal(t *testing.T) {
 }
 
 func TestCanceledContext(t *testing.T) {
-	s := New(tollgate.New(blockingStore{}, tollgate.Options{}), parseRules(t, rules), Options{FailOpen: true})
+	s := New(tollgate.New(blockingStore{}, tollgate.Options{}), parseRules(t, rules), Options{FailureMode: policy.FailOpen})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := s.ShouldRateLimit(ctx, &rlspb.RateLimitRequest{Domain: "test", Descriptors: []*rlv3.RateLimitDescriptor{d("user=alice")}})
