@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/server/header"
 )
 
 // Row is what one run measured.
@@ -286,18 +287,8 @@ func sig3(v float64) string {
 	return strconv.FormatFloat(v, 'f', 0, 64)
 }
 
-// shortDuration formats d as time.Duration.String does, without zero
-// minutes and seconds after a whole hour or minute: "1h", "1h30m", "90s".
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
+// shortDuration formats d as limit names show windows ("1h", "90s").
+func shortDuration(d time.Duration) string { return header.FormatWindow(d) }
 
 // rowJSON is a Row in JSON: durations in milliseconds.
 type rowJSON struct {

@@ -136,7 +136,7 @@ func SetPolicy(h http.Header, name string, limits ...tollgate.Limit) {
 // does: "<name>/<window>", with "/<algorithm>" when another limit has the
 // same window.
 func LimitName(name string, limits []tollgate.Limit, i int) string {
-	n := name + "/" + shortDuration(limits[i].Window)
+	n := name + "/" + FormatWindow(limits[i].Window)
 	for j, l := range limits {
 		if j != i && l.Window == limits[i].Window {
 			return n + "/" + limits[i].Algorithm.String()
@@ -180,9 +180,10 @@ func policyItem(item string, lim tollgate.Limit) string {
 	return v
 }
 
-// shortDuration formats d as time.Duration does, without zero units at the
-// end: "1h", "90s", "1h30m", "250ms".
-func shortDuration(d time.Duration) string {
+// FormatWindow formats a window as limit names show it: as
+// time.Duration.String does, without zero units at the end ("1h", "90s",
+// "1h30m", "250ms").
+func FormatWindow(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

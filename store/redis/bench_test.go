@@ -439,11 +439,11 @@ func memoryPerKey(t *testing.T, opts redis.Options, requests int, cost int64) (t
 //
 //	TOLLGATE_BENCH_CEILING=1 go test -run TestRedisBenchmarkCeiling -v ./store/redis/
 //
-// redis-benchmark runs EVALSHA of scripts/sliding_log.lua (loaded on every
-// node first) on random keys, 50 connections, without and with pipelining.
-// In cluster mode it routes by the "{tag}" it fills in per request; the two
-// keys of one call share that tag but get independent __rand_int__ numbers,
-// which does the same Redis work as a real call.
+// redis-benchmark runs EVALSHA of scripts/check.lua (loaded on every node
+// first) with one sliding-log limit on random keys, 50 connections, without
+// and with pipelining. In cluster mode it routes by the "{tag}" it fills in
+// per request; the keys of one call share that tag but get independent
+// __rand_int__ numbers, which does the same Redis work as a real call.
 func TestRedisBenchmarkCeiling(t *testing.T) {
 	if os.Getenv("TOLLGATE_BENCH_CEILING") != "1" {
 		t.Skip("set TOLLGATE_BENCH_CEILING=1 to measure the redis-benchmark ceiling")
@@ -452,10 +452,7 @@ func TestRedisBenchmarkCeiling(t *testing.T) {
 	if err != nil {
 		t.Skip("redis-benchmark is not installed:", err)
 	}
-	src, err := os.ReadFile("scripts/sliding_log.lua")
-	if err != nil {
-		t.Fatal(err)
-	}
+	src := redis.Script()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -465,7 +462,7 @@ func TestRedisBenchmarkCeiling(t *testing.T) {
 			nodes := nodesOf(tg.name)
 			var sha string
 			for _, n := range nodes {
-				v, err := n.Do(ctx, "SCRIPT", "LOAD", string(src))
+				v, err := n.Do(ctx, "SCRIPT", "LOAD", src)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -478,11 +475,11 @@ func TestRedisBenchmarkCeiling(t *testing.T) {
 				if tg.opts.Cluster {
 					args = append(args, "--cluster")
 				}
-				args = append(args, "EVALSHA", sha, "2",
-					"ceil"+run+":{tag}:__rand_int__:l", "ceil"+run+":{tag}:__rand_int__:m",
+				args = append(args, "EVALSHA", sha, "3",
+					"ceil"+run+":{tag}:__rand_int__:s", "ceil"+run+":{tag}:__rand_int__:d", "ceil"+run+":{tag}:__rand_int__:l3600000000",
 					// ARGV as the store sends them; the id is random too.
-					"0", "1", "1000000", "3600000000", "", "__rand_int__",
-					strconv.FormatInt(tollgate.DefaultDedupeWindow.Microseconds(), 10))
+					"0", "1", "", "__rand_int__", strconv.FormatInt(tollgate.DefaultDedupeWindow.Microseconds(), 10),
+					strconv.Itoa(tollgate.DefaultMaxLogEntries), strconv.Itoa(tollgate.MaxDedupeIDs), "0", "1000000", "3600000000")
 				cctx, ccancel := context.WithTimeout(ctx, 2*time.Minute)
 				cpu0 := serverCPU(t, nodes)
 				out, err := exec.CommandContext(cctx, bin, args...).Output()
@@ -495,7 +492,7 @@ func TestRedisBenchmarkCeiling(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%v\n%s", err, out)
 				}
-				t.Logf("redis-benchmark -c 50 -P %d EVALSHA sliding_log.lua: %.0f requests/s, p99 %.0f µs, server CPU %.1f µs/request",
+				t.Logf("redis-benchmark -c 50 -P %d EVALSHA check.lua: %.0f requests/s, p99 %.0f µs, server CPU %.1f µs/request",
 					pipeline, rps, p99*1000, cpu.Seconds()*1e6/requests)
 			}
 

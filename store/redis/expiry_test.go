@@ -11,6 +11,7 @@ import (
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/testcluster"
 	"github.com/tollgate/tollgate/store/redis"
+	"github.com/tollgate/tollgate/store/storetest"
 )
 
 // scanTTLs returns every key under prefix on nodes with its PTTL (ms; -1 for
@@ -115,7 +116,7 @@ func TestStateExpires(t *testing.T) {
 						if cl.id != "" && i > 0 {
 							time.Sleep(150 * time.Millisecond) // past the dedupe window
 						}
-						if _, err := apply(ctx, lim, cl.op, key, cl.cost, limit); err != nil {
+						if _, err := storetest.Apply(ctx, lim, cl.op, key, cl.cost, limit); err != nil {
 							t.Fatalf("%s call %d: %v", key, i, err)
 						}
 						for k, ttl := range scanTTLs(t, nodes, prefix) {
@@ -156,14 +157,4 @@ func TestStateExpires(t *testing.T) {
 			}
 		})
 	}
-}
-
-func apply(ctx context.Context, l *tollgate.Limiter, op tollgate.Op, key string, cost int64, limit tollgate.Limit) (tollgate.Result, error) {
-	switch op {
-	case tollgate.OpPeek:
-		return l.Peek(ctx, key, limit)
-	case tollgate.OpRefund:
-		return l.Refund(ctx, key, cost, limit)
-	}
-	return l.Consume(ctx, key, cost, limit)
 }

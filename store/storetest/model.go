@@ -59,7 +59,7 @@ func testModel(t *testing.T, backend Backend, opts Options) {
 					if op != tollgate.OpConsume {
 						id = ""
 					}
-					got, err := do(ctx, lim, op, key, cost, limit)
+					got, err := Apply(ctx, lim, op, key, cost, limit)
 					if err != nil {
 						rt.Fatalf("step %d: %v", i, err)
 					}

@@ -227,7 +227,7 @@ func testSteps(t *testing.T, backend Backend) {
 				if !s.limit.IsZero() {
 					limit = s.limit
 				}
-				got, err := do(tollgate.WithRequestID(context.Background(), s.id), lim, s.op, key, s.cost, limit)
+				got, err := Apply(tollgate.WithRequestID(context.Background(), s.id), lim, s.op, key, s.cost, limit)
 				if err != nil {
 					t.Fatalf("step %d (%s %d at %s): %v", i, s.op, s.cost, s.at, err)
 				}
@@ -241,7 +241,9 @@ func testSteps(t *testing.T, backend Backend) {
 	}
 }
 
-func do(ctx context.Context, l *tollgate.Limiter, op tollgate.Op, key string, cost int64, limit tollgate.Limit) (tollgate.Result, error) {
+// Apply calls the Limiter's method for op: Consume, Peek (cost is then
+// ignored) or Refund.
+func Apply(ctx context.Context, l *tollgate.Limiter, op tollgate.Op, key string, cost int64, limit tollgate.Limit) (tollgate.Result, error) {
 	switch op {
 	case tollgate.OpPeek:
 		return l.Peek(ctx, key, limit)
@@ -281,7 +283,7 @@ func testInvalidInput(t *testing.T, backend Backend) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := do(ctx, lim, c.op, c.key, c.cost, c.limit)
+			_, err := Apply(ctx, lim, c.op, c.key, c.cost, c.limit)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
