@@ -25,3 +25,12 @@ func TestPortChange(t *testing.T) {
 	s := newScenarioOn(t, c, "port-change", true)
 	check(t, harness.PortChange(s.Scenario, runs))
 }
+
+// TestAddressMove moves every node to a new address until no seed is
+// alive; the scenarios after it (TestReplicationLag) find the nodes behind
+// proxies at their new addresses.
+func TestAddressMove(t *testing.T) {
+	c, _ := needProxied(t)
+	s := newScenarioOn(t, c, "address-move", true)
+	check(t, harness.AddressMove(s.Scenario, 1))
+}

@@ -2,6 +2,7 @@ package testcluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,7 +50,10 @@ type Node struct {
 	// Ports the cluster announces for the node (cluster-announce-port and
 	// cluster-announce-bus-port); 0 means its own.
 	announcePort, announceBusPort int
-	password                      string // AUTH for the package's connections; "" means none
+	// announceHost is the address the cluster announces for the node
+	// (cluster-announce-ip); "" means Host.
+	announceHost string
+	password     string // AUTH for the package's connections; "" means none
 }
 
 // SetPassword makes the package authenticate its own connections to the
@@ -82,10 +86,32 @@ func (n *Node) dial(ctx context.Context) (*conn, error) {
 func (n *Node) Announced() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.announcePort == 0 {
-		return n.Addr
+	host, port := cmp.Or(n.announceHost, n.Host), cmp.Or(n.announcePort, n.Port)
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// AnnounceHost makes the running node announce host (a loopback address,
+// such as a proxy's) with port and busPort from now on, as Announce does
+// for ports: a node that moved to another address. Restart keeps them.
+func (n *Node) AnnounceHost(ctx context.Context, host string, port, busPort int) error {
+	if err := checkHosts([]string{host}); err != nil {
+		return err
 	}
-	return net.JoinHostPort(n.Host, strconv.Itoa(n.announcePort))
+	ctx, cancel := bound(ctx)
+	defer cancel()
+	if n.BusPort == 0 {
+		return fmt.Errorf("%s: not a cluster node", n.Addr)
+	}
+	if _, err := n.Do(ctx, "CONFIG", "SET", "cluster-announce-ip", host, "cluster-announce-port", port, "cluster-announce-bus-port", busPort); err != nil {
+		return fmt.Errorf("%s: %w", n.Addr, err)
+	}
+	if _, err := n.Do(ctx, "CONFIG", "REWRITE"); err != nil {
+		return fmt.Errorf("%s: %w", n.Addr, err)
+	}
+	n.mu.Lock()
+	n.announceHost, n.announcePort, n.announceBusPort = host, port, busPort
+	n.mu.Unlock()
+	return nil
 }
 
 // Announce makes the running node announce port and busPort (0: its own)
@@ -300,7 +326,7 @@ func (n *Node) writeConfig(o Options) error {
 		line("cluster-port %d", n.BusPort)
 		// A node otherwise learns its own address from peers only, and a
 		// one-node cluster would list itself as ":port".
-		line("cluster-announce-ip %s", n.Host)
+		line("cluster-announce-ip %s", cmp.Or(n.announceHost, n.Host))
 		if n.announcePort != 0 {
 			line("cluster-announce-port %d", n.announcePort)
 		}

@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // TLSOptions configures TLS to Redis. The zero value verifies the server
@@ -72,7 +74,11 @@ func (o *TLSOptions) config(log *slog.Logger) (*tls.Config, error) {
 // out of sight: reconnects, redirects and slot-map reloads. TLS, when on,
 // still verifies against Options.TLS's ServerName (or the announced host,
 // when that is empty).
-func dialer(m map[string]string, obs Observer) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
+//
+// lost is told the announced address of a connection that the node closed,
+// or that is closed after a request went unanswered for deadAfter / 2 (the
+// client tears down a connection whose node stopped answering).
+func dialer(m map[string]string, obs Observer, deadAfter time.Duration, lost func(addr string)) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
 	var dialed sync.Map // address → struct{}: a second dial is a reconnect
 	return func(ctx context.Context, addr string, d *net.Dialer, tc *tls.Config) (net.Conn, error) {
 		target := addr
@@ -100,7 +106,7 @@ func dialer(m map[string]string, obs Observer) func(context.Context, string, *ne
 		if _, again := dialed.LoadOrStore(addr, struct{}{}); again {
 			obs.Reconnect()
 		}
-		return observedConn{Conn: c, obs: obs}, nil
+		return &observedConn{Conn: c, obs: obs, addr: addr, deadAfter: deadAfter, lost: lost}, nil
 	}
 }
 
@@ -110,7 +116,31 @@ func dialer(m map[string]string, obs Observer) func(context.Context, string, *ne
 // across two reads or writes is missed; the figures are for metrics.
 type observedConn struct {
 	net.Conn
-	obs Observer
+	obs       Observer
+	addr      string
+	deadAfter time.Duration
+	lost      func(addr string)
+	// Unix ns of the last read and write, for Close to tell a connection
+	// torn down for want of an answer.
+	lastRead, lastWrite atomic.Int64
+	told                atomic.Bool
+}
+
+// tell reports the connection lost, once.
+func (c *observedConn) tell() {
+	if c.lost != nil && c.told.CompareAndSwap(false, true) {
+		c.lost(c.addr)
+	}
+}
+
+// Close notes a connection closed while a request waited for an answer
+// longer than half the dead-connection timeout: its node stopped answering.
+func (c *observedConn) Close() error {
+	r, w := c.lastRead.Load(), c.lastWrite.Load()
+	if w > r && time.Now().UnixNano()-w >= int64(c.deadAfter/2) {
+		c.tell()
+	}
+	return c.Conn.Close()
 }
 
 var (
@@ -120,8 +150,14 @@ var (
 	shardsRequest = []byte("$7\r\nCLUSTER\r\n$6\r\nSHARDS\r\n")
 )
 
-func (c observedConn) Read(p []byte) (int, error) {
+func (c *observedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		c.tell() // closed by the node, or reset
+	}
 	if b := p[:n]; n > 0 && bytes.IndexByte(b, '-') >= 0 {
 		for range countLines(b, movedReply) {
 			c.obs.Redirect("moved")
@@ -133,7 +169,8 @@ func (c observedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (c observedConn) Write(p []byte) (int, error) {
+func (c *observedConn) Write(p []byte) (int, error) {
+	c.lastWrite.Store(time.Now().UnixNano())
 	if bytes.Contains(p, slotsRequest) || bytes.Contains(p, shardsRequest) {
 		c.obs.TopologyRefresh()
 	}

@@ -201,6 +201,7 @@ type Store struct {
 	done      chan struct{} // closed by Close: stops the slot-map watcher
 	watching  atomic.Bool
 	authLog   authLog
+	follow    follower
 }
 
 // New connects to Redis. It fails when no address answers or an option is
@@ -237,8 +238,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
-	if len(opts.AddressMap) > 0 || opts.Observer != (nopObserver{}) {
-		co.DialCtxFn = dialer(opts.AddressMap, opts.Observer)
+	s := &Store{}
+	if len(opts.AddressMap) > 0 || opts.Observer != (nopObserver{}) || opts.Cluster {
+		co.DialCtxFn = dialer(opts.AddressMap, opts.Observer, cmp.Or(opts.ConnTimeout, DefaultConnTimeout), s.lostConn)
 	}
 	// A connection whose node stopped answering is torn down (and the slot
 	// map reloaded) after this long, not rueidis's default 10 s.
@@ -255,20 +257,12 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 			co.ClusterOption.ShardsRefreshInterval = opts.TopologyRefresh
 		}
 	}
+	s.options, s.prefix, s.cluster = co, opts.Prefix, opts.Cluster
+	s.retry, s.ids, s.obs, s.log = newRetryPolicy(opts), !opts.NoRequestIDs && opts.Retries >= 0, opts.Observer, opts.Logger
+	s.healAfter, s.done = cmp.Or(opts.HealAfter, DefaultHealAfter), make(chan struct{})
 	client, err := rueidis.NewClient(co)
 	if err != nil {
 		return nil, fmt.Errorf("redis: connect %v: %w", opts.Addrs, err)
-	}
-	s := &Store{
-		options:   co,
-		prefix:    opts.Prefix,
-		cluster:   opts.Cluster,
-		retry:     newRetryPolicy(opts),
-		ids:       !opts.NoRequestIDs && opts.Retries >= 0,
-		obs:       opts.Observer,
-		log:       opts.Logger,
-		healAfter: cmp.Or(opts.HealAfter, DefaultHealAfter),
-		done:      make(chan struct{}),
 	}
 	s.client.Store(&client)
 	if opts.BreakAfter >= 0 {
@@ -456,7 +450,23 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 		var zero T
 		return zero, ErrCircuitOpen
 	}
-	v, err := retryDo(ctx, s.retry, retryable, s.obs, call)
+	attempt := call
+	if s.cluster && s.healAfter >= 0 {
+		// A call that did not reach its node asks where its slot went,
+		// and the retry goes to the client rebuilt when it moved.
+		attempt = func(actx context.Context) (T, error) {
+			v, err := call(actx)
+			if lostNode(err) {
+				if actx.Err() != nil { // no time left: for the next calls
+					go s.locate(context.Background(), "", true)
+				} else {
+					s.locate(ctx, refusedAddr(err), true)
+				}
+			}
+			return v, err
+		}
+	}
+	v, err := retryDo(ctx, s.retry, retryable, s.obs, attempt)
 	s.authLog.note(s, err, time.Now())
 	if s.health == nil || (err != nil && !transient(err)) {
 		return v, err // a reply error says nothing about the way to Redis
@@ -486,21 +496,28 @@ func (s *Store) heal(reason string, sl uint16, kind string, failing time.Duratio
 	go s.rebuild(reason, sl, kind, failing) // off the caller's path: dialing takes time
 }
 
-// rebuild builds a new client, swaps it in and retires the old one. With
-// from, the client loads its slot map from those nodes alone: a node that
-// just took slots over knows it before the others, whose older map would
-// send the new client back to the old master. Otherwise, or when they do
-// not answer, it starts from the seeds.
-func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Duration, from ...string) {
+// rebuild builds a new client, swaps it in and retires the old one, and
+// reports whether it did. With from, the client loads its slot map from
+// those nodes alone: a node that just took slots over knows it before the
+// others, whose older map would send the new client back to the old
+// master. Otherwise, or when they do not answer, it starts from the last
+// known topology (every node the old client knows), and only then from the
+// seeds, whose names are resolved again: every seed may be gone.
+func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Duration, from ...string) bool {
 	o := s.options
 	var client rueidis.Client
 	err := errors.New("no address")
-	if len(from) > 0 {
-		o.InitAddress = from
-		client, err = rueidis.NewClient(o)
-		o.InitAddress = s.options.InitAddress
+	var known []string
+	for addr := range s.c().Nodes() {
+		if !slices.Contains(from, addr) {
+			known = append(known, addr)
+		}
 	}
-	if err != nil {
+	for _, addrs := range [][]string{from, known, s.options.InitAddress} {
+		if err == nil || len(addrs) == 0 {
+			continue
+		}
+		o.InitAddress = addrs
 		client, err = rueidis.NewClient(o)
 	}
 	s.healMu.Lock()
@@ -509,12 +526,12 @@ func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Dura
 		if err == nil {
 			client.Close()
 		}
-		return
+		return false
 	}
 	if err != nil {
 		s.healGate.failed(time.Now())
 		s.log.Warn("redis: could not rebuild the client", "reason", reason, "err", err)
-		return
+		return false
 	}
 	old := s.client.Swap(&client)
 	s.retired = append(s.retired, *old)
@@ -523,7 +540,7 @@ func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Dura
 	}
 	s.obs.Heal(reason)
 	s.log.Warn("redis: client rebuilt", "reason", reason, "slot", sl, "error_kind", kind,
-		"failing_for", failing.String(), "seeds", s.options.InitAddress)
+		"failing_for", failing.String(), "from", o.InitAddress)
 	// In-flight calls on the old client finish within their deadlines.
 	time.AfterFunc(retireGrace, func() {
 		s.healMu.Lock()
@@ -533,6 +550,7 @@ func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Dura
 			(*old).Close()
 		}
 	})
+	return true
 }
 
 // Key returns the Redis key of the hash that holds the scalar state of key

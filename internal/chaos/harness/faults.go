@@ -46,6 +46,7 @@ func Defs() []Def {
 		{"black-hole", "a master partitioned away until its replica takes over, then healed (bound node timeout + 3 s)", false, NeedsProxies, BlackHole},
 		{"stuck-moved", "connections that answer MOVED to their own address (bound 10 s)", true, NeedsProxies, StuckMoved},
 		{"port-change", "a master moves to another port (bound node timeout + 3 s)", true, NeedsProxies, PortChange},
+		{"address-move", "every node moves to a new address in turn, under load, until no seed is alive; then idle (no call may fail)", true, NeedsProxies, AddressMove},
 	}
 }
 

@@ -210,6 +210,9 @@ type Fault struct {
 	// new key set gets hot keys in.
 	Keep bool
 	Pin  []int
+	// NoFailures: any call that fails from the fault to the end of its
+	// step fails the fault.
+	NoFailures bool
 	// Hold keeps the step going at least this long after the fault.
 	Hold time.Duration
 	// Prepare runs under load before the fault marker, such as waiting out
@@ -365,6 +368,9 @@ func (s *Scenario) Run(f Fault) (chaos.Fault, error) {
 	if worst.Duration() > f.Bound {
 		fail("%s: slot %d was out for %v (%d failures, last %v), bound %v; %d slots had an outage",
 			f.Name, worst.Slot, worst.Duration().Round(time.Millisecond), worst.Failures, worst.Last, f.Bound, len(slotsOut))
+	}
+	if n := r.Calls.Failed(); f.NoFailures && n > 0 {
+		fail("%s: %d of %d calls failed (%v), want none", f.Name, n, r.Calls.Calls, r.Calls.Errors)
 	}
 	if len(r.Stuck) > 0 {
 		fail("%s: %d slots stuck (failing more than %v after the cluster was healthy): %s",

@@ -113,6 +113,40 @@ func (ps *Proxies) Move(ctx context.Context, n *testcluster.Node) (string, strin
 	return old.Addr(), p.Addr(), nil
 }
 
+// MoveHost moves n to another address, host, as managed clusters replace
+// nodes: new proxies for clients and the bus listen on host, n announces
+// them, and once every node of c knows the new address the old proxies
+// close, so that n's old address refuses connections. It returns the old
+// and new client addresses.
+func (ps *Proxies) MoveHost(ctx context.Context, c *testcluster.Cluster, n *testcluster.Node, host string) (string, string, error) {
+	oldC, oldB := ps.Of(n)
+	p, err := faultproxy.New(net.JoinHostPort(host, "0"), n.Addr)
+	if err != nil {
+		return "", "", err
+	}
+	b, err := faultproxy.New(net.JoinHostPort(host, "0"), net.JoinHostPort(n.Host, strconv.Itoa(n.BusPort)))
+	if err != nil {
+		p.Close()
+		return "", "", err
+	}
+	if err := n.AnnounceHost(ctx, host, p.Port(), b.Port()); err != nil {
+		p.Close()
+		b.Close()
+		return "", "", err
+	}
+	ps.mu.Lock()
+	ps.client[n.Host], ps.bus[n.Host] = p, b
+	ps.retired = append(ps.retired, oldC, oldB)
+	ps.mu.Unlock()
+	// Peers and replicas reconnect to the new address once they know it.
+	if err := c.WaitHealthy(ctx); err != nil {
+		return "", "", err
+	}
+	oldC.Close()
+	oldB.Close()
+	return oldC.Addr(), p.Addr(), nil
+}
+
 // Close closes every proxy, current and retired.
 func (ps *Proxies) Close() {
 	for _, p := range append(ps.All(), ps.retired...) {
