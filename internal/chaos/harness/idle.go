@@ -40,7 +40,7 @@ func (s *Scenario) sweep(tag string) sweepResult {
 		var key string
 		for k := 0; ; k++ {
 			key = fmt.Sprintf("%ssweep:%s:%d:%d", s.prefix(), tag, i, k)
-			if sl := chaos.Slot(st.Key(key, tollgate.SlidingLog)); lo <= sl && sl < hi {
+			if sl := chaos.Slot(st.Key(tollgate.StoreKey("", key))); lo <= sl && sl < hi {
 				break
 			}
 		}
@@ -53,7 +53,7 @@ func (s *Scenario) sweep(tag string) sweepResult {
 		if err != nil {
 			r.counts.Errors[chaos.Classify(err).String()]++
 			if r.first == "" {
-				r.first = fmt.Sprintf("slot %d: %v", chaos.Slot(st.Key(key, tollgate.SlidingLog)), err)
+				r.first = fmt.Sprintf("slot %d: %v", chaos.Slot(st.Key(tollgate.StoreKey("", key))), err)
 			}
 			continue
 		}
