@@ -25,7 +25,7 @@ func (e *KindError) Unwrap() error { return e.Err }
 // Kind names the kind of a check's error, for the report: the KindError's
 // own kind; "timeout" or "canceled" for context errors; "invalid_input" or
 // "cost_exceeds_limit" for the Limiter's input errors; for Redis errors,
-// the store's kinds (redis.ErrorKind: "clusterdown", "moved", "conn", …);
+// the store's kinds (redis.Kind's labels: "clusterdown", "moved", "conn", …);
 // "conn" for other network errors; otherwise "other".
 func Kind(err error) string {
 	var ke *KindError
@@ -45,7 +45,7 @@ func Kind(err error) string {
 		return "invalid_input"
 	}
 	if _, ok := rueidis.IsRedisErr(err); ok || errors.Is(err, tollgate.ErrUnavailable) || errors.Is(err, rueidis.ErrClosing) {
-		return redis.ErrorKind(err)
+		return redis.KindOf(err).String()
 	}
 	// go-redis: a reply error, its first word ("CLUSTERDOWN …", "MOVED …").
 	var re interface{ RedisError() }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
+
+	"github.com/tollgate/tollgate/store/redis"
 )
 
 // Kind classifies the outcome of one call.
@@ -43,11 +45,14 @@ const (
 	numKinds
 )
 
-var kindNames = [numKinds]string{"ok", "timeout", "moved", "ask", "tryagain", "clusterdown", "loading", "readonly", "refused", "reset", "circuit-open", "other"}
+// kindNames spell the kinds the store also has as redis.Kind spells them.
+var kindNames = [numKinds]string{"ok", redis.KindTimeout.String(), redis.KindMoved.String(), redis.KindAsk.String(),
+	redis.KindTryAgain.String(), redis.KindClusterDown.String(), redis.KindLoading.String(), redis.KindReadOnly.String(),
+	"refused", "reset", redis.KindCircuitOpen.String(), redis.KindOther.String()}
 
 // String returns the kind's name as used in JSON: "ok", "timeout", "moved",
 // "ask", "tryagain", "clusterdown", "loading", "readonly", "refused",
-// "reset", "circuit-open" or "other".
+// "reset", "circuit_open" or "other".
 func (k Kind) String() string {
 	if k < numKinds {
 		return kindNames[k]
@@ -55,9 +60,10 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// Classify returns the Kind of a call's error; nil is OK. It looks at the
-// standard error values first and otherwise at the message, since Redis error
-// replies reach the caller as text (wrapped by tollgate.ErrUnavailable).
+// Classify returns the Kind of a call's error; nil is OK. A broken or
+// refused connection is told apart by its system error; a store/redis
+// error by its kind (redis.KindOf, which sees through the Limiter's
+// wrapping); anything else by its message.
 func Classify(err error) Kind {
 	if err == nil {
 		return OK
@@ -75,6 +81,28 @@ func Classify(err error) Kind {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return Timeout
 	}
+	switch redis.KindOf(err) {
+	case redis.KindCircuitOpen:
+		return CircuitOpen
+	case redis.KindMoved:
+		return Moved
+	case redis.KindAsk:
+		return Ask
+	case redis.KindTryAgain:
+		return TryAgain
+	case redis.KindClusterDown:
+		return ClusterDown
+	case redis.KindLoading:
+		return Loading
+	case redis.KindReadOnly:
+		return ReadOnly
+	case redis.KindTimeout:
+		return Timeout
+	case redis.KindClosed:
+		return Reset // rueidis.ErrClosing: "unable to connect"
+	}
+	// Not a reply of store/redis (another store's error, or text): by its
+	// message.
 	msg := err.Error()
 	for _, p := range []struct {
 		text string
@@ -91,7 +119,7 @@ func Classify(err error) Kind {
 		{"connection reset", Reset},
 		{"broken pipe", Reset},
 		{"use of closed network connection", Reset},
-		{"unable to connect", Reset}, // rueidis.ErrClosing
+		{"unable to connect", Reset},
 		{"i/o timeout", Timeout},
 		{"deadline exceeded", Timeout},
 	} {

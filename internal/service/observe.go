@@ -16,7 +16,8 @@ import (
 // does not expect (redis.ErrBadReply, a Redis error reply such as a script
 // error) and for an error that does not wrap tollgate.ErrUnavailable;
 // otherwise metrics.StoreUnavailable: connection refused, reset or closed,
-// an open circuit, cluster down, a node loading or failing over.
+// an open circuit, cluster down, a node loading or failing over (see
+// redis.Kind.Unavailable).
 func storeErrorKind(err error) string {
 	if err == nil {
 		return ""
@@ -28,18 +29,16 @@ func storeErrorKind(err error) string {
 	if errors.Is(err, redis.ErrBadReply) || !errors.Is(err, tollgate.ErrUnavailable) {
 		return metrics.StoreOther
 	}
-	return kindOfRedisKind(redis.ErrorKind(err))
+	return metricKind(redis.KindOf(err))
 }
 
-// kindOfRedisKind maps a redis.ErrorKind to a metrics.Store* kind.
-func kindOfRedisKind(kind string) string {
-	switch kind {
-	case "timeout":
+// metricKind maps a redis.Kind to a metrics.Store* kind.
+func metricKind(k redis.Kind) string {
+	switch {
+	case k == redis.KindTimeout:
 		return metrics.StoreTimeout
-	case "noscript", "other":
-		return metrics.StoreOther
+	case k.Unavailable():
+		return metrics.StoreUnavailable
 	}
-	// circuit_open, canceled, moved, ask, clusterdown, tryagain, loading,
-	// readonly, masterdown, closed, conn: the node cannot serve now.
-	return metrics.StoreUnavailable
+	return metrics.StoreOther
 }

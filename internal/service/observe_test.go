@@ -129,25 +129,25 @@ func TestStoreErrorKind(t *testing.T) {
 			t.Errorf("storeErrorKind(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
-	// Redis error replies, by redis.ErrorKind.
-	for kind, want := range map[string]string{
-		"circuit_open": metrics.StoreUnavailable,
-		"timeout":      metrics.StoreTimeout,
-		"canceled":     metrics.StoreUnavailable,
-		"moved":        metrics.StoreUnavailable,
-		"ask":          metrics.StoreUnavailable,
-		"clusterdown":  metrics.StoreUnavailable,
-		"tryagain":     metrics.StoreUnavailable,
-		"loading":      metrics.StoreUnavailable,
-		"readonly":     metrics.StoreUnavailable,
-		"masterdown":   metrics.StoreUnavailable,
-		"closed":       metrics.StoreUnavailable,
-		"conn":         metrics.StoreUnavailable,
-		"noscript":     metrics.StoreOther,
-		"other":        metrics.StoreOther,
+	// Redis error replies, by redis.Kind.
+	for kind, want := range map[redis.Kind]string{
+		redis.KindCircuitOpen: metrics.StoreUnavailable,
+		redis.KindTimeout:     metrics.StoreTimeout,
+		redis.KindCanceled:    metrics.StoreUnavailable,
+		redis.KindMoved:       metrics.StoreUnavailable,
+		redis.KindAsk:         metrics.StoreUnavailable,
+		redis.KindClusterDown: metrics.StoreUnavailable,
+		redis.KindTryAgain:    metrics.StoreUnavailable,
+		redis.KindLoading:     metrics.StoreUnavailable,
+		redis.KindReadOnly:    metrics.StoreUnavailable,
+		redis.KindMasterDown:  metrics.StoreUnavailable,
+		redis.KindClosed:      metrics.StoreUnavailable,
+		redis.KindConn:        metrics.StoreUnavailable,
+		redis.KindNoScript:    metrics.StoreOther,
+		redis.KindOther:       metrics.StoreOther,
 	} {
-		if got := kindOfRedisKind(kind); got != want {
-			t.Errorf("kindOfRedisKind(%q) = %q, want %q", kind, got, want)
+		if got := metricKind(kind); got != want {
+			t.Errorf("metricKind(%v) = %q, want %q", kind, got, want)
 		}
 	}
 }

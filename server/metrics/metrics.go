@@ -39,7 +39,7 @@
 //   - op: "consume", "peek", "refund" (tollgate.Op.String) or "reset".
 //   - kind of a store error: StoreTimeout, StoreUnavailable, StoreOther.
 //   - config: ConfigPolicies or ConfigEnvoy; its result "ok" or "error".
-//   - kind of a retry: redis.ErrorKind of the failed attempt ("timeout",
+//   - kind of a retry: redis.Kind of the failed attempt ("timeout",
 //     "conn", "moved", "clusterdown", …); reason of a heal: the store's
 //     ("redirect_loop", "persistent_errors", "topology_changed"). Fixed sets of store/redis.
 //   - kind of a redirect: RedirectMoved or RedirectAsk.
@@ -114,7 +114,7 @@ type Observer interface {
 	// documents; never anything derived from keys or addresses.
 
 	// Retry reports an attempt that failed with an error of kind
-	// (redis.ErrorKind) and is tried again.
+	// (its redis.Kind) and is tried again.
 	Retry(kind string)
 	// FastFail reports a call refused at once because its hash slot's
 	// circuit is open.

@@ -152,10 +152,10 @@ func TestCredentialRotation(t *testing.T) {
 		rctx, rcancel := context.WithTimeout(ctx, time.Second)
 		defer rcancel()
 		rerr = s.Ready(rctx)
-		if redis.ErrorKind(rerr) != "auth" {
+		if redis.KindOf(rerr) != redis.KindAuth {
 			t.Logf("Ready: %v", rerr)
 		}
-		return redis.ErrorKind(rerr) == "auth"
+		return redis.KindOf(rerr) == redis.KindAuth
 	})
 	out := logs.String()
 	if !strings.Contains(out, "authentication failed") || !strings.Contains(out, "WRONGPASS") {

@@ -48,7 +48,7 @@ const (
 
 // Observer receives the store's resilience events. Its methods must be fast
 // and safe for concurrent use. Kinds and reasons are short snake_case words
-// (see ErrorKind).
+// (see Kind).
 type Observer interface {
 	// Retry: an attempt failed with an error of kind and is tried again.
 	Retry(kind string)
@@ -74,45 +74,100 @@ func (nopObserver) Redirect(string)  {}
 func (nopObserver) TopologyRefresh() {}
 func (nopObserver) Reconnect()       {}
 
-// ErrorKind names the kind of a store error, for metrics and logs:
-// "circuit_open", "not_replicated", "timeout", "canceled", "moved", "ask", "clusterdown",
+// Kind is the kind of a store error. Its String is the label metrics,
+// logs, `tollgate-lab bench` and `tollgate-lab chaos` show.
+type Kind uint8
+
+// The kinds of store errors. KindNone is a nil error.
+const (
+	KindNone          Kind = iota
+	KindCircuitOpen        // the slot's circuit is open (ErrCircuitOpen): failed fast
+	KindNotReplicated      // fewer replicas than asked confirmed a write (ErrNotReplicated)
+	KindTimeout            // a deadline passed
+	KindCanceled           // the caller gave up
+	KindMoved              // a MOVED redirect reached the caller
+	KindAsk                // an ASK redirect reached the caller
+	KindClusterDown        // CLUSTERDOWN: a slot without a master
+	KindTryAgain           // TRYAGAIN: a multi-key call on a slot being migrated
+	KindLoading            // LOADING: a node still loading its data
+	KindReadOnly           // READONLY: a write sent to a replica
+	KindMasterDown         // MASTERDOWN: a replica that lost its master
+	KindNoScript           // NOSCRIPT: the script was not loaded
+	KindClosed             // the client is closing
+	KindAuth               // credentials refused: WRONGPASS, NOAUTH, or none to give
+	KindConn               // the connection failed (refused, reset, unreachable)
+	KindOther              // any other reply error
+	numKinds
+)
+
+var kindLabels = [numKinds]string{"", "circuit_open", "not_replicated", "timeout", "canceled", "moved", "ask",
+	"clusterdown", "tryagain", "loading", "readonly", "masterdown", "noscript", "closed", "auth", "conn", "other"}
+
+// String returns the kind's label: "" for KindNone, else "circuit_open",
+// "not_replicated", "timeout", "canceled", "moved", "ask", "clusterdown",
 // "tryagain", "loading", "readonly", "masterdown", "noscript", "closed",
-// "auth" (credentials refused: WRONGPASS, NOAUTH, or none to give),
-// "conn" (the connection failed) or "other" (any other reply error).
-func ErrorKind(err error) string {
+// "auth", "conn" or "other".
+func (k Kind) String() string {
+	if k < numKinds {
+		return kindLabels[k]
+	}
+	return "other"
+}
+
+// Unavailable reports whether the kind means the node cannot serve the
+// call now but may soon (a failover, a migration, a dead or closing
+// connection, an open circuit), as opposed to a timeout or a reply the
+// store does not expect.
+func (k Kind) Unavailable() bool {
+	switch k {
+	case KindNone, KindTimeout, KindNoScript, KindOther:
+		return false
+	}
+	return true
+}
+
+// redisKinds are the reply errors recognized by their first word.
+var redisKinds = []struct {
+	prefix string
+	kind   Kind
+}{{"CLUSTERDOWN", KindClusterDown}, {"TRYAGAIN", KindTryAgain}, {"LOADING", KindLoading},
+	{"READONLY", KindReadOnly}, {"MASTERDOWN", KindMasterDown}, {"NOSCRIPT", KindNoScript}}
+
+// KindOf returns the kind of a store error.
+func KindOf(err error) Kind {
 	switch {
 	case err == nil:
-		return ""
+		return KindNone
 	case errors.Is(err, ErrCircuitOpen):
-		return "circuit_open"
+		return KindCircuitOpen
 	case errors.Is(err, ErrNotReplicated):
-		return "not_replicated"
+		return KindNotReplicated
 	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
+		return KindTimeout
 	case errors.Is(err, context.Canceled):
-		return "canceled"
+		return KindCanceled
 	case errors.Is(err, rueidis.ErrClosing):
-		return "closed"
+		return KindClosed
 	case authFailed(err):
-		return "auth"
+		return KindAuth
 	}
 	rerr, ok := rueidis.IsRedisErr(err)
 	if !ok {
-		return "conn"
+		return KindConn
 	}
 	if _, ok := rerr.IsMoved(); ok {
-		return "moved"
+		return KindMoved
 	}
 	if _, ok := rerr.IsAsk(); ok {
-		return "ask"
+		return KindAsk
 	}
 	msg := rerr.Error()
-	for _, k := range []string{"CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN", "NOSCRIPT"} {
-		if strings.HasPrefix(msg, k) {
-			return strings.ToLower(k)
+	for _, k := range redisKinds {
+		if strings.HasPrefix(msg, k.prefix) {
+			return k.kind
 		}
 	}
-	return "other"
+	return KindOther
 }
 
 // slotHealth tracks, per hash slot, since when calls have been failing: the

@@ -88,25 +88,38 @@ func TestCircuitBreaker(t *testing.T) {
 	}
 }
 
-func TestErrorKind(t *testing.T) {
-	for err, want := range map[error]string{
-		nil:                  "",
-		redis.ErrCircuitOpen: "circuit_open",
-		fmt.Errorf("x: %w", redis.ErrNotReplicated): "not_replicated",
-		context.DeadlineExceeded:                    "timeout",
-		context.Canceled:                            "canceled",
-		errors.New("EOF"):                           "conn",
+func TestKindOf(t *testing.T) {
+	for err, want := range map[error]redis.Kind{
+		nil:                  redis.KindNone,
+		redis.ErrCircuitOpen: redis.KindCircuitOpen,
+		fmt.Errorf("x: %w", redis.ErrNotReplicated): redis.KindNotReplicated,
+		context.DeadlineExceeded:                    redis.KindTimeout,
+		context.Canceled:                            redis.KindCanceled,
+		errors.New("EOF"):                           redis.KindConn,
 	} {
-		if got := redis.ErrorKind(err); got != want {
-			t.Errorf("ErrorKind(%v) = %q, want %q", err, got, want)
+		if got := redis.KindOf(err); got != want {
+			t.Errorf("KindOf(%v) = %v, want %v", err, got, want)
 		}
 	}
 	// A real reply error, from a server.
 	s := open(t, redis.Options{Addrs: []string{standalone.Addr}})
 	c := s.Client()
 	err := c.Do(context.Background(), c.B().Arbitrary("NOSUCHCOMMAND").Build()).Error()
-	if got := redis.ErrorKind(err); got != "other" {
-		t.Errorf("ErrorKind(%v) = %q, want other", err, got)
+	if got := redis.KindOf(err); got != redis.KindOther {
+		t.Errorf("KindOf(%v) = %v, want other", err, got)
+	}
+	// Labels: one spelling, snake case, as metrics and the tools show them.
+	for k, want := range map[redis.Kind]string{redis.KindNone: "", redis.KindCircuitOpen: "circuit_open",
+		redis.KindNotReplicated: "not_replicated", redis.KindClusterDown: "clusterdown", redis.KindOther: "other", redis.Kind(200): "other"} {
+		if got := k.String(); got != want {
+			t.Errorf("Kind(%d).String() = %q, want %q", k, got, want)
+		}
+	}
+	for k, want := range map[redis.Kind]bool{redis.KindTimeout: false, redis.KindOther: false, redis.KindNoScript: false,
+		redis.KindConn: true, redis.KindMoved: true, redis.KindCircuitOpen: true, redis.KindLoading: true} {
+		if got := k.Unavailable(); got != want {
+			t.Errorf("%v.Unavailable() = %t, want %t", k, got, want)
+		}
 	}
 }
 

@@ -478,8 +478,8 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 	if s.cluster {
 		s.watch()
 	}
-	switch kind := ErrorKind(err); {
-	case kind == "moved" || kind == "ask":
+	switch kind := KindOf(err); {
+	case kind == KindMoved || kind == KindAsk:
 		s.heal("redirect_loop", sl, kind, failing)
 	case failing >= s.healAfter:
 		s.heal("persistent_errors", sl, kind, failing)
@@ -489,11 +489,11 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 
 // heal replaces the client with one built anew from the seed addresses, when
 // the gate allows, and retires the old one.
-func (s *Store) heal(reason string, sl uint16, kind string, failing time.Duration) {
+func (s *Store) heal(reason string, sl uint16, kind Kind, failing time.Duration) {
 	if !s.healGate.try(time.Now()) {
 		return
 	}
-	go s.rebuild(reason, sl, kind, failing) // off the caller's path: dialing takes time
+	go s.rebuild(reason, sl, kind.String(), failing) // off the caller's path: dialing takes time
 }
 
 // rebuild builds a new client, swaps it in and retires the old one, and

@@ -49,7 +49,7 @@ func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Obse
 		if err == nil || attempt >= p.retries || ctx.Err() != nil || !again && (!retryable || !transient(err)) {
 			return v, err
 		}
-		obs.Retry(ErrorKind(err))
+		obs.Retry(KindOf(err).String())
 		// Full jitter: spreads the retries of many callers after a failover.
 		wait := rand.N(min(maxRetryBackoff, p.backoff<<attempt)) + time.Millisecond
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
