@@ -23,6 +23,7 @@ export interface InlineLimit {
   /** Default `sliding_log` (exact). */
   algorithm?: Algorithm;
   policy?: undefined;
+  limits?: undefined;
 }
 
 /** A policy of the service's `--config` file, by name. */
@@ -31,14 +32,23 @@ export interface PolicyRef {
   limit?: undefined;
   window?: undefined;
   algorithm?: undefined;
+  limits?: undefined;
 }
 
 /**
- * What a check applies to: a named policy, or an inline limit. (Several
- * inline limits per request, once the service takes them, would be a third
- * member, `{ limits: InlineLimit[] }`.)
+ * Several inline limits of the key, checked together: allowed only if the
+ * cost fits all (1 to 8), and a denial records nothing in any.
  */
-export type Target = PolicyRef | InlineLimit;
+export interface InlineLimits {
+  limits: InlineLimit[];
+  policy?: undefined;
+  limit?: undefined;
+  window?: undefined;
+  algorithm?: undefined;
+}
+
+/** What a check applies to: a named policy, an inline limit, or several. */
+export type Target = PolicyRef | InlineLimit | InlineLimits;
 
 /** A consume: spend `cost` units of `key` if they fit. */
 export type ConsumeRequest = Target & {
@@ -103,6 +113,25 @@ export interface Counted {
   headers: RateLimitHeaders;
   /** The X-Request-Id of the call. */
   requestId: string;
+  /**
+   * For several limits (inline `limits`, or a policy of several): each
+   * limit's figures, in order; the fields above are the tightest limit's.
+   */
+  limits?: LimitResult[];
+}
+
+/** One limit's part of a result of several limits. */
+export interface LimitResult {
+  /** Its name in the RateLimit-Policy header, `<policy>/<window>`. */
+  name: string;
+  limit: number;
+  window: string;
+  algorithm: Algorithm;
+  allowed: boolean;
+  used: number;
+  remaining: number;
+  retryAfterMs: number;
+  resetAfterMs: number;
 }
 
 /** A request let through without knowing the usage. */
@@ -362,6 +391,21 @@ function counted(res: Response, json: Record<string, unknown>, id?: string): Cou
     degraded: res.headers.get('tollgate-degraded') === 'local-fallback' ? 'local-fallback' : null,
     headers: headersOf(res),
     requestId: requestIdOf(res, id ?? ''),
+    ...(Array.isArray(json.limits) ? { limits: json.limits.map(limitResult) } : {}),
+  };
+}
+
+function limitResult(l: Record<string, unknown>): LimitResult {
+  return {
+    name: String(l.name),
+    limit: num(l.limit),
+    window: String(l.window),
+    algorithm: l.algorithm as Algorithm,
+    allowed: l.allowed === true,
+    used: num(l.used),
+    remaining: num(l.remaining),
+    retryAfterMs: num(l.retry_after_ms),
+    resetAfterMs: num(l.reset_after_ms),
   };
 }
 
@@ -447,14 +491,23 @@ function checkPolicy(policy: unknown): string {
   return policy;
 }
 
-/** The wire fields of a target: a policy, or limit, window and algorithm. */
+/** The wire fields of a target: a policy, limit, window and algorithm, or limits. */
 function target(t: Target): Record<string, unknown> {
   const inline = t.limit !== undefined || t.window !== undefined || t.algorithm !== undefined;
   if (t.policy !== undefined) {
-    if (inline) {
-      throw new TollgateBadRequest('give either a policy or limit and window, not both', { code: 'invalid_limit' });
+    if (inline || t.limits !== undefined) {
+      throw new TollgateBadRequest('give either a policy or inline limits, not both', { code: 'invalid_limit' });
     }
     return { policy: checkPolicy(t.policy) };
+  }
+  if (t.limits !== undefined) {
+    if (inline) {
+      throw new TollgateBadRequest('give either limits or limit and window, not both', { code: 'invalid_limit' });
+    }
+    if (!Array.isArray(t.limits) || t.limits.length < 1 || t.limits.length > 8) {
+      throw new TollgateBadRequest('limits: want 1 to 8 limits', { code: 'invalid_limit' });
+    }
+    return { limits: t.limits.map((l: InlineLimit) => target(l)) };
   }
   if (t.limit === undefined || t.window === undefined) {
     throw new TollgateBadRequest('a policy, or limit and window, is required', { code: 'invalid_limit' });
@@ -484,5 +537,8 @@ function windowOf(w: unknown): string {
 }
 
 function limitOf(t: Target): number | null {
+  if (t.limits !== undefined && Array.isArray(t.limits) && t.limits.length > 0) {
+    return Math.min(...t.limits.map((l: InlineLimit) => l.limit));
+  }
   return typeof t.limit === 'number' ? t.limit : null;
 }

@@ -10,6 +10,8 @@ export {
   type ConsumeRequest,
   type Counted,
   type InlineLimit,
+  type InlineLimits,
+  type LimitResult,
   type PeekRequest,
   type PolicyRef,
   type RateLimitHeaders,

@@ -55,6 +55,27 @@ describe('client on the memory store', () => {
     assert.equal((await tg.peek({ key, ...lim })).used, 0);
   });
 
+  test('several inline limits: all or nothing, each limit\'s figures, the tightest on top', async () => {
+    const key = uniqueKey('limits');
+    const limits = [{ limit: 3, window: '1s', algorithm: 'gcra' }, { limit: 100, window: '1h' }];
+    const r1 = await tg.consume({ key, cost: 2, limits });
+    assert.equal(r1.allowed, true);
+    assert.equal(r1.limits.length, 2);
+    assert.deepEqual(r1.limits.map((l) => [l.name, l.used, l.allowed]), [['default/1s', 2, true], ['default/1h', 2, true]]);
+    assert.equal(r1.limit, 3); // the tightest: 1 remaining of 3
+    assert.match(r1.headers.policy, /^"default\/1s";q=3;w=1, "default\/1h";q=100;w=3600$/);
+    const r2 = await tg.consume({ key, cost: 2, limits });
+    assert.equal(r2.allowed, false);
+    assert.equal(r2.limits[0].allowed, false);
+    assert.equal(r2.limits[1].allowed, true);
+    assert.ok(r2.retryAfterMs > 0);
+    // The denial recorded nothing in the hour.
+    const hour = await tg.peek({ key, limit: 100, window: '1h' });
+    assert.equal(hour.used, 2);
+    await assert.rejects(tg.consume({ key, limits: [] }), TollgateBadRequest);
+    await assert.rejects(tg.consume({ key, limits, limit: 5, window: '1m' }), TollgateBadRequest);
+  });
+
   test('a window in milliseconds and an algorithm', async () => {
     const key = uniqueKey('gcra');
     const r = await tg.consume({ key, limit: 5, window: 60_000, algorithm: 'gcra' });
