@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tollgate/tollgate/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -19,26 +21,13 @@ func TestMain(m *testing.M) {
 // wait bounds every wait in these tests.
 const wait = 5 * time.Second
 
-// writeFile replaces path's content at once (a new file renamed over it,
-// as deploy tools do), so that a watching Holder never reads it half written.
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func policyYAMLWith(units string) string {
 	return "policies:\n  - name: p\n    units: " + units + "\n    window: 1m\n"
 }
 
 func TestHolderReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "policies.yaml")
-	writeFile(t, path, policyYAMLWith("1"))
+	testutil.WriteAtomic(t, path, policyYAMLWith("1"))
 	h, err := NewHolder(path)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +43,7 @@ func TestHolderReload(t *testing.T) {
 		t.Fatalf("units = %d", units())
 	}
 
-	writeFile(t, path, policyYAMLWith("0"))
+	testutil.WriteAtomic(t, path, policyYAMLWith("0"))
 	if err := h.Reload(); err == nil || !strings.Contains(err.Error(), path+":3:") {
 		t.Fatalf("Reload of an invalid file: %v", err)
 	}
@@ -62,7 +51,7 @@ func TestHolderReload(t *testing.T) {
 		t.Fatal("invalid reload replaced the config")
 	}
 
-	writeFile(t, path, policyYAMLWith("2"))
+	testutil.WriteAtomic(t, path, policyYAMLWith("2"))
 	if err := h.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +120,7 @@ func (w *watcher) none(t *testing.T, d time.Duration) {
 
 func TestHolderWatch(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "policies.yaml")
-	writeFile(t, path, policyYAMLWith("1"))
+	testutil.WriteAtomic(t, path, policyYAMLWith("1"))
 	h, err := NewHolder(path)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +128,7 @@ func TestHolderWatch(t *testing.T) {
 	w := startWatch(t, h.Watch)
 	w.none(t, 50*time.Millisecond) // unchanged content is not a change
 
-	writeFile(t, path, policyYAMLWith("2"))
+	testutil.WriteAtomic(t, path, policyYAMLWith("2"))
 	if err := w.next(t); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +136,7 @@ func TestHolderWatch(t *testing.T) {
 		t.Fatalf("units = %d after a change", p.Limits[0].Units)
 	}
 
-	writeFile(t, path, policyYAMLWith("x"))
+	testutil.WriteAtomic(t, path, policyYAMLWith("x"))
 	if err := w.next(t); err == nil {
 		t.Fatal("no error for an invalid change")
 	}
@@ -159,7 +148,7 @@ func TestHolderWatch(t *testing.T) {
 	// A symbolic link swapped to another file, as in a Kubernetes ConfigMap.
 	dir := t.TempDir()
 	target := filepath.Join(dir, "v3.yaml")
-	writeFile(t, target, policyYAMLWith("3"))
+	testutil.WriteAtomic(t, target, policyYAMLWith("3"))
 	link := filepath.Join(dir, "link")
 	if err := os.Symlink(target, link); err != nil {
 		t.Skip("no symbolic links:", err)
@@ -177,7 +166,7 @@ func TestHolderWatch(t *testing.T) {
 
 func TestEnvoyHolderWatchDirectory(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.yaml"), "domain: a\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n")
+	testutil.WriteAtomic(t, filepath.Join(dir, "a.yaml"), "domain: a\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n")
 	h, err := NewEnvoyHolder(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +176,7 @@ func TestEnvoyHolderWatchDirectory(t *testing.T) {
 	}
 	w := startWatch(t, h.Watch)
 
-	writeFile(t, filepath.Join(dir, "b.yml"), "domain: b\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: 2}\n")
+	testutil.WriteAtomic(t, filepath.Join(dir, "b.yml"), "domain: b\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: 2}\n")
 	if err := w.next(t); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +184,7 @@ func TestEnvoyHolderWatchDirectory(t *testing.T) {
 		t.Fatalf("Match after adding b.yml = %+v, %t", r, ok)
 	}
 
-	writeFile(t, filepath.Join(dir, "c.yaml"), "domain: a\n")
+	testutil.WriteAtomic(t, filepath.Join(dir, "c.yaml"), "domain: a\n")
 	if err := w.next(t); err == nil || !strings.Contains(err.Error(), `duplicate domain "a"`) {
 		t.Fatalf("notification = %v, want a duplicate domain error", err)
 	}

@@ -16,6 +16,29 @@ import (
 	"github.com/tollgate/tollgate/settings"
 )
 
+// run runs `tollgate args…` with env as the environment and an ended
+// context, so that serve shuts down as soon as it listens, and returns its
+// stderr and error.
+func run(t *testing.T, env map[string]string, args ...string) (*testutil.SyncBuffer, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var errOut testutil.SyncBuffer
+	cmd := newRootCmd(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	cmd.SetArgs(args)
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(&errOut)
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	select {
+	case err := <-done:
+		return &errOut, err
+	case <-time.After(testutil.Wait):
+		t.Fatal("command did not return")
+	}
+	return nil, nil
+}
+
 // TestServeSettings checks where settings come from: command line >
 // environment > config file > default.
 func TestServeSettings(t *testing.T) {
@@ -62,21 +85,7 @@ policies:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel() // serve shuts down as soon as it listens
-			var errOut testutil.SyncBuffer
-			cmd := newRootCmd(func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
-			cmd.SetArgs(tt.args)
-			cmd.SetOut(io.Discard)
-			cmd.SetErr(&errOut)
-			done := make(chan error, 1)
-			go func() { done <- cmd.ExecuteContext(ctx) }()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(testutil.Wait):
-				t.Fatal("command did not return")
-			}
+			errOut, err := run(t, tt.env, tt.args...)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("err %v, want %q", err, tt.wantErr)
@@ -90,7 +99,7 @@ policies:
 				CheckTimeout string `json:"check_timeout"`
 				GRPCAddr     string `json:"grpc_addr"`
 			}
-			line := testutil.WaitLog(t, &errOut, `"msg":"listening"`)
+			line := testutil.WaitLog(t, errOut, `"msg":"listening"`)
 			if err := json.Unmarshal([]byte(line), &rec); err != nil {
 				t.Fatal(err)
 			}
@@ -181,22 +190,7 @@ func TestServeCommand(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			// An ended context makes serve shut down as soon as it listens.
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			var out, errOut testutil.SyncBuffer
-			cmd := newRootCmd(nil)
-			cmd.SetArgs(tt.args)
-			cmd.SetOut(&out)
-			cmd.SetErr(&errOut)
-			done := make(chan error, 1)
-			go func() { done <- cmd.ExecuteContext(ctx) }()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(testutil.Wait):
-				t.Fatal("command did not return")
-			}
+			errOut, err := run(t, nil, tt.args...)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("err %v, want nil; stderr %s", err, errOut.String())

@@ -438,19 +438,6 @@ func TestServeFailureModes(t *testing.T) {
 	}
 }
 
-// writeAtomic replaces the file at path in one step, as a config
-// management tool would.
-func writeAtomic(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func policyWithUnits(units int) string {
 	return fmt.Sprintf("policies:\n  - name: p\n    units: %d\n    window: 1h\n", units)
 }
@@ -475,7 +462,7 @@ func TestServeHotReload(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig()
 	cfg.Config = filepath.Join(dir, "tollgate.yaml")
-	writeAtomic(t, cfg.Config, policyWithUnits(1))
+	testutil.WriteAtomic(t, cfg.Config, policyWithUnits(1))
 	cfg.Check.ReloadInterval = 20 * time.Millisecond
 	s := serve(t, cfg)
 	const consume = `{"key":"k","policy":"p"}`
@@ -489,7 +476,7 @@ func TestServeHotReload(t *testing.T) {
 	}
 
 	// A new valid file takes effect.
-	writeAtomic(t, cfg.Config, policyWithUnits(3))
+	testutil.WriteAtomic(t, cfg.Config, policyWithUnits(3))
 	waitStatus(t, s.http, consume, 200)
 	testutil.WaitLog(t, s.logs, `"msg":"config reloaded"`, `"policies":1`)
 	if got := status(); got != 200 { // 2 of 3
@@ -497,7 +484,7 @@ func TestServeHotReload(t *testing.T) {
 	}
 
 	// An invalid one is logged and ignored.
-	writeAtomic(t, cfg.Config, policyWithUnits(0))
+	testutil.WriteAtomic(t, cfg.Config, policyWithUnits(0))
 	line := testutil.WaitLog(t, s.logs, `"msg":"config not reloaded; the previous one stays in force"`)
 	if !strings.Contains(line, `"level":"ERROR"`) || !strings.Contains(line, cfg.Config+":3:") {
 		t.Errorf("reload error record: %s", line)
@@ -510,11 +497,11 @@ func TestServeHotReload(t *testing.T) {
 	}
 
 	// A removed policy is unknown once the new file is in force.
-	writeAtomic(t, cfg.Config, "policies:\n  - name: q\n    units: 1\n    window: 1h\n")
+	testutil.WriteAtomic(t, cfg.Config, "policies:\n  - name: q\n    units: 1\n    window: 1h\n")
 	waitStatus(t, s.http, consume, 400)
 
 	// A changed server section is reported, not applied.
-	writeAtomic(t, cfg.Config, "server:\n  listen: 127.0.0.1:9\npolicies: []\n")
+	testutil.WriteAtomic(t, cfg.Config, "server:\n  listen: 127.0.0.1:9\npolicies: []\n")
 	testutil.WaitLog(t, s.logs, `"msg":"the server section changed; it applies at the next start"`)
 }
 
@@ -530,7 +517,7 @@ func TestServeHotReloadEnvoy(t *testing.T) {
 		return fmt.Sprintf("domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: %d}\n", n)
 	}
 	file := filepath.Join(cfg.GRPC.EnvoyConfig, "test.yaml")
-	writeAtomic(t, file, rules(1))
+	testutil.WriteAtomic(t, file, rules(1))
 	cfg.Check.ReloadInterval = 20 * time.Millisecond
 	s := serve(t, cfg)
 	conn := dialRLS(t, s.grpc)
@@ -541,12 +528,12 @@ func TestServeHotReloadEnvoy(t *testing.T) {
 	if got := overallCode(t, conn, "user=a"); got != "OVER_LIMIT" {
 		t.Fatalf("second call: %s", got)
 	}
-	writeAtomic(t, file, rules(5))
+	testutil.WriteAtomic(t, file, rules(5))
 	testutil.WaitLog(t, s.logs, `"msg":"envoy configs reloaded"`)
 	if got := overallCode(t, conn, "user=a"); got != "OK" {
 		t.Errorf("after raising the limit: %s", got)
 	}
-	writeAtomic(t, file, "domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n")
+	testutil.WriteAtomic(t, file, "domain: test\ndescriptors:\n  - key: user\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n")
 	testutil.WaitLog(t, s.logs, `"msg":"envoy configs not reloaded; the previous ones stay in force"`, "fortnight")
 	if got := overallCode(t, conn, "user=a"); got != "OK" { // 3 of 5
 		t.Errorf("after an invalid reload: %s, want OK", got)
@@ -557,14 +544,14 @@ func TestServeReloadOnSignal(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig()
 	cfg.Config = filepath.Join(dir, "tollgate.yaml")
-	writeAtomic(t, cfg.Config, policyWithUnits(1))
+	testutil.WriteAtomic(t, cfg.Config, policyWithUnits(1))
 	cfg.Check.ReloadInterval = time.Hour // only the signal reloads
 	hup := make(chan os.Signal, 1)
 	cfg.Reload = hup
 	s := serve(t, cfg)
 	const consume = `{"key":"k","policy":"p"}`
 	post(t, s.http, "/v1/consume", consume)
-	writeAtomic(t, cfg.Config, policyWithUnits(2))
+	testutil.WriteAtomic(t, cfg.Config, policyWithUnits(2))
 	if got := post(t, s.http, "/v1/peek", consume).status; got != 429 {
 		t.Fatalf("reloaded without a signal: %d", got)
 	}

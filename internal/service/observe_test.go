@@ -28,7 +28,7 @@ func TestServeMetrics(t *testing.T) {
 	cfg := testConfig()
 	cfg.HTTP.APITokenFile = testutil.WriteTemp(t, dir, "api-tokens", "secret\n")
 	cfg.Config = filepath.Join(dir, "tollgate.yaml")
-	writeAtomic(t, cfg.Config, policyWithUnits(1))
+	testutil.WriteAtomic(t, cfg.Config, policyWithUnits(1))
 	cfg.GRPC.Listen = "127.0.0.1:0"
 	cfg.GRPC.EnvoyConfig = testutil.WriteTemp(t, dir, "envoy.yaml", testEnvoy)
 	cfg.Check.ReloadInterval = time.Hour // only the signal reloads
@@ -54,7 +54,7 @@ func TestServeMetrics(t *testing.T) {
 			t.Fatalf("gRPC: %s, want %s", got, want)
 		}
 	}
-	writeAtomic(t, cfg.Config, policyWithUnits(0))
+	testutil.WriteAtomic(t, cfg.Config, policyWithUnits(0))
 	hup <- nil
 	testutil.WaitLog(t, s.logs, `"msg":"envoy configs reloaded"`)
 	testutil.WaitLog(t, s.logs, `"msg":"config not reloaded; the previous one stays in force"`)

@@ -1,6 +1,6 @@
-// Package testutil holds the few helpers the service's and its command's
-// tests share: a log sink safe for concurrent writers, a wait for a log
-// line, and temporary files.
+// Package testutil holds the few helpers the service's, its command's and
+// the config's tests share: a log sink safe for concurrent writers, a wait
+// for a log line, and files written whole.
 package testutil
 
 import (
@@ -64,4 +64,18 @@ func WriteTemp(t testing.TB, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// WriteAtomic replaces the file at path in one step (a new file renamed
+// over it), as deploy and config management tools do, so that a watcher
+// never reads it half written.
+func WriteAtomic(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
 }
