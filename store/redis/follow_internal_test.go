@@ -7,7 +7,7 @@ func TestJudge(t *testing.T) {
 		a := answer{node: node}
 		for i, o := range owners {
 			first, last := i*16384/len(owners), (i+1)*16384/len(owners)-1
-			a.ranges = append(a.ranges, slotRange{uint16(first), uint16(last), o})
+			a.ranges = append(a.ranges, slotRange{first: uint16(first), last: uint16(last), owner: o})
 		}
 		return a
 	}
@@ -37,7 +37,7 @@ func TestJudge(t *testing.T) {
 		{"lost replica", []answer{full("b", "a", "b", "c"), full("a", "a", "b", "c"), full("c", "a", "b", "c")}, "a2", set("a", "b", "c"), true, false, false},
 		{"master at a new address", []answer{full("b", "x", "b", "c"), full("c", "x", "b", "c")}, "", set("a", "b", "c"), true, true, false},
 		{"a silent known master", []answer{full("b", "a2", "b", "c"), full("c", "a2", "b", "c")}, "", set("a", "b", "c"), false, false, false},
-		{"partial map", []answer{{node: "b", ranges: []slotRange{{0, 100, "b"}}}}, "", set("a", "b", "c"), false, false, false},
+		{"partial map", []answer{{node: "b", ranges: []slotRange{{first: 0, last: 100, owner: "b"}}}}, "", set("a", "b", "c"), false, false, false},
 		{"no answer", nil, "a", set("a", "b", "c"), false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
