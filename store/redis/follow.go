@@ -83,8 +83,7 @@ func (a answer) owners() (map[string]bool, bool) {
 // verdict is what one round of answers says.
 type verdict struct {
 	// good is a complete map that does not name the lost node as a master
-	// and whose masters all answered (or are new to the client: the
-	// rebuild dials them); nil when there is none.
+	// and whose masters all answered; nil when there is none.
 	good map[string]bool
 	// from is the node that answered good.
 	from string
@@ -95,9 +94,12 @@ type verdict struct {
 }
 
 // judge reads a round of answers. lost is the address of a node whose
-// connection was lost or refused ("" for none); known, the nodes the client
-// knows; last, the masters of the last complete map seen.
-func judge(answers []answer, lost string, known, last map[string]bool) verdict {
+// connection was lost or refused ("" for none); known, the masters the
+// client sends to (rueidis keeps connections to those alone): when it
+// still has the lost node, whose slots a good map gives to others, or
+// lacks a master of that map, its map is stale. (rueidis reloads its map
+// by itself after errors, under load: then there is nothing to rebuild.)
+func judge(answers []answer, lost string, known map[string]bool) verdict {
 	var v verdict
 	responsive := map[string]bool{}
 	for _, a := range answers {
@@ -123,8 +125,8 @@ func judge(answers []answer, lost string, known, last map[string]bool) verdict {
 		}
 		ok := true
 		for o := range owners {
-			if known[o] && !responsive[o] {
-				ok = false // a known master that did not answer: maybe dead
+			if !responsive[o] {
+				ok = false // a master that did not answer: maybe dead, or a lagging node's memory
 			}
 		}
 		if !ok {
@@ -136,8 +138,8 @@ func judge(answers []answer, lost string, known, last map[string]bool) verdict {
 				v.stale = true // a master the client cannot reach
 			}
 		}
-		if lost != "" && last[lost] {
-			v.stale = true // the lost master's slots moved on
+		if lost != "" && known[lost] {
+			v.stale = true // the client still sends to the lost node
 		}
 		return v
 	}
@@ -249,14 +251,20 @@ func (f *follower) lastHas(addr string) bool {
 func (s *Store) locate(ctx context.Context, lost string, paced bool) (verdict, bool) {
 	f := &s.follow
 	f.mu.Lock()
-	if r := f.running; r != nil {
+	for r := f.running; r != nil; r = f.running {
 		f.mu.Unlock()
 		select {
 		case <-r.done:
-			return verdict{}, r.fixed
 		case <-ctx.Done():
 			return verdict{}, false
 		}
+		if r.fixed || !paced {
+			return verdict{}, r.fixed
+		}
+		// The round began before this call failed, maybe before the
+		// news: ask again, once, unpaced.
+		f.mu.Lock()
+		paced = false
 	}
 	every := roundEvery
 	if lost != "" {
@@ -275,21 +283,11 @@ func (s *Store) locate(ctx context.Context, lost string, paced bool) (verdict, b
 	for addr := range nodes {
 		known[addr] = true
 	}
-	f.mu.Lock()
-	last := f.last
-	if paced && lost != "" && !last[lost] { // refused: the client still sends there
-		last = maps.Clone(last)
-		if last == nil {
-			last = map[string]bool{}
-		}
-		last[lost] = true
-	}
-	f.mu.Unlock()
 	var v verdict
 	var answers []answer
 	for a := range s.ask(nodes, lost) {
 		answers = append(answers, a)
-		if v = judge(slices.Clone(answers), lost, known, last); v.stale {
+		if v = judge(slices.Clone(answers), lost, known); v.stale {
 			break // no need to wait for the silent ones
 		}
 	}
@@ -348,7 +346,23 @@ func (s *Store) ask(nodes map[string]rueidis.Client, lost string) iter.Seq[answe
 		for a := range nodes {
 			addrs[a] = true
 		}
-		answered, more := s.askEach(ctx, nodes, addrs, lost, yield)
+		// Masters named that were not asked (a promoted replica, a new
+		// address) are asked next, in the same round: a map counts only
+		// once its masters answered.
+		named := map[string]bool{}
+		collect := func(a answer) bool {
+			for _, r := range a.ranges {
+				named[r.owner] = !addrs[r.owner]
+			}
+			return yield(a)
+		}
+		answered, more := s.askEach(ctx, nodes, addrs, lost, collect)
+		if more && slices.Contains(slices.Collect(maps.Values(named)), true) {
+			var again bool
+			if again, more = s.askEach(ctx, nodes, named, "", yield); again {
+				answered = true
+			}
+		}
 		if answered || !more {
 			return
 		}
