@@ -33,3 +33,17 @@ func TestReshard(t *testing.T) {
 	s := newScenario(t, "reshard", true)
 	check(t, harness.Reshard(s.Scenario, runs))
 }
+
+// The idle scenarios send no call during the fault, then sweep every slot
+// (harness.SweepKeys consumes, one after another, each within 100 ms): no
+// call may fail.
+
+func TestIdleFailover(t *testing.T) {
+	s := newScenario(t, "idle-failover", true)
+	check(t, harness.IdleFailover(s.Scenario, 1))
+}
+
+func TestIdleKill(t *testing.T) {
+	s := newScenario(t, "idle-kill", false)
+	check(t, harness.IdleKill(s.Scenario, 1))
+}

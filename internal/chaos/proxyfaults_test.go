@@ -26,6 +26,12 @@ func TestPortChange(t *testing.T) {
 	check(t, harness.PortChange(s.Scenario, runs))
 }
 
+func TestIdleBlackHole(t *testing.T) {
+	c, _ := needProxied(t)
+	s := newScenarioOn(t, c, "idle-black-hole", false)
+	check(t, harness.IdleBlackHole(s.Scenario, 1))
+}
+
 // TestAddressMove moves every node to a new address until no seed is
 // alive; the scenarios after it (TestReplicationLag) find the nodes behind
 // proxies at their new addresses.

@@ -7,32 +7,43 @@ package redis
 // first requests that fail. After a node moved to another address, the
 // client keeps dialing the old one. So the store follows by itself:
 //
-//   - when a connection is lost (closed by the node, or torn down after it
-//     stopped answering), it asks every node it knows, every followEvery,
-//     for the slot map, until every slot of the lost node is served by a
-//     master that answers, and then rebuilds its client from those masters;
-//   - when a call fails on its way to a node (refused, reset, timed out),
-//     it asks at once, within the call's deadline, and rebuilds before the
-//     retry when the answers show that the client's map is stale: a master
-//     at an address the client does not know, or a lost node's slots
-//     served by another master.
+//   - idle connections are pinged every pingEvery, and one whose PING goes
+//     unanswered for ConnTimeout is torn down;
+//   - when a connection is lost (closed by the node, or torn down so), it
+//     asks every node it has seen, masters and replicas, every followEvery
+//     (CLUSTER SHARDS), until every slot of the lost node is served by a
+//     master that answers, and then rebuilds its client from the node that
+//     said so;
+//   - when an attempt fails on its way to a node (refused, reset, timed
+//     out), it asks at once, within the call's deadline, and rebuilds
+//     before the retry when the answers show that the client's map is
+//     stale: a master at an address the client does not know, or a lost
+//     node's slots served by another master. After a second without a
+//     call served, an attempt takes at most half the call's time, so that
+//     a node that went silent meanwhile leaves time for that retry.
 //
-// The nodes it asks are the last known topology (the client's nodes), the
-// masters the answers named, then the seeds (Options.Addrs, resolved again).
+// The nodes it asks are the last known topology (every node the answers
+// named, and the client's masters), then, when none answers, the seeds
+// (Options.Addrs, their names resolved again).
 
 import (
 	"context"
 	"errors"
 	"iter"
+	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
 )
 
 const (
+	// pingEvery is how often an idle connection is pinged.
+	pingEvery = 500 * time.Millisecond
 	// followEvery paces a follower's questions; followFor bounds its life.
 	followEvery = 100 * time.Millisecond
 	followFor   = 30 * time.Second
@@ -40,14 +51,22 @@ const (
 	// (dead, black-holed) delays no answer from the others.
 	followAsk = 250 * time.Millisecond
 	// roundEvery is the least time between two rounds asked for by failing
-	// calls.
-	roundEvery = 50 * time.Millisecond
+	// calls; refusedEvery, by calls refused by a node (a cheap, sure sign).
+	roundEvery   = 50 * time.Millisecond
+	refusedEvery = 10 * time.Millisecond
+	// After idleAfter without a call served, the first attempts take at
+	// most half their call's time, leaving time for a retry through a
+	// rebuilt client. servedEvery paces the notes of calls served.
+	idleAfter   = time.Second
+	servedEvery = 100 * time.Millisecond
 )
 
 // answer is one node's slot map, as CLUSTER SLOTS gives it.
 type answer struct {
 	node   string
 	ranges []slotRange
+	nodes  []string // every online node it names, masters and replicas
+	failed string   // the node that did not answer, instead
 }
 
 // owners returns the masters of a and whether they cover every slot.
@@ -64,9 +83,10 @@ func (a answer) owners() (map[string]bool, bool) {
 // verdict is what one round of answers says.
 type verdict struct {
 	// good is a complete map that does not name the lost node as a master
-	// and whose masters all answered (or are new to the client: the
-	// rebuild dials them); nil when there is none.
+	// and whose masters all answered; nil when there is none.
 	good map[string]bool
+	// from is the node that answered good.
+	from string
 	// stale: good shows that the client's map is out of date.
 	stale bool
 	// lostBack: the lost node answered.
@@ -74,9 +94,12 @@ type verdict struct {
 }
 
 // judge reads a round of answers. lost is the address of a node whose
-// connection was lost or refused ("" for none); known, the nodes the client
-// knows; last, the masters of the last complete map seen.
-func judge(answers []answer, lost string, known, last map[string]bool) verdict {
+// connection was lost or refused ("" for none); known, the masters the
+// client sends to (rueidis keeps connections to those alone): when it
+// still has the lost node, whose slots a good map gives to others, or
+// lacks a master of that map, its map is stale. (rueidis reloads its map
+// by itself after errors, under load: then there is nothing to rebuild.)
+func judge(answers []answer, lost string, known map[string]bool) verdict {
 	var v verdict
 	responsive := map[string]bool{}
 	for _, a := range answers {
@@ -102,21 +125,21 @@ func judge(answers []answer, lost string, known, last map[string]bool) verdict {
 		}
 		ok := true
 		for o := range owners {
-			if known[o] && !responsive[o] {
-				ok = false // a known master that did not answer: maybe dead
+			if !responsive[o] {
+				ok = false // a master that did not answer: maybe dead, or a lagging node's memory
 			}
 		}
 		if !ok {
 			continue
 		}
-		v.good = owners
+		v.good, v.from = owners, a.node
 		for o := range owners {
 			if !known[o] {
 				v.stale = true // a master the client cannot reach
 			}
 		}
-		if lost != "" && last[lost] {
-			v.stale = true // the lost master's slots moved on
+		if lost != "" && known[lost] {
+			v.stale = true // the client still sends to the lost node
 		}
 		return v
 	}
@@ -130,7 +153,57 @@ type follower struct {
 	running *round
 	lastEnd time.Time
 	last    map[string]bool // masters of the last complete map seen
+	seen    map[string]bool // its masters and replicas
 	lost    sync.Map        // address → struct{}: a follower runs for it
+	lastOK  atomic.Int64    // Unix ns of a call served, at most servedEvery old
+	// clients reach the nodes the store's client has no connection to
+	// (rueidis connects to masters only): the replicas, new addresses.
+	clients map[string]rueidis.Client
+}
+
+// client returns a client of the node at addr alone, dialing it if need be.
+func (s *Store) nodeClient(addr string) (rueidis.Client, error) {
+	f := &s.follow
+	f.mu.Lock()
+	c, ok := f.clients[addr]
+	f.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	o := s.options
+	o.InitAddress, o.ForceSingleClient = []string{addr}, true
+	o.ClusterOption = rueidis.ClusterOption{}
+	o.Dialer.Timeout = followAsk
+	// Small questions: small buffers, not 0.5 MiB each.
+	o.ReadBufferEachConn, o.WriteBufferEachConn, o.RingScaleEachConn = 1<<13, 1<<13, 4
+	c, err := rueidis.NewClient(o)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if old, ok := f.clients[addr]; ok || s.isClosed() {
+		c.Close()
+		return old, nil
+	}
+	if f.clients == nil {
+		f.clients = map[string]rueidis.Client{}
+	}
+	f.clients[addr] = c
+	return c, nil
+}
+
+// dropClients closes the clients of the nodes keep does not name (all for
+// nil).
+func (f *follower) dropClients(keep map[string]bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.clients {
+		if !keep[addr] {
+			c.Close()
+			delete(f.clients, addr)
+		}
+	}
 }
 
 type round struct {
@@ -172,21 +245,32 @@ func (f *follower) lastHas(addr string) bool {
 
 // locate runs a round of questions (or joins the one running) and
 // rebuilds the client when the answers show that its map is stale. With
-// paced, a round that ended less than roundEvery ago is not repeated. It
+// paced, a round that ended less than roundEvery ago is not repeated. A
+// call refused by lost, paced, shows that the client still sends there. It
 // returns the round's verdict and whether the client was rebuilt.
 func (s *Store) locate(ctx context.Context, lost string, paced bool) (verdict, bool) {
 	f := &s.follow
 	f.mu.Lock()
-	if r := f.running; r != nil {
+	for r := f.running; r != nil; r = f.running {
 		f.mu.Unlock()
 		select {
 		case <-r.done:
-			return verdict{}, r.fixed
 		case <-ctx.Done():
 			return verdict{}, false
 		}
+		if r.fixed || !paced {
+			return verdict{}, r.fixed
+		}
+		// The round began before this call failed, maybe before the
+		// news: ask again, once, unpaced.
+		f.mu.Lock()
+		paced = false
 	}
-	if paced && time.Since(f.lastEnd) < roundEvery {
+	every := roundEvery
+	if lost != "" {
+		every = refusedEvery
+	}
+	if paced && time.Since(f.lastEnd) < every {
 		f.mu.Unlock()
 		return verdict{}, false
 	}
@@ -199,14 +283,11 @@ func (s *Store) locate(ctx context.Context, lost string, paced bool) (verdict, b
 	for addr := range nodes {
 		known[addr] = true
 	}
-	f.mu.Lock()
-	last := f.last
-	f.mu.Unlock()
 	var v verdict
 	var answers []answer
 	for a := range s.ask(nodes, lost) {
 		answers = append(answers, a)
-		if v = judge(slices.Clone(answers), lost, known, last); v.stale {
+		if v = judge(slices.Clone(answers), lost, known); v.stale {
 			break // no need to wait for the silent ones
 		}
 	}
@@ -222,13 +303,21 @@ func (s *Store) locate(ctx context.Context, lost string, paced bool) (verdict, b
 			}
 		}
 	}
-	f.mu.Unlock()
-	if v.stale {
-		var from []string
-		for o := range v.good {
-			from = append(from, o)
+	if len(answers) > 0 {
+		f.seen = map[string]bool{}
+		for _, a := range answers {
+			for _, n := range a.nodes {
+				f.seen[n] = true
+			}
 		}
-		r.fixed = s.rebuild("topology_changed", 0, "", 0, from...)
+	}
+	keep := maps.Clone(f.seen)
+	f.mu.Unlock()
+	f.dropClients(keep)
+	if v.stale {
+		// From the node that answered alone: a lagging peer's older map
+		// would send the new client back to the lost node.
+		r.fixed = s.rebuild("topology_changed", 0, "", 0, v.from)
 	}
 	f.mu.Lock()
 	f.running, f.lastEnd = nil, time.Now()
@@ -250,11 +339,30 @@ func (s *Store) ask(nodes map[string]rueidis.Client, lost string) iter.Seq[answe
 		for o := range s.follow.last {
 			addrs[o] = true
 		}
+		for n := range s.follow.seen {
+			addrs[n] = true
+		}
 		s.follow.mu.Unlock()
 		for a := range nodes {
 			addrs[a] = true
 		}
-		answered, more := s.askEach(ctx, nodes, addrs, yield)
+		// Masters named that were not asked (a promoted replica, a new
+		// address) are asked next, in the same round: a map counts only
+		// once its masters answered.
+		named := map[string]bool{}
+		collect := func(a answer) bool {
+			for _, r := range a.ranges {
+				named[r.owner] = !addrs[r.owner]
+			}
+			return yield(a)
+		}
+		answered, more := s.askEach(ctx, nodes, addrs, lost, collect)
+		if more && slices.Contains(slices.Collect(maps.Values(named)), true) {
+			var again bool
+			if again, more = s.askEach(ctx, nodes, named, "", yield); again {
+				answered = true
+			}
+		}
 		if answered || !more {
 			return
 		}
@@ -262,47 +370,47 @@ func (s *Store) ask(nodes map[string]rueidis.Client, lost string) iter.Seq[answe
 		for _, a := range s.options.InitAddress {
 			seeds[a] = !addrs[a]
 		}
-		s.askEach(ctx, nodes, seeds, yield)
+		s.askEach(ctx, nodes, seeds, "", yield)
 	}
 }
 
 // askEach asks the addrs that are true, and reports whether any answered
-// and whether yield wants more.
-func (s *Store) askEach(ctx context.Context, nodes map[string]rueidis.Client, addrs map[string]bool, yield func(answer) bool) (answered, more bool) {
+// and whether yield wants more. It does not wait for lost once every other
+// node has answered or failed: a black-holed node would hold up every
+// round, and the promotion's news with it.
+func (s *Store) askEach(ctx context.Context, nodes map[string]rueidis.Client, addrs map[string]bool, lost string, yield func(answer) bool) (answered, more bool) {
 	out := make(chan answer, len(addrs))
-	n := 0
+	n := 0 // to wait for
 	for addr, want := range addrs {
 		if !want {
 			continue
 		}
-		n++
+		if addr != lost {
+			n++
+		}
 		go func() {
 			cl, ok := nodes[addr]
-			if !ok { // a node the client does not know: dial it alone
-				o := s.options
-				o.InitAddress, o.ForceSingleClient = []string{addr}, true
-				o.ClusterOption = rueidis.ClusterOption{}
-				o.Dialer.Timeout = followAsk
-				// One small question: small buffers, not 0.5 MiB each.
-				o.ReadBufferEachConn, o.WriteBufferEachConn, o.RingScaleEachConn = 1<<13, 1<<13, 4
+			if !ok { // a node the client has no connection to
 				var err error
-				if cl, err = rueidis.NewClient(o); err != nil {
-					out <- answer{}
+				if cl, err = s.nodeClient(addr); err != nil {
+					out <- answer{failed: addr}
 					return
 				}
-				defer cl.Close()
 			}
-			ranges, err := askSlots(ctx, cl)
+			ranges, named, err := s.askShards(ctx, cl)
 			if err != nil {
-				out <- answer{}
+				out <- answer{failed: addr}
 				return
 			}
-			out <- answer{node: addr, ranges: ranges}
+			out <- answer{node: addr, ranges: ranges, nodes: named}
 		}()
 	}
-	for range n {
+	for n > 0 {
 		select {
 		case a := <-out:
+			if isLost := lost != "" && (a.node == lost || a.failed == lost); !isLost {
+				n--
+			}
 			if a.node == "" {
 				continue
 			}
@@ -315,6 +423,40 @@ func (s *Store) askEach(ctx context.Context, nodes map[string]rueidis.Client, ad
 		}
 	}
 	return answered, true
+}
+
+// served notes that a call was served at now.
+func (f *follower) served(now time.Time) {
+	if last := f.lastOK.Load(); now.UnixNano()-last > int64(servedEvery) {
+		f.lastOK.Store(now.UnixNano())
+	}
+}
+
+// idle reports whether no call was served for idleAfter: the topology may
+// have changed meanwhile, unnoticed.
+func (f *follower) idle(now time.Time) bool {
+	return now.UnixNano()-f.lastOK.Load() > int64(idleAfter)
+}
+
+// locateSoon starts a round in the background unless one runs or ran
+// just now.
+func (s *Store) locateSoon(lost string) {
+	f := &s.follow
+	f.mu.Lock()
+	busy := f.running != nil || time.Since(f.lastEnd) < roundEvery
+	f.mu.Unlock()
+	if !busy {
+		go s.locate(context.Background(), lost, true)
+	}
+}
+
+// relocate, after a failed attempt that is retried, runs a round of
+// questions when the attempt did not reach its node, so that the retry
+// goes to the rebuilt client if the slot moved.
+func (s *Store) relocate(ctx context.Context, err error) {
+	if lostNode(err) {
+		s.locate(ctx, refusedAddr(err), true)
+	}
 }
 
 // refusedAddr returns the address a failed dial was refused at, or "".
@@ -343,4 +485,66 @@ func (s *Store) isClosed() bool {
 	default:
 		return false
 	}
+}
+
+// askShards asks one node for its slot map with CLUSTER SHARDS, which, unlike
+// CLUSTER SLOTS on Redis 7.0, names every replica (a replica is what
+// becomes the next master). A master that is not online serves nothing:
+// its slots are left out. It also returns every node named that has not
+// failed.
+func (s *Store) askShards(ctx context.Context, c rueidis.Client) ([]slotRange, []string, error) {
+	shards, err := c.Do(ctx, c.B().ClusterShards().Build()).ToArray()
+	if err != nil {
+		return nil, nil, err
+	}
+	var m []slotRange
+	var named []string
+	for _, sh := range shards {
+		shard, err := sh.AsMap()
+		if err != nil {
+			continue
+		}
+		slotsMsg, nodesMsg := shard["slots"], shard["nodes"]
+		slots, _ := slotsMsg.AsIntSlice()
+		nodes, _ := nodesMsg.ToArray()
+		var owner string
+		var replicas []string
+		for _, n := range nodes {
+			node, err := n.AsMap()
+			if err != nil {
+				continue
+			}
+			field := func(k string) string { v := node[k]; s, _ := v.ToString(); return s }
+			num := func(k string) int64 { v := node[k]; n, _ := v.AsInt64(); return n }
+			// A replica may show as "loading" long after its sync (Redis
+			// 7.0 tells its offset late): still a node to ask.
+			health := field("health")
+			if health == "fail" {
+				continue
+			}
+			port := num("port")
+			if tp := num("tls-port"); tp > 0 && s.options.TLSConfig != nil {
+				port = tp
+			}
+			host := field("endpoint")
+			if host == "" || host == "?" {
+				host = field("ip")
+			}
+			addr := net.JoinHostPort(host, strconv.FormatInt(port, 10))
+			named = append(named, addr)
+			switch {
+			case field("role") == "master" && health == "online":
+				owner = addr
+			case field("role") != "master":
+				replicas = append(replicas, addr)
+			}
+		}
+		if owner == "" {
+			continue
+		}
+		for i := 0; i+1 < len(slots); i += 2 {
+			m = append(m, slotRange{first: uint16(slots[i]), last: uint16(slots[i+1]), owner: owner, replicas: replicas})
+		}
+	}
+	return m, named, nil
 }

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/bits"
 	"net"
 	"slices"
@@ -229,8 +230,12 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		Username:          opts.Username,
 		Password:          opts.Password,
 		TLSConfig:         tlsConfig,
-		Dialer:            net.Dialer{Timeout: opts.DialTimeout},
-		DisableCache:      true, // no client-side caching: every check must reach the server
+		// An idle connection is pinged this often (and torn down when the
+		// PING goes unanswered for ConnTimeout): a node that vanished
+		// while the service was idle is noticed, and followed, before its
+		// replica takes over.
+		Dialer:       net.Dialer{Timeout: opts.DialTimeout, KeepAlive: pingEvery},
+		DisableCache: true, // no client-side caching: every check must reach the server
 	}
 	if opts.Credentials != nil {
 		co.AuthCredentialsFn = authFn(opts.Credentials)
@@ -433,6 +438,7 @@ func (s *Store) Close() error {
 		s.closed = true
 		close(s.done)
 		s.c().Close()
+		s.follow.dropClients(nil)
 		for _, old := range s.retired {
 			old.Close()
 		}
@@ -450,23 +456,20 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 		var zero T
 		return zero, ErrCircuitOpen
 	}
-	attempt := call
+	p := s.retry
 	if s.cluster && s.healAfter >= 0 {
 		// A call that did not reach its node asks where its slot went,
-		// and the retry goes to the client rebuilt when it moved.
-		attempt = func(actx context.Context) (T, error) {
-			v, err := call(actx)
-			if lostNode(err) {
-				if actx.Err() != nil { // no time left: for the next calls
-					go s.locate(context.Background(), "", true)
-				} else {
-					s.locate(ctx, refusedAddr(err), true)
-				}
-			}
-			return v, err
-		}
+		// and the retry goes to the client rebuilt when it moved; after
+		// an idle time, an attempt leaves time for that retry.
+		p.between, p.split = s.relocate, s.follow.idle(time.Now())
 	}
-	v, err := retryDo(ctx, s.retry, retryable, s.obs, attempt)
+	v, err := retryDo(ctx, p, retryable, s.obs, call)
+	if err == nil {
+		s.follow.served(time.Now())
+	}
+	if s.cluster && s.healAfter >= 0 && lostNode(err) {
+		s.locateSoon(refusedAddr(err)) // for the next calls
+	}
 	s.authLog.note(s, err, time.Now())
 	if s.health == nil || (err != nil && !transient(err)) {
 		return v, err // a reply error says nothing about the way to Redis
@@ -508,7 +511,16 @@ func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Dura
 	var client rueidis.Client
 	err := errors.New("no address")
 	var known []string
+	s.follow.mu.Lock()
+	seen := maps.Clone(s.follow.seen)
+	s.follow.mu.Unlock()
+	if seen == nil {
+		seen = map[string]bool{}
+	}
 	for addr := range s.c().Nodes() {
+		seen[addr] = true
+	}
+	for addr := range seen {
 		if !slices.Contains(from, addr) {
 			known = append(known, addr)
 		}

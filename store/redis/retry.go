@@ -17,6 +17,12 @@ type retryPolicy struct {
 	retries int
 	attempt time.Duration
 	backoff time.Duration
+	// split, when set, gives an attempt at most half the time left, so
+	// that a call to a node that went silent leaves time for a retry.
+	split bool
+	// between, when set, runs after a failed attempt that is retried,
+	// before the backoff.
+	between func(ctx context.Context, err error)
 }
 
 func newRetryPolicy(o Options) retryPolicy {
@@ -39,7 +45,11 @@ func newRetryPolicy(o Options) retryPolicy {
 // not (see bounded).
 func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Observer, call func(context.Context) (T, error)) (T, error) {
 	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, p.attempt)
+		timeout := p.attempt
+		if dl, ok := ctx.Deadline(); ok && p.split && attempt < p.retries {
+			timeout = min(timeout, time.Until(dl)/2)
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
 		v, err := bounded(actx, call)
 		cancel()
 		// Refused credentials may have been rotated since the connection
@@ -50,6 +60,9 @@ func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Obse
 			return v, err
 		}
 		obs.Retry(KindOf(err).String())
+		if p.between != nil {
+			p.between(ctx, err)
+		}
 		// Full jitter: spreads the retries of many callers after a failover.
 		wait := rand.N(min(maxRetryBackoff, p.backoff<<attempt)) + time.Millisecond
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {

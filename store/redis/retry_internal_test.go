@@ -99,3 +99,32 @@ func TestRequestIDs(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// With split, an attempt that hangs (a silent node) takes at most half the
+// time left, and between runs before the retry, which then succeeds within
+// the call's deadline; without split the first attempt takes it all.
+func TestRetrySplit(t *testing.T) {
+	for _, split := range []bool{true, false} {
+		t.Run(fmt.Sprint("split=", split), func(t *testing.T) {
+			moved := false
+			p := retryPolicy{retries: 2, attempt: time.Second, backoff: time.Millisecond, split: split,
+				between: func(context.Context, error) { moved = true }}
+			call := func(ctx context.Context) (int, error) {
+				if !moved {
+					<-ctx.Done() // the old owner never answers
+					return 0, ctx.Err()
+				}
+				return 1, nil
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			v, err := retryDo(ctx, p, true, nopObserver{}, call)
+			if split && (err != nil || v != 1) {
+				t.Errorf("got %d, %v; want the retry to succeed", v, err)
+			}
+			if !split && err == nil {
+				t.Errorf("got %d; want the deadline to end the only attempt", v)
+			}
+		})
+	}
+}

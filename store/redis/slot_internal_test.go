@@ -16,13 +16,13 @@ func TestSlot(t *testing.T) {
 }
 
 func TestSlotMapOwner(t *testing.T) {
-	m := slotMap{ranges: []slotRange{{0, 5460, "a:1"}, {5461, 10922, "b:2"}, {10923, 16383, "c:3"}}}
+	m := slotMap{ranges: []slotRange{{first: 0, last: 5460, owner: "a:1"}, {first: 5461, last: 10922, owner: "b:2"}, {first: 10923, last: 16383, owner: "c:3"}}}
 	for sl, want := range map[uint16]string{0: "a:1", 5460: "a:1", 5461: "b:2", 16383: "c:3"} {
 		if got := m.owner(sl); got != want {
 			t.Errorf("owner(%d) = %q, want %q", sl, got, want)
 		}
 	}
-	if got := (slotMap{ranges: []slotRange{{10, 20, "a:1"}}}).owner(21); got != "" {
+	if got := (slotMap{ranges: []slotRange{{first: 10, last: 20, owner: "a:1"}}}).owner(21); got != "" {
 		t.Errorf("uncovered slot: owner %q, want none", got)
 	}
 }

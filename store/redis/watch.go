@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"time"
 
@@ -44,6 +45,7 @@ type slotMap struct {
 type slotRange struct {
 	first, last uint16
 	owner       string
+	replicas    []string
 }
 
 func (m slotMap) owner(sl uint16) string {
@@ -128,9 +130,20 @@ func askSlots(ctx context.Context, c rueidis.Client) ([]slotRange, error) {
 		if err1 != nil || err2 != nil || err3 != nil || len(node) < 2 {
 			continue
 		}
-		host, _ := node[0].ToString()
-		port, _ := node[1].AsInt64()
-		m = append(m, slotRange{uint16(lo), uint16(hi), host + ":" + strconv.FormatInt(port, 10)})
+		r := slotRange{first: uint16(lo), last: uint16(hi), owner: nodeAddr(node)}
+		for _, f := range fields[3:] {
+			if replica, err := f.ToArray(); err == nil && len(replica) >= 2 {
+				r.replicas = append(r.replicas, nodeAddr(replica))
+			}
+		}
+		m = append(m, r)
 	}
 	return m, nil
+}
+
+// nodeAddr is the "host:port" of a node entry of CLUSTER SLOTS.
+func nodeAddr(node []rueidis.RedisMessage) string {
+	host, _ := node[0].ToString()
+	port, _ := node[1].AsInt64()
+	return net.JoinHostPort(host, strconv.FormatInt(port, 10))
 }
