@@ -54,6 +54,10 @@ type HTTP struct {
 	// AdminTokenFile, when not empty, holds the tokens that may also call
 	// /v1/reset; "" means none.
 	AdminTokenFile string "flag:\"admin-token-file\" path:\"true\" usage:\"`file` of bearer tokens that may also call /v1/reset\""
+	// InlineLimits allows inline limits ("limit", "limits") in requests;
+	// false makes the service policies-only: every request must name a
+	// policy of --config (403 otherwise). Default true.
+	InlineLimits bool `flag:"inline-limits" usage:"allow inline limits in requests; false: callers may only name the policies of --config"`
 }
 
 // GRPC is the Envoy rate limit service's listener and rules.
@@ -175,7 +179,7 @@ const (
 // flag, variable or file.
 func Default() Settings {
 	return Settings{
-		HTTP:  HTTP{Listen: DefaultListen},
+		HTTP:  HTTP{Listen: DefaultListen, InlineLimits: true},
 		Check: Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},
 		Cache: Cache{Size: DefaultCacheSize, MaxAge: DefaultCacheMaxAge},
 		Log:   Log{Level: DefaultLogLevel},

@@ -18,7 +18,7 @@ import (
 func TestFields(t *testing.T) {
 	s := settings.Default()
 	want := []string{
-		"config", "listen", "api-token-file", "admin-token-file", "grpc-listen", "envoy-config",
+		"config", "listen", "api-token-file", "admin-token-file", "inline-limits", "grpc-listen", "envoy-config",
 		"redis", "redis-cluster", "redis-username", "redis-password-file", "redis-address-map",
 		"redis-dial-timeout", "redis-conn-timeout", "redis-attempt-timeout", "redis-retries",
 		"redis-conns-per-node", "redis-wait-replicas",
@@ -49,7 +49,7 @@ func TestFieldsBind(t *testing.T) {
 	s := settings.Default()
 	set := map[string]string{
 		"listen": "0.0.0.0:1", "redis-cluster": "a:1,b:2", "redis-address-map": "a:1=b:2",
-		"redis-retries": "-1", "redis-tls-insecure-skip-verify": "true", "local-cache-max-age": "1m", "log-level": "warn",
+		"redis-retries": "-1", "redis-tls-insecure-skip-verify": "true", "inline-limits": "false", "local-cache-max-age": "1m", "log-level": "warn",
 	}
 	for _, f := range settings.Fields(&s) {
 		if v, ok := set[f.Flag]; ok {
@@ -60,7 +60,7 @@ func TestFieldsBind(t *testing.T) {
 	}
 	if s.HTTP.Listen != "0.0.0.0:1" || !reflect.DeepEqual(s.Redis.Cluster, []string{"a:1", "b:2"}) ||
 		s.Redis.AddressMap["a:1"] != "b:2" || s.Redis.Retries != -1 || !s.TLS.InsecureSkipVerify || !s.TLS.On() ||
-		s.Cache.MaxAge != time.Minute || s.Log.Level != "warn" {
+		s.Cache.MaxAge != time.Minute || s.Log.Level != "warn" || s.HTTP.InlineLimits {
 		t.Errorf("bound values: %+v", s)
 	}
 }

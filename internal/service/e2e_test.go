@@ -26,6 +26,7 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/testutil"
+	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/settings"
 	"github.com/tollgate/tollgate/store/memory"
 )
@@ -632,7 +633,10 @@ func TestReadTokens(t *testing.T) {
 	}{
 		{"one a line", "a\nb\n", []string{"a", "b"}, ""},
 		{"comments, blanks and CRLF", "# c\r\n\r\n  a  \r\n\t# d\nb", []string{"a", "b"}, ""},
-		{"inner space", "good\nbad token\n", nil, ":2: a token must not contain blanks"},
+		{"a second word that is no scope", "good\nbad token\n", nil, ":2: invalid token scope: want KEY=VALUE"},
+		{"scoped", "a policies=x-* inline=false ops=check\nb\n", []string{"a", "b"}, ""},
+		{"scope beyond the file's", "a ops=admin\n", nil, ":1: invalid token scope: ops=admin beyond"},
+		{"a second token with base64 padding", "a b64tok==\n", nil, "unknown key"},
 		{"control character", "a\x01b\n", nil, ":1: a token must not contain blanks or control characters"},
 		{"only comments", "# none\n", nil, "no tokens"},
 		{"empty", "", nil, "no tokens"},
@@ -640,20 +644,24 @@ func TestReadTokens(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := testutil.WriteTemp(t, dir, "tokens", tt.content)
-			got, _, err := readTokens(path)
+			toks, _, err := readTokens(path, httpapi.APIScope())
+			var got []string
+			for _, tok := range toks {
+				got = append(got, tok.Secret)
+			}
 			switch {
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Errorf("err %v, want %q", err, tt.wantErr)
 			case tt.wantErr == "" && (err != nil || strings.Join(got, ",") != strings.Join(tt.want, ",")):
 				t.Errorf("got %q, %v; want %q", got, err, tt.want)
 			}
-			if err != nil && strings.Contains(err.Error(), "bad token") {
+			if err != nil && (strings.Contains(err.Error(), "bad token") || strings.Contains(err.Error(), "b64tok")) {
 				t.Errorf("error shows the token: %v", err)
 			}
 		})
 	}
 	big := testutil.WriteTemp(t, dir, "big", strings.Repeat("x", maxTokenFileSize+1))
-	if _, _, err := readTokens(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, _, err := readTokens(big, httpapi.APIScope()); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("big file: %v", err)
 	}
 }

@@ -83,11 +83,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		}
 		logger.Info("envoy configs loaded", slog.String("path", cfg.GRPC.EnvoyConfig), slog.Any("domains", rules.Config().Domains()))
 	}
-	apiTokens, err := LoadTokens(cfg.HTTP.APITokenFile, "--api-token-file", logger)
+	apiTokens, err := LoadScopedTokens(cfg.HTTP.APITokenFile, "--api-token-file", httpapi.APIScope(), logger)
 	if err != nil {
 		return err
 	}
-	adminTokens, err := LoadTokens(cfg.HTTP.AdminTokenFile, "--admin-token-file", logger)
+	adminTokens, err := LoadScopedTokens(cfg.HTTP.AdminTokenFile, "--admin-token-file", httpapi.AdminScope(), logger)
 	if err != nil {
 		return err
 	}
@@ -127,12 +127,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	fallback := memory.New(memory.Options{})
 	defer fallback.Close()
 	opts := httpapi.Options{
-		Logger:      logger,
-		APITokens:   apiTokens,
-		AdminTokens: adminTokens,
-		Observer:    m,
-		Metrics:     m.Handler(),
-		Fallback:    tollgate.New(fallback, tollgate.Options{}),
+		Logger:            logger,
+		ScopedAPITokens:   apiTokens,
+		ScopedAdminTokens: adminTokens,
+		PoliciesOnly:      !cfg.HTTP.InlineLimits,
+		Observer:          m,
+		Metrics:           m.Handler(),
+		Fallback:          tollgate.New(fallback, tollgate.Options{}),
 	}
 	if policies != nil { // not a typed nil in the interface
 		opts.Policies = policies

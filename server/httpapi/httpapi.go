@@ -107,6 +107,15 @@
 // compared in constant time. Authentication comes before routing within
 // /v1/, so an unauthenticated client learns nothing about the paths there.
 //
+// Each token has a Scope (Options.ScopedAPITokens, ScopedAdminTokens; a
+// bare APITokens entry has APIScope, an AdminTokens entry AdminScope): the
+// policies it may name, whether it may send inline limits, and its
+// operations (OpsCheck: consume and peek; OpsRefund; OpsAdmin: reset). A
+// request outside its scope, or with inline limits when
+// Options.PoliciesOnly is set, is 403 forbidden and never reaches the
+// Limiter. The scope is checked before the policy is looked up, so an
+// out-of-scope token cannot tell which policies exist.
+//
 // /healthz, /readyz and /metrics need no token: metrics carry policy names
 // and counts, never keys, and a scraper should not need a credential that
 // can spend quota. Keep the listener off the public internet, or filter
@@ -189,6 +198,18 @@ type Options struct {
 	// included. When AdminTokens or APITokens is set, reset needs one of
 	// these. Empty strings are ignored.
 	AdminTokens []string
+	// ScopedAPITokens are API tokens each limited to its Scope (a token
+	// file's lines with scope fields; see ParseScope): like APITokens,
+	// their presence makes /v1/ requests need a token. A request outside
+	// its token's scope is 403 forbidden and changes nothing.
+	ScopedAPITokens []Token
+	// ScopedAdminTokens are admin tokens each limited to its Scope, like
+	// AdminTokens otherwise.
+	ScopedAdminTokens []Token
+	// PoliciesOnly refuses inline limits to every request (403 forbidden),
+	// whatever its token: callers may use only the operator's policies.
+	// False allows them (within each token's scope).
+	PoliciesOnly bool
 	// Observer is told the outcome of every consume: policy is the
 	// policy's name, or observe.InlinePolicy for an inline limit. Nil
 	// reports nothing.
@@ -213,6 +234,7 @@ type handler struct {
 	observer observe.Observer
 	routes   map[string]route
 	fallback *tollgate.Limiter // for fail_local policies; may be nil
+	noInline bool              // Options.PoliciesOnly
 }
 
 type route struct {
@@ -231,7 +253,8 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		ready:    opts.Ready,
 		maxBody:  opts.MaxBodyBytes,
 		policies: opts.Policies,
-		tokens:   newTokens(opts.APITokens, opts.AdminTokens),
+		tokens:   newTokens(opts.APITokens, opts.AdminTokens, opts.ScopedAPITokens, opts.ScopedAdminTokens),
+		noInline: opts.PoliciesOnly,
 		observer: opts.Observer,
 		fallback: opts.Fallback,
 	}
@@ -270,9 +293,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 
 	v1 := strings.HasPrefix(r.URL.Path, "/v1/")
-	if v1 && h.tokens.apiRequired() && h.tokens.check(r) < apiToken {
+	scope, known := h.tokens.check(r)
+	if v1 && h.tokens.apiRequired() && !known {
 		unauthorized(w, r)
 		return
+	}
+	if known {
+		r = r.WithContext(context.WithValue(r.Context(), scopeKey{}, scope))
 	}
 	rt, ok := h.routes[r.URL.Path]
 	if !ok {
@@ -286,14 +313,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.admin && h.tokens.adminRequired() {
-		switch h.tokens.check(r) {
-		case adminToken:
-		case apiToken:
+		switch {
+		case !known:
+			unauthorized(w, r)
+			return
+		case scope.Ops&OpsAdmin == 0:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tollgate", error="insufficient_scope"`)
 			writeError(w, http.StatusForbidden, CodeForbidden, "this endpoint needs an admin token")
-			return
-		default:
-			unauthorized(w, r)
 			return
 		}
 	}
@@ -301,7 +327,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
-	req, cost, t, ok := h.request(w, r, true, consumeFields...)
+	req, cost, t, ok := h.request(w, r, OpsCheck, true, consumeFields...)
 	if !ok {
 		return
 	}
@@ -326,7 +352,7 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
-	_, _, t, ok := h.request(w, r, false, peekFields...)
+	_, _, t, ok := h.request(w, r, OpsCheck, false, peekFields...)
 	if !ok {
 		return
 	}
@@ -337,7 +363,7 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
-	_, cost, t, ok := h.request(w, r, true, refundFields...)
+	_, cost, t, ok := h.request(w, r, OpsRefund, true, refundFields...)
 	if !ok {
 		return
 	}
@@ -350,6 +376,10 @@ func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
 func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
 	var req resetRequest
 	if e := h.decode(w, r, &req, resetFields...); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if e := h.permit(r.Context(), OpsAdmin, req.Policy); e != nil {
 		writeAPIError(w, e)
 		return
 	}
