@@ -674,9 +674,11 @@ func TestServeGRPC(t *testing.T) {
 	defer cancel()
 	var errOut testutil.SyncBuffer
 	// The settings of: serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
-	// --envoy-config envoy --log-level debug (cmd/tollgate tests the flags).
+	// --envoy-config envoy --grpc-reflection --log-level debug (cmd/tollgate
+	// tests the flags).
 	cfg := Config{Settings: settings.Default()}
 	cfg.HTTP.Listen, cfg.GRPC.Listen, cfg.GRPC.EnvoyConfig = "127.0.0.1:0", "127.0.0.1:0", envoy
+	cfg.GRPC.Reflection = true
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, NewLogger(&errOut, slog.LevelDebug)) }()
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
@@ -156,8 +158,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	var grpcSrv *grpc.Server
 	var health interface{ Shutdown() }
 	if grpcLn != nil {
-		grpcSrv = grpc.NewServer(grpc.ChainUnaryInterceptor(requestIDInterceptor))
-		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m, Fallback: opts.Fallback}).Register(grpcSrv)
+		grpcSrv = grpc.NewServer(grpcServerOptions(cfg.GRPC)...)
+		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m, Fallback: opts.Fallback,
+			Reflection: cfg.GRPC.Reflection, MaxDescriptors: cfg.GRPC.MaxDescriptors, Timeout: cfg.Check.Timeout}).Register(grpcSrv)
 	}
 
 	attrs := []any{slog.String("addr", httpLn.Addr().String())}
@@ -210,6 +213,28 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// Keepalive of the gRPC server: it pings a client silent this long, and
+// closes the connection when the ping is not answered within
+// grpcKeepaliveTimeout, so that dead peers do not hold streams.
+const (
+	grpcKeepaliveTime    = time.Minute
+	grpcKeepaliveTimeout = 20 * time.Second
+)
+
+// grpcServerOptions are the gRPC server's options for g: the request id
+// interceptor, the message and stream bounds, and keepalive enforcement
+// (clients may ping while no call is in flight, as Envoy does on idle
+// connections, but not more often than g.KeepaliveMinTime).
+func grpcServerOptions(g settings.GRPC) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(requestIDInterceptor),
+		grpc.MaxRecvMsgSize(g.MaxRecvBytes),
+		grpc.MaxConcurrentStreams(uint32(min(g.MaxConcurrentStreams, math.MaxUint32))),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: g.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcKeepaliveTime, Timeout: grpcKeepaliveTimeout}),
+	}
 }
 
 // WrapStore wraps store as the service uses it (wrap.Chain): the local
