@@ -158,7 +158,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	var grpcSrv *grpc.Server
 	var health interface{ Shutdown() }
 	if grpcLn != nil {
-		grpcSrv = grpc.NewServer(grpcServerOptions(cfg.GRPC)...)
+		grpcSrv = grpc.NewServer(grpcServerOptions(cfg.GRPC, recovery{log: logger, obs: m})...)
 		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m, Fallback: opts.Fallback,
 			Reflection: cfg.GRPC.Reflection, MaxDescriptors: cfg.GRPC.MaxDescriptors, Timeout: cfg.Check.Timeout}).Register(grpcSrv)
 	}
@@ -223,13 +223,15 @@ const (
 	grpcKeepaliveTimeout = 20 * time.Second
 )
 
-// grpcServerOptions are the gRPC server's options for g: the request id
+// grpcServerOptions are the gRPC server's options for g: panic recovery
+// (outermost, so it covers the interceptors after it), the request id
 // interceptor, the message and stream bounds, and keepalive enforcement
 // (clients may ping while no call is in flight, as Envoy does on idle
 // connections, but not more often than g.KeepaliveMinTime).
-func grpcServerOptions(g settings.GRPC) []grpc.ServerOption {
+func grpcServerOptions(g settings.GRPC, rc recovery) []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(requestIDInterceptor),
+		grpc.ChainUnaryInterceptor(rc.unary, requestIDInterceptor),
+		grpc.ChainStreamInterceptor(rc.stream),
 		grpc.MaxRecvMsgSize(g.MaxRecvBytes),
 		grpc.MaxConcurrentStreams(uint32(min(g.MaxConcurrentStreams, math.MaxUint32))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: g.KeepaliveMinTime, PermitWithoutStream: true}),

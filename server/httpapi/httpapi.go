@@ -127,7 +127,10 @@
 // is one of the Code constants: 400 for bad input (which never touches the
 // store), 401 and 403 as above, 404 for an unknown path, 405 with an Allow
 // header for a wrong method, 503 when the store or readiness check fails, 500
-// otherwise.
+// otherwise. A panic while serving a request (in the store, say) is
+// recovered: the request gets 500 internal, the panic and its stack are
+// logged once at Error, an Observer that is an observe.PanicObserver is
+// told, and the handler goes on serving.
 package httpapi
 
 import (
@@ -135,6 +138,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -291,7 +295,62 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := requestID(r.Header.Get(HeaderRequestID))
 	w.Header().Set(HeaderRequestID, id)
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	tw := &trackingWriter{ResponseWriter: w}
+	defer h.recoverPanic(tw, r)
+	h.serve(tw, r)
+}
 
+// recoverPanic, deferred, turns a panic of the handler into a 500 internal
+// answer (unless the answer had begun), logs it once with its stack, and
+// tells the Observer if it is an observe.PanicObserver: one bad request
+// must not take the process and every request in flight down with it.
+// http.ErrAbortHandler, net/http's way to abort an answer, goes on.
+func (h *handler) recoverPanic(w *trackingWriter, r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelError, "panic serving a request: answered 500",
+		slog.String("path", r.URL.Path), slog.Any("panic", p), slog.String("stack", string(debug.Stack())),
+		slog.String("request_id", RequestID(r.Context())))
+	if po, ok := h.observer.(observe.PanicObserver); ok {
+		po.Panic(observe.ServerHTTP)
+	}
+	if w.wrote {
+		return
+	}
+	hdr := w.Header()
+	for k := range hdr {
+		if k != HeaderRequestID {
+			delete(hdr, k)
+		}
+	}
+	writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+}
+
+// trackingWriter notes whether the answer has begun.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *trackingWriter) WriteHeader(code int) {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *trackingWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	v1 := strings.HasPrefix(r.URL.Path, "/v1/")
 	scope, known := h.tokens.check(r)
 	if v1 && h.tokens.apiRequired() && !known {

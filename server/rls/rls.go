@@ -80,6 +80,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -280,6 +281,7 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 		default:
 			n := hits(req, d.GetHitsAddend())
 			wg.Go(func() {
+				defer s.recoverPanic(ctx, &errs[i])
 				st, on, err := s.check(ctx, storeCtx, domain, r, n, func(result string) { results[i] = result })
 				resp.Statuses[i], errs[i] = st, err
 				if on != nil && r.StopChargingWhenOver {
@@ -308,6 +310,24 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 	return resp, nil
 }
 
+// recoverPanic, deferred in a goroutine that checks a descriptor, turns
+// its panic (in the store, say) into an Internal error in *err, logged once
+// with its stack and told to an Observer that is an observe.PanicObserver,
+// so that it cannot take the process down: no interceptor sees the
+// goroutines a handler starts.
+func (s *Server) recoverPanic(ctx context.Context, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	s.log.LogAttrs(ctx, slog.LevelError, "panic checking a descriptor: answered INTERNAL",
+		slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+	if po, ok := s.observer.(observe.PanicObserver); ok {
+		po.Panic(observe.ServerGRPC)
+	}
+	*err = status.Error(codes.Internal, "internal error")
+}
+
 // charge is the hits charged to a descriptor and the Limiter (the store's,
 // or the fallback) they were charged on.
 type charge struct {
@@ -334,6 +354,8 @@ func (s *Server) refundCharged(ctx context.Context, domain string, rules []polic
 			continue
 		}
 		wg.Go(func() {
+			var perr error
+			defer s.recoverPanic(ctx, &perr)
 			if _, err := c.on.Refund(ctx, rules[i].Key, int64(c.n), rules[i].Limit); err != nil {
 				s.log.LogAttrs(ctx, slog.LevelWarn, "refund of a request over another descriptor's limit failed",
 					slog.String("domain", domain), slog.String("rule", rules[i].Name), slog.Any("error", err))
