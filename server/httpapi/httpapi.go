@@ -186,8 +186,9 @@ type Options struct {
 	// Every record about a request has its request_id. Nil discards.
 	Logger *slog.Logger
 	// Ready is called by GET /readyz with the request's context; an error
-	// makes it answer 503 with code unavailable and the error's text in the
-	// message. Nil means always ready.
+	// makes it answer 503 with code unavailable and the message "store
+	// unavailable" (the error itself is logged at Warn, never answered:
+	// /readyz needs no token). Nil means always ready.
 	Ready func(context.Context) error
 	// MaxBodyBytes is the largest request body accepted; 0 (or less) means
 	// DefaultMaxBodyBytes.
@@ -466,8 +467,10 @@ func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
 func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	if h.ready != nil {
 		if err := h.ready(r.Context()); err != nil {
+			// The cause (addresses, slots) goes to the log only: /readyz
+			// needs no token.
 			h.logAt(r, slog.LevelWarn, "not ready", slog.Any("error", err))
-			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "not ready: "+err.Error())
+			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "store unavailable")
 			return
 		}
 	}
