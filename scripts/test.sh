@@ -2,7 +2,7 @@
 # Runs every test of Tollgate on this machine.
 #
 # It installs redis-server (Debian's package) when it is missing, then runs
-# go vet and go test -race over the whole module, then fuzzes the two input
+# go vet and go test -race over the whole module, then fuzzes the input
 # parsers briefly (TOLLGATE_FUZZTIME each, default 5s; 0 skips; about 40 s
 # in all with a cold build cache, 15 s with a warm one). Tests that need Redis
 # start their own real servers through internal/testcluster, from TestMain:
@@ -48,6 +48,7 @@ fuzztime="${TOLLGATE_FUZZTIME:-5s}"
 if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ]; then
 	go test -run '^$' -fuzz '^FuzzConsume$' -fuzztime "$fuzztime" ./server/httpapi
 	go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "$fuzztime" ./config
+	go test -run '^$' -fuzz '^FuzzTokens$' -fuzztime "$fuzztime" ./internal/service
 fi
 
 # The Node.js client (clients/node), against a real tollgate serve.

@@ -54,6 +54,10 @@ type HTTP struct {
 	// AdminTokenFile, when not empty, holds the tokens that may also call
 	// /v1/reset; "" means none.
 	AdminTokenFile string "flag:\"admin-token-file\" path:\"true\" usage:\"`file` of bearer tokens that may also call /v1/reset\""
+	// InlineLimits allows inline limits ("limit", "limits") in requests;
+	// false makes the service policies-only: every request must name a
+	// policy of --config (403 otherwise). Default true.
+	InlineLimits bool `flag:"inline-limits" usage:"allow inline limits in requests; false: callers may only name the policies of --config"`
 }
 
 // GRPC is the Envoy rate limit service's listener and rules.
@@ -64,6 +68,22 @@ type GRPC struct {
 	// EnvoyConfig is the file or directory of Envoy descriptor configs;
 	// it needs Listen.
 	EnvoyConfig string "flag:\"envoy-config\" path:\"true\" usage:\"Envoy ratelimit descriptor configs, a `file or directory`; reloaded on change\""
+	// MaxRecvBytes is the largest request message accepted; it must be
+	// positive. Default DefaultGRPCMaxRecvBytes.
+	MaxRecvBytes int `flag:"grpc-max-recv-bytes" usage:"largest gRPC request message accepted, in bytes (larger: RESOURCE_EXHAUSTED)"`
+	// MaxConcurrentStreams bounds the calls in flight on one connection;
+	// it must be positive. Default DefaultGRPCMaxConcurrentStreams.
+	MaxConcurrentStreams int `flag:"grpc-max-concurrent-streams" usage:"most gRPC calls in flight on one connection"`
+	// KeepaliveMinTime is the shortest interval between a client's
+	// keepalive pings; a client that pings more often is disconnected
+	// (GOAWAY). It must be positive. Default DefaultGRPCKeepaliveMinTime.
+	KeepaliveMinTime time.Duration `flag:"grpc-keepalive-min-time" usage:"shortest interval allowed between a gRPC client's keepalive pings; more often closes the connection"`
+	// Reflection serves gRPC server reflection; default off.
+	Reflection bool `flag:"grpc-reflection" usage:"serve gRPC server reflection (for grpcurl); off by default, as it shows the API to any client"`
+	// MaxDescriptors is the most descriptors one rate limit request may
+	// carry (more: INVALID_ARGUMENT); it must be positive. Default
+	// rls.DefaultMaxDescriptors (64).
+	MaxDescriptors int `flag:"grpc-max-descriptors" usage:"most descriptors in one rate limit request (more: INVALID_ARGUMENT)"`
 }
 
 // Redis selects and tunes the store: the memory store when Addr and
@@ -160,22 +180,30 @@ type Log struct {
 
 // Defaults of the settings whose zero value is not usable.
 const (
-	DefaultListen           = "127.0.0.1:8080"
-	DefaultCheckTimeout     = 100 * time.Millisecond
-	DefaultReloadInterval   = 5 * time.Second
-	DefaultShutdownTimeout  = 10 * time.Second
-	DefaultCacheSize        = 100_000
-	DefaultCacheMaxAge      = 10 * time.Second
-	DefaultLogLevel         = "info"
-	EnvPrefix               = "TOLLGATE_"
-	errMutuallyExclusiveFmt = "%s and %s are mutually exclusive"
+	DefaultListen          = "127.0.0.1:8080"
+	DefaultCheckTimeout    = 100 * time.Millisecond
+	DefaultReloadInterval  = 5 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultCacheSize       = 100_000
+	DefaultCacheMaxAge     = 10 * time.Second
+	DefaultLogLevel        = "info"
+	// DefaultGRPCMaxRecvBytes is 64 KiB: an Envoy request of the
+	// most descriptors is a few KiB.
+	DefaultGRPCMaxRecvBytes         = 64 << 10
+	DefaultGRPCMaxConcurrentStreams = 1000
+	DefaultGRPCKeepaliveMinTime     = 10 * time.Second
+	DefaultGRPCMaxDescriptors       = 64
+	EnvPrefix                       = "TOLLGATE_"
+	errMutuallyExclusiveFmt         = "%s and %s are mutually exclusive"
 )
 
 // Default returns the defaults: the settings of `tollgate serve` with no
 // flag, variable or file.
 func Default() Settings {
 	return Settings{
-		HTTP:  HTTP{Listen: DefaultListen},
+		HTTP: HTTP{Listen: DefaultListen, InlineLimits: true},
+		GRPC: GRPC{MaxRecvBytes: DefaultGRPCMaxRecvBytes, MaxConcurrentStreams: DefaultGRPCMaxConcurrentStreams,
+			KeepaliveMinTime: DefaultGRPCKeepaliveMinTime, MaxDescriptors: DefaultGRPCMaxDescriptors},
 		Check: Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},
 		Cache: Cache{Size: DefaultCacheSize, MaxAge: DefaultCacheMaxAge},
 		Log:   Log{Level: DefaultLogLevel},
@@ -268,6 +296,17 @@ func (g GRPC) validate() *Error {
 		if _, _, err := net.SplitHostPort(g.Listen); err != nil {
 			return fieldError("grpc-listen", -1, "%s %q: want HOST:PORT", setting("grpc-listen"), g.Listen)
 		}
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"grpc-max-recv-bytes", g.MaxRecvBytes}, {"grpc-max-concurrent-streams", g.MaxConcurrentStreams}, {"grpc-max-descriptors", g.MaxDescriptors}} {
+		if n.v <= 0 {
+			return fieldError(n.flag, -1, "%s %d: must be positive", setting(n.flag), n.v)
+		}
+	}
+	if g.KeepaliveMinTime <= 0 {
+		return fieldError("grpc-keepalive-min-time", -1, "%s %s: must be positive", setting("grpc-keepalive-min-time"), g.KeepaliveMinTime)
 	}
 	return nil
 }

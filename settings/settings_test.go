@@ -18,7 +18,8 @@ import (
 func TestFields(t *testing.T) {
 	s := settings.Default()
 	want := []string{
-		"config", "listen", "api-token-file", "admin-token-file", "grpc-listen", "envoy-config",
+		"config", "listen", "api-token-file", "admin-token-file", "inline-limits", "grpc-listen", "envoy-config",
+		"grpc-max-recv-bytes", "grpc-max-concurrent-streams", "grpc-keepalive-min-time", "grpc-reflection", "grpc-max-descriptors",
 		"redis", "redis-cluster", "redis-username", "redis-password-file", "redis-address-map",
 		"redis-dial-timeout", "redis-conn-timeout", "redis-attempt-timeout", "redis-retries",
 		"redis-conns-per-node", "redis-wait-replicas",
@@ -49,7 +50,7 @@ func TestFieldsBind(t *testing.T) {
 	s := settings.Default()
 	set := map[string]string{
 		"listen": "0.0.0.0:1", "redis-cluster": "a:1,b:2", "redis-address-map": "a:1=b:2",
-		"redis-retries": "-1", "redis-tls-insecure-skip-verify": "true", "local-cache-max-age": "1m", "log-level": "warn",
+		"redis-retries": "-1", "redis-tls-insecure-skip-verify": "true", "inline-limits": "false", "grpc-reflection": "true", "grpc-max-descriptors": "8", "local-cache-max-age": "1m", "log-level": "warn",
 	}
 	for _, f := range settings.Fields(&s) {
 		if v, ok := set[f.Flag]; ok {
@@ -60,7 +61,8 @@ func TestFieldsBind(t *testing.T) {
 	}
 	if s.HTTP.Listen != "0.0.0.0:1" || !reflect.DeepEqual(s.Redis.Cluster, []string{"a:1", "b:2"}) ||
 		s.Redis.AddressMap["a:1"] != "b:2" || s.Redis.Retries != -1 || !s.TLS.InsecureSkipVerify || !s.TLS.On() ||
-		s.Cache.MaxAge != time.Minute || s.Log.Level != "warn" {
+		s.Cache.MaxAge != time.Minute || s.Log.Level != "warn" || s.HTTP.InlineLimits ||
+		!s.GRPC.Reflection || s.GRPC.MaxDescriptors != 8 {
 		t.Errorf("bound values: %+v", s)
 	}
 }
@@ -104,6 +106,8 @@ func TestValidate(t *testing.T) {
 		{func(s *settings.Settings) { s.Redis.Addr, s.Redis.Cluster = "a:1", []string{"b:2"} }, "redis-cluster", "--redis and --redis-cluster are mutually exclusive"},
 		{func(s *settings.Settings) { s.Redis.Cluster = []string{"a:1", "b"} }, "redis-cluster", `--redis-cluster node "b": want HOST:PORT`},
 		{func(s *settings.Settings) { s.TLS.ServerName = "x" }, "redis-tls", "need --redis or --redis-cluster"},
+		{func(s *settings.Settings) { s.GRPC.MaxDescriptors = 0 }, "grpc-max-descriptors", "--grpc-max-descriptors 0: must be positive"},
+		{func(s *settings.Settings) { s.GRPC.KeepaliveMinTime = 0 }, "grpc-keepalive-min-time", "must be positive"},
 		{func(s *settings.Settings) { s.Cache.Size = -1 }, "local-cache-size", "--local-cache-size -1: must not be negative"},
 		{func(s *settings.Settings) { s.Log.Level = "loud" }, "log-level", `unknown --log-level "loud"`},
 	} {

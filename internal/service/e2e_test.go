@@ -26,6 +26,7 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/testutil"
+	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/settings"
 	"github.com/tollgate/tollgate/store/memory"
 )
@@ -619,7 +620,10 @@ func TestReadTokens(t *testing.T) {
 	}{
 		{"one a line", "a\nb\n", []string{"a", "b"}, ""},
 		{"comments, blanks and CRLF", "# c\r\n\r\n  a  \r\n\t# d\nb", []string{"a", "b"}, ""},
-		{"inner space", "good\nbad token\n", nil, ":2: a token must not contain blanks"},
+		{"a second word that is no scope", "good\nbad token\n", nil, ":2: invalid token scope: want KEY=VALUE"},
+		{"scoped", "a policies=x-* inline=false ops=check\nb\n", []string{"a", "b"}, ""},
+		{"scope beyond the file's", "a ops=admin\n", nil, ":1: invalid token scope: ops=admin beyond"},
+		{"a second token with base64 padding", "a b64tok==\n", nil, "unknown key"},
 		{"control character", "a\x01b\n", nil, ":1: a token must not contain blanks or control characters"},
 		{"only comments", "# none\n", nil, "no tokens"},
 		{"empty", "", nil, "no tokens"},
@@ -627,20 +631,24 @@ func TestReadTokens(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := testutil.WriteTemp(t, dir, "tokens", tt.content)
-			got, _, err := readTokens(path)
+			toks, _, err := readTokens(path, httpapi.APIScope())
+			var got []string
+			for _, tok := range toks {
+				got = append(got, tok.Secret)
+			}
 			switch {
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Errorf("err %v, want %q", err, tt.wantErr)
 			case tt.wantErr == "" && (err != nil || strings.Join(got, ",") != strings.Join(tt.want, ",")):
 				t.Errorf("got %q, %v; want %q", got, err, tt.want)
 			}
-			if err != nil && strings.Contains(err.Error(), "bad token") {
+			if err != nil && (strings.Contains(err.Error(), "bad token") || strings.Contains(err.Error(), "b64tok")) {
 				t.Errorf("error shows the token: %v", err)
 			}
 		})
 	}
 	big := testutil.WriteTemp(t, dir, "big", strings.Repeat("x", maxTokenFileSize+1))
-	if _, _, err := readTokens(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, _, err := readTokens(big, httpapi.APIScope()); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("big file: %v", err)
 	}
 }
@@ -653,9 +661,11 @@ func TestServeGRPC(t *testing.T) {
 	defer cancel()
 	var errOut testutil.SyncBuffer
 	// The settings of: serve --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
-	// --envoy-config envoy --log-level debug (cmd/tollgate tests the flags).
+	// --envoy-config envoy --grpc-reflection --log-level debug (cmd/tollgate
+	// tests the flags).
 	cfg := Config{Settings: settings.Default()}
 	cfg.HTTP.Listen, cfg.GRPC.Listen, cfg.GRPC.EnvoyConfig = "127.0.0.1:0", "127.0.0.1:0", envoy
+	cfg.GRPC.Reflection = true
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, NewLogger(&errOut, slog.LevelDebug)) }()
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/config"
@@ -83,11 +85,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		}
 		logger.Info("envoy configs loaded", slog.String("path", cfg.GRPC.EnvoyConfig), slog.Any("domains", rules.Config().Domains()))
 	}
-	apiTokens, err := LoadTokens(cfg.HTTP.APITokenFile, "--api-token-file", logger)
+	apiTokens, err := LoadScopedTokens(cfg.HTTP.APITokenFile, "--api-token-file", httpapi.APIScope(), logger)
 	if err != nil {
 		return err
 	}
-	adminTokens, err := LoadTokens(cfg.HTTP.AdminTokenFile, "--admin-token-file", logger)
+	adminTokens, err := LoadScopedTokens(cfg.HTTP.AdminTokenFile, "--admin-token-file", httpapi.AdminScope(), logger)
 	if err != nil {
 		return err
 	}
@@ -127,12 +129,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	fallback := memory.New(memory.Options{})
 	defer fallback.Close()
 	opts := httpapi.Options{
-		Logger:      logger,
-		APITokens:   apiTokens,
-		AdminTokens: adminTokens,
-		Observer:    m,
-		Metrics:     m.Handler(),
-		Fallback:    tollgate.New(fallback, tollgate.Options{}),
+		Logger:            logger,
+		ScopedAPITokens:   apiTokens,
+		ScopedAdminTokens: adminTokens,
+		PoliciesOnly:      !cfg.HTTP.InlineLimits,
+		Observer:          m,
+		Metrics:           m.Handler(),
+		Fallback:          tollgate.New(fallback, tollgate.Options{}),
 	}
 	if policies != nil { // not a typed nil in the interface
 		opts.Policies = policies
@@ -155,8 +158,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	var grpcSrv *grpc.Server
 	var health interface{ Shutdown() }
 	if grpcLn != nil {
-		grpcSrv = grpc.NewServer(grpc.ChainUnaryInterceptor(requestIDInterceptor))
-		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m, Fallback: opts.Fallback}).Register(grpcSrv)
+		grpcSrv = grpc.NewServer(grpcServerOptions(cfg.GRPC, recovery{log: logger, obs: m})...)
+		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m, Fallback: opts.Fallback,
+			Reflection: cfg.GRPC.Reflection, MaxDescriptors: cfg.GRPC.MaxDescriptors, Timeout: cfg.Check.Timeout}).Register(grpcSrv)
 	}
 
 	attrs := []any{slog.String("addr", httpLn.Addr().String())}
@@ -209,6 +213,30 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// Keepalive of the gRPC server: it pings a client silent this long, and
+// closes the connection when the ping is not answered within
+// grpcKeepaliveTimeout, so that dead peers do not hold streams.
+const (
+	grpcKeepaliveTime    = time.Minute
+	grpcKeepaliveTimeout = 20 * time.Second
+)
+
+// grpcServerOptions are the gRPC server's options for g: panic recovery
+// (outermost, so it covers the interceptors after it), the request id
+// interceptor, the message and stream bounds, and keepalive enforcement
+// (clients may ping while no call is in flight, as Envoy does on idle
+// connections, but not more often than g.KeepaliveMinTime).
+func grpcServerOptions(g settings.GRPC, rc recovery) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(rc.unary, requestIDInterceptor),
+		grpc.ChainStreamInterceptor(rc.stream),
+		grpc.MaxRecvMsgSize(g.MaxRecvBytes),
+		grpc.MaxConcurrentStreams(uint32(min(g.MaxConcurrentStreams, math.MaxUint32))),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: g.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: grpcKeepaliveTime, Timeout: grpcKeepaliveTimeout}),
+	}
 }
 
 // WrapStore wraps store as the service uses it (wrap.Chain): the local

@@ -45,64 +45,66 @@ func ValidRequestID(id string) bool {
 	return true
 }
 
-// tokens holds the SHA-256 of the configured bearer tokens. Comparing
-// digests of fixed length in constant time, against every token, reveals
-// neither a token's length nor which one matched.
+// tokens holds the SHA-256 of the configured bearer tokens, each with its
+// scope. Comparing digests of fixed length in constant time, against every
+// token, reveals neither a token's length nor which one matched.
 type tokens struct {
-	api, admin [][sha256.Size]byte
+	sums   [][sha256.Size]byte
+	scopes []Scope
+	// api: some token came from an API list, so /v1/ requests need one.
+	api bool
 }
 
-func newTokens(api, admin []string) tokens {
+// newTokens hashes the tokens; admin tokens come last, so that a token in
+// both lists gets its admin scope.
+func newTokens(api, admin []string, scopedAPI, scopedAdmin []Token) tokens {
 	var t tokens
-	for _, s := range api {
-		if s != "" {
-			t.api = append(t.api, sha256.Sum256([]byte(s)))
+	add := func(secret string, s Scope, isAPI bool) {
+		if secret != "" {
+			t.sums = append(t.sums, sha256.Sum256([]byte(secret)))
+			t.scopes = append(t.scopes, s)
+			t.api = t.api || isAPI
 		}
 	}
+	for _, s := range api {
+		add(s, APIScope(), true)
+	}
+	for _, tok := range scopedAPI {
+		add(tok.Secret, tok.Scope, true)
+	}
 	for _, s := range admin {
-		if s != "" {
-			t.admin = append(t.admin, sha256.Sum256([]byte(s)))
-		}
+		add(s, AdminScope(), false)
+	}
+	for _, tok := range scopedAdmin {
+		add(tok.Secret, tok.Scope, false)
 	}
 	return t
 }
 
 // apiRequired reports whether /v1/ requests need a token.
-func (t tokens) apiRequired() bool { return len(t.api) > 0 }
+func (t tokens) apiRequired() bool { return t.api }
 
 // adminRequired reports whether admin endpoints need an admin token.
-func (t tokens) adminRequired() bool { return len(t.api) > 0 || len(t.admin) > 0 }
+func (t tokens) adminRequired() bool { return len(t.sums) > 0 }
 
-// access is what a request's credentials allow.
-type access int
-
-const (
-	noAccess   access = iota // no token, a malformed header or an unknown token
-	apiToken                 // one of the API tokens
-	adminToken               // one of the admin tokens
-)
-
-// check returns the access that r's bearer token grants.
-func (t tokens) check(r *http.Request) access {
+// check returns the scope of r's bearer token and whether it is one of the
+// tokens.
+func (t tokens) check(r *http.Request) (Scope, bool) {
 	tok, ok := bearer(r.Header.Get("Authorization"))
 	if !ok {
-		return noAccess
+		return Scope{}, false
 	}
 	sum := sha256.Sum256([]byte(tok))
-	var isAPI, isAdmin int
-	for i := range t.api {
-		isAPI |= subtle.ConstantTimeCompare(sum[:], t.api[i][:])
+	found, idx := 0, 0
+	for i := range t.sums {
+		eq := subtle.ConstantTimeCompare(sum[:], t.sums[i][:])
+		found |= eq
+		idx = subtle.ConstantTimeSelect(eq, i, idx)
 	}
-	for i := range t.admin {
-		isAdmin |= subtle.ConstantTimeCompare(sum[:], t.admin[i][:])
+	if found == 0 {
+		return Scope{}, false
 	}
-	switch {
-	case isAdmin == 1:
-		return adminToken
-	case isAPI == 1:
-		return apiToken
-	}
-	return noAccess
+	return t.scopes[idx], true
 }
 
 // bearer returns the token of an "Authorization: Bearer TOKEN" header value;

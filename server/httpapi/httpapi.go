@@ -107,6 +107,15 @@
 // compared in constant time. Authentication comes before routing within
 // /v1/, so an unauthenticated client learns nothing about the paths there.
 //
+// Each token has a Scope (Options.ScopedAPITokens, ScopedAdminTokens; a
+// bare APITokens entry has APIScope, an AdminTokens entry AdminScope): the
+// policies it may name, whether it may send inline limits, and its
+// operations (OpsCheck: consume and peek; OpsRefund; OpsAdmin: reset). A
+// request outside its scope, or with inline limits when
+// Options.PoliciesOnly is set, is 403 forbidden and never reaches the
+// Limiter. The scope is checked before the policy is looked up, so an
+// out-of-scope token cannot tell which policies exist.
+//
 // /healthz, /readyz and /metrics need no token: metrics carry policy names
 // and counts, never keys, and a scraper should not need a credential that
 // can spend quota. Keep the listener off the public internet, or filter
@@ -118,7 +127,10 @@
 // is one of the Code constants: 400 for bad input (which never touches the
 // store), 401 and 403 as above, 404 for an unknown path, 405 with an Allow
 // header for a wrong method, 503 when the store or readiness check fails, 500
-// otherwise.
+// otherwise. A panic while serving a request (in the store, say) is
+// recovered: the request gets 500 internal, the panic and its stack are
+// logged once at Error, an Observer that is an observe.PanicObserver is
+// told, and the handler goes on serving.
 package httpapi
 
 import (
@@ -126,6 +138,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 
@@ -173,8 +186,9 @@ type Options struct {
 	// Every record about a request has its request_id. Nil discards.
 	Logger *slog.Logger
 	// Ready is called by GET /readyz with the request's context; an error
-	// makes it answer 503 with code unavailable and the error's text in the
-	// message. Nil means always ready.
+	// makes it answer 503 with code unavailable and the message "store
+	// unavailable" (the error itself is logged at Warn, never answered:
+	// /readyz needs no token). Nil means always ready.
 	Ready func(context.Context) error
 	// MaxBodyBytes is the largest request body accepted; 0 (or less) means
 	// DefaultMaxBodyBytes.
@@ -189,6 +203,18 @@ type Options struct {
 	// included. When AdminTokens or APITokens is set, reset needs one of
 	// these. Empty strings are ignored.
 	AdminTokens []string
+	// ScopedAPITokens are API tokens each limited to its Scope (a token
+	// file's lines with scope fields; see ParseScope): like APITokens,
+	// their presence makes /v1/ requests need a token. A request outside
+	// its token's scope is 403 forbidden and changes nothing.
+	ScopedAPITokens []Token
+	// ScopedAdminTokens are admin tokens each limited to its Scope, like
+	// AdminTokens otherwise.
+	ScopedAdminTokens []Token
+	// PoliciesOnly refuses inline limits to every request (403 forbidden),
+	// whatever its token: callers may use only the operator's policies.
+	// False allows them (within each token's scope).
+	PoliciesOnly bool
 	// Observer is told the outcome of every consume: policy is the
 	// policy's name, or observe.InlinePolicy for an inline limit. Nil
 	// reports nothing.
@@ -213,6 +239,7 @@ type handler struct {
 	observer observe.Observer
 	routes   map[string]route
 	fallback *tollgate.Limiter // for fail_local policies; may be nil
+	noInline bool              // Options.PoliciesOnly
 }
 
 type route struct {
@@ -231,7 +258,8 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		ready:    opts.Ready,
 		maxBody:  opts.MaxBodyBytes,
 		policies: opts.Policies,
-		tokens:   newTokens(opts.APITokens, opts.AdminTokens),
+		tokens:   newTokens(opts.APITokens, opts.AdminTokens, opts.ScopedAPITokens, opts.ScopedAdminTokens),
+		noInline: opts.PoliciesOnly,
 		observer: opts.Observer,
 		fallback: opts.Fallback,
 	}
@@ -268,11 +296,70 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := requestID(r.Header.Get(HeaderRequestID))
 	w.Header().Set(HeaderRequestID, id)
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	tw := &trackingWriter{ResponseWriter: w}
+	defer h.recoverPanic(tw, r)
+	h.serve(tw, r)
+}
 
+// recoverPanic, deferred, turns a panic of the handler into a 500 internal
+// answer (unless the answer had begun), logs it once with its stack, and
+// tells the Observer if it is an observe.PanicObserver: one bad request
+// must not take the process and every request in flight down with it.
+// http.ErrAbortHandler, net/http's way to abort an answer, goes on.
+func (h *handler) recoverPanic(w *trackingWriter, r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelError, "panic serving a request: answered 500",
+		slog.String("path", r.URL.Path), slog.Any("panic", p), slog.String("stack", string(debug.Stack())),
+		slog.String("request_id", RequestID(r.Context())))
+	if po, ok := h.observer.(observe.PanicObserver); ok {
+		po.Panic(observe.ServerHTTP)
+	}
+	if w.wrote {
+		return
+	}
+	hdr := w.Header()
+	for k := range hdr {
+		if k != HeaderRequestID {
+			delete(hdr, k)
+		}
+	}
+	writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+}
+
+// trackingWriter notes whether the answer has begun.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *trackingWriter) WriteHeader(code int) {
+	w.wrote = true
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *trackingWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	v1 := strings.HasPrefix(r.URL.Path, "/v1/")
-	if v1 && h.tokens.apiRequired() && h.tokens.check(r) < apiToken {
+	scope, known := h.tokens.check(r)
+	if v1 && h.tokens.apiRequired() && !known {
 		unauthorized(w, r)
 		return
+	}
+	if known {
+		r = r.WithContext(context.WithValue(r.Context(), scopeKey{}, scope))
 	}
 	rt, ok := h.routes[r.URL.Path]
 	if !ok {
@@ -286,14 +373,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.admin && h.tokens.adminRequired() {
-		switch h.tokens.check(r) {
-		case adminToken:
-		case apiToken:
+		switch {
+		case !known:
+			unauthorized(w, r)
+			return
+		case scope.Ops&OpsAdmin == 0:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tollgate", error="insufficient_scope"`)
 			writeError(w, http.StatusForbidden, CodeForbidden, "this endpoint needs an admin token")
-			return
-		default:
-			unauthorized(w, r)
 			return
 		}
 	}
@@ -301,7 +387,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
-	req, cost, t, ok := h.request(w, r, true, consumeFields...)
+	req, cost, t, ok := h.request(w, r, OpsCheck, true, consumeFields...)
 	if !ok {
 		return
 	}
@@ -326,7 +412,7 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
-	_, _, t, ok := h.request(w, r, false, peekFields...)
+	_, _, t, ok := h.request(w, r, OpsCheck, false, peekFields...)
 	if !ok {
 		return
 	}
@@ -337,7 +423,7 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
-	_, cost, t, ok := h.request(w, r, true, refundFields...)
+	_, cost, t, ok := h.request(w, r, OpsRefund, true, refundFields...)
 	if !ok {
 		return
 	}
@@ -350,6 +436,10 @@ func (h *handler) refund(w http.ResponseWriter, r *http.Request) {
 func (h *handler) reset(w http.ResponseWriter, r *http.Request) {
 	var req resetRequest
 	if e := h.decode(w, r, &req, resetFields...); e != nil {
+		writeAPIError(w, e)
+		return
+	}
+	if e := h.permit(r.Context(), OpsAdmin, req.Policy); e != nil {
 		writeAPIError(w, e)
 		return
 	}
@@ -377,8 +467,10 @@ func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
 func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 	if h.ready != nil {
 		if err := h.ready(r.Context()); err != nil {
+			// The cause (addresses, slots) goes to the log only: /readyz
+			// needs no token.
 			h.logAt(r, slog.LevelWarn, "not ready", slog.Any("error", err))
-			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "not ready: "+err.Error())
+			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "store unavailable")
 			return
 		}
 	}

@@ -41,16 +41,26 @@ func (t target) headerName() string {
 	return t.name
 }
 
-// request decodes a consume, peek or refund request, whose body has these
-// fields, and resolves it (withCost as for resolve). It answers a bad
-// request itself and then reports false.
-func (h *handler) request(w http.ResponseWriter, r *http.Request, withCost bool, fields ...string) (limitRequest, int64, target, bool) {
+// request decodes a consume, peek or refund request (of op), whose body
+// has these fields, resolves it (withCost as for resolve) and checks it
+// against the server's settings and the token's scope. It answers a bad or
+// forbidden request itself and then reports false: nothing reached the
+// Limiter.
+func (h *handler) request(w http.ResponseWriter, r *http.Request, op Ops, withCost bool, fields ...string) (limitRequest, int64, target, bool) {
 	var req limitRequest
 	if e := h.decode(w, r, &req, fields...); e != nil {
 		writeAPIError(w, e)
 		return limitRequest{}, 0, target{}, false
 	}
-	cost, t, e := h.resolve(req, withCost)
+	// The scope first: a token learns nothing of policies outside it.
+	e := h.permit(r.Context(), op, req.Policy)
+	var (
+		cost int64
+		t    target
+	)
+	if e == nil {
+		cost, t, e = h.resolve(req, withCost)
+	}
 	if e != nil {
 		writeAPIError(w, e)
 		return limitRequest{}, 0, target{}, false

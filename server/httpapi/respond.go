@@ -47,8 +47,9 @@ const (
 	// CodeUnauthorized (401): a /v1/ request without a valid bearer token,
 	// when tokens are required.
 	CodeUnauthorized Code = "unauthorized"
-	// CodeForbidden (403): a reset with a valid token that is not an admin
-	// token.
+	// CodeForbidden (403): a request outside its token's Scope (a reset
+	// with a token that is not an admin token, another tenant's policy),
+	// or inline limits on a server with Options.PoliciesOnly.
 	CodeForbidden Code = "forbidden"
 	// CodeMethodNotAllowed (405): the path exists but not for this method;
 	// the Allow header lists the methods it takes.

@@ -21,6 +21,8 @@
 //	tollgate_store_errors_total{kind}             counter    failed store calls
 //	tollgate_config_reloads_total{config,result}  counter    policy and Envoy config reloads
 //	tollgate_local_cache_hits_total               counter    denials answered by the local over-limit cache
+//	tollgate_panics_total{server}                 counter    panics recovered in a handler or interceptor (http, grpc)
+//	tollgate_memory_evictions_total               counter    live keys the memory store forgot at its key cap
 //	tollgate_redis_retries_total{kind}            counter    Redis attempts retried, by the failed attempt's error kind
 //	tollgate_redis_fast_failures_total            counter    calls refused at once by an open circuit
 //	tollgate_redis_heals_total{reason}            counter    Redis clients rebuilt after persistent trouble
@@ -159,6 +161,8 @@ type Metrics struct {
 	heals             *prometheus.CounterVec
 	topologyRefreshes prometheus.Counter
 	reconnects        prometheus.Counter
+	panics            *prometheus.CounterVec
+	evictions         prometheus.Counter
 }
 
 // New returns a Metrics on a new registry holding Tollgate's metrics and the
@@ -211,12 +215,21 @@ func New() *Metrics {
 			Name: "tollgate_redis_reconnects_total",
 			Help: "Connections to Redis nodes re-established after they were lost.",
 		}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_panics_total",
+			Help: "Panics recovered in an HTTP handler or a gRPC interceptor or handler, by server (http, grpc); the request got an internal error and the process kept serving.",
+		}, []string{"server"}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_memory_evictions_total",
+			Help: "Keys with live usage that the memory store (or the fail_local fallback) forgot because it was at its key cap; their usage is under-counted from then on.",
+		}),
 	}
 	m.reg.MustRegister( // fixed, distinct descriptors: cannot fail
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.checks, m.storeDuration, m.storeErrors, m.reloads, m.cacheHits,
 		m.retries, m.fastFailures, m.redirects, m.heals, m.topologyRefreshes, m.reconnects,
+		m.panics, m.evictions,
 	)
 	// Series whose label values are known up front start at 0, so that
 	// rate() and alerts see them before the first event.
@@ -225,6 +238,9 @@ func New() *Metrics {
 	}
 	for _, kind := range []string{RedirectMoved, RedirectAsk} {
 		m.redirects.WithLabelValues(kind)
+	}
+	for _, server := range []string{observe.ServerHTTP, observe.ServerGRPC} {
+		m.panics.WithLabelValues(server)
 	}
 	return m
 }
@@ -329,4 +345,21 @@ func (m *Metrics) Reconnect() {
 		return
 	}
 	m.reconnects.Inc()
+}
+
+// Panic implements observe.PanicObserver.
+func (m *Metrics) Panic(server string) {
+	if m == nil {
+		return
+	}
+	m.panics.WithLabelValues(server).Inc()
+}
+
+// Evicted implements memory.Observer: n keys with live usage forgotten at
+// the memory store's key cap.
+func (m *Metrics) Evicted(n int) {
+	if m == nil {
+		return
+	}
+	m.evictions.Add(float64(n))
 }

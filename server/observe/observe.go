@@ -41,3 +41,18 @@ const (
 
 // InlinePolicy is the policy label of the HTTP API's inline limits.
 const InlinePolicy = "inline"
+
+// PanicObserver is told of every panic a server recovered from, for
+// metrics. A server's Observer that also implements it is told; server is
+// ServerHTTP or ServerGRPC. *metrics.Metrics implements it. Panic must be
+// safe for concurrent use.
+type PanicObserver interface {
+	Panic(server string)
+}
+
+// Servers that recover from panics: the values of the server label of
+// tollgate_panics_total.
+const (
+	ServerHTTP = "http"
+	ServerGRPC = "grpc"
+)

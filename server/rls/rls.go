@@ -23,9 +23,19 @@
 // Zero hits charge nothing either; the descriptor is OVER_LIMIT only if the
 // units in use already exceed the limit (after a limit was lowered), as in
 // envoyproxy/ratelimit. A rule of requests_per_unit 0 is OVER_LIMIT without
-// touching the store. Descriptors are checked one after another, in request
-// order, and each that fits is charged even when another is over its limit,
-// as in envoyproxy/ratelimit.
+// touching the store. The descriptors of a request are checked
+// concurrently (so that a Redis store pipelines them), under one deadline
+// (Options.Timeout), and each that fits is charged even when another is
+// over its limit, as in envoyproxy/ratelimit. A request of more than
+// Options.MaxDescriptors descriptors is InvalidArgument and checks none.
+//
+// A rule with stop_charging_when_over keeps no hits of a request in which
+// any descriptor is over its limit: as the descriptors are checked at once,
+// its hits are charged and then refunded (envoyproxy/ratelimit, checking in
+// order, does not charge those after the one over; here "not charged after"
+// becomes "refunded", wherever the one over comes). Its status shows the
+// figures of the charge. Between the charge and the refund another request
+// may see the hits; the refund restores the count, not the instant.
 //
 // A rule in shadow mode never denies: its descriptor reports OK even when
 // over the limit (with the true LimitRemaining), as envoyproxy/ratelimit
@@ -70,6 +80,8 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"runtime/debug"
+	"sync"
 	"time"
 
 	rlspb "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
@@ -116,6 +128,21 @@ type Options struct {
 	// per checked descriptor at Debug (with the key). Nothing is logged per
 	// request at Info. Nil discards.
 	Logger *slog.Logger
+	// Reflection makes Register register gRPC server reflection too, so
+	// that tools such as grpcurl can list and call the services without
+	// their protos. False (the default) leaves it off: it tells any
+	// client the whole API surface.
+	Reflection bool
+	// MaxDescriptors is the most descriptors one request may carry; more
+	// is InvalidArgument, before any is checked. 0 means
+	// DefaultMaxDescriptors; negative, no cap.
+	MaxDescriptors int
+	// Timeout is one deadline for all the store calls of a request, which
+	// run concurrently (so that Redis pipelines them); past it, each
+	// unanswered descriptor gets its rule's failure mode. The refunds of
+	// stop_charging_when_over get a deadline of the same length. 0 means
+	// none but the caller's and the store's own.
+	Timeout time.Duration
 	// Observer is told the outcome of every descriptor checked against a
 	// rule (unmatched, unlimited and replaced descriptors are not checks):
 	// policy is the rule's name, or the request's domain when the rule has
@@ -133,6 +160,11 @@ type Options struct {
 // key of the HTTP API or the middleware sharing the Limiter reaches one.
 const Namespace = "rls"
 
+// DefaultMaxDescriptors is the most descriptors a request may carry when
+// Options.MaxDescriptors is 0. Envoy sends one per matching rate_limits
+// action, a handful in practice.
+const DefaultMaxDescriptors = 64
+
 // Server implements rlspb.RateLimitServiceServer over a Limiter. It is safe
 // for concurrent use.
 type Server struct {
@@ -144,12 +176,22 @@ type Server struct {
 	mode     policy.FailureMode
 	log      *slog.Logger
 	observer observe.Observer
+	maxDescs int // 0: no cap
+	reflect  bool
+	timeout  time.Duration
 }
 
 // New returns a Server that checks descriptors matched by rules against lim.
 // lim must not be nil; nil rules match nothing, so every request is OK.
 func New(lim *tollgate.Limiter, rules Rules, opts Options) *Server {
-	s := &Server{lim: lim.Namespace(Namespace), rules: rules, mode: opts.FailureMode, log: opts.Logger, observer: opts.Observer}
+	s := &Server{lim: lim.Namespace(Namespace), rules: rules, mode: opts.FailureMode, log: opts.Logger, observer: opts.Observer,
+		maxDescs: opts.MaxDescriptors, timeout: max(0, opts.Timeout), reflect: opts.Reflection}
+	switch {
+	case s.maxDescs == 0:
+		s.maxDescs = DefaultMaxDescriptors
+	case s.maxDescs < 0:
+		s.maxDescs = 0
+	}
 	if opts.Fallback != nil {
 		s.fallback = opts.Fallback.Namespace(Namespace)
 	}
@@ -162,7 +204,7 @@ func New(lim *tollgate.Limiter, rules Rules, opts Options) *Server {
 // Register registers the Server on g, with the gRPC health service (its
 // returned *health.Server reports SERVING for "" and for the rate limit
 // service until the caller changes it, for example with Shutdown before
-// g.GracefulStop) and server reflection. Call it once per grpc.Server, before
+// g.GracefulStop) and, with Options.Reflection, server reflection. Call it once per grpc.Server, before
 // g.Serve.
 func (s *Server) Register(g *grpc.Server) *health.Server {
 	rlspb.RegisterRateLimitServiceServer(g, s)
@@ -170,7 +212,9 @@ func (s *Server) Register(g *grpc.Server) *health.Server {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(rlspb.RateLimitService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
-	reflection.Register(g)
+	if s.reflect {
+		reflection.Register(g)
+	}
 	return hs
 }
 
@@ -184,6 +228,9 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 	ds := req.GetDescriptors()
 	if len(ds) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	}
+	if s.maxDescs > 0 && len(ds) > s.maxDescs {
+		return nil, status.Errorf(codes.InvalidArgument, "%d rate limit descriptors: at most %d per request", len(ds), s.maxDescs)
 	}
 
 	// Match every descriptor first: a rule may replace one matched earlier.
@@ -211,7 +258,17 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 		OverallCode: rlspb.RateLimitResponse_OK,
 		Statuses:    make([]*rlspb.RateLimitResponse_DescriptorStatus, len(ds)),
 	}
+	// One deadline for every store call of the request; failure modes and
+	// the fallback answer under the request's own context.
+	storeCtx, cancel := ctx, context.CancelFunc(func() {})
+	if s.timeout > 0 {
+		storeCtx, cancel = context.WithTimeout(ctx, s.timeout)
+	}
+	defer cancel()
 	charged := make([]charge, len(ds)) // hits to refund, for stop_charging_when_over
+	errs := make([]error, len(ds))
+	results := make([]string, len(ds)) // for the Observer, reported in request order
+	var wg sync.WaitGroup
 	for i, d := range ds {
 		r := rules[i]
 		switch {
@@ -223,24 +280,52 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlspb.RateLimitReques
 			resp.Statuses[i] = &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK}
 		default:
 			n := hits(req, d.GetHitsAddend())
-			consume := !r.StopChargingWhenOver || resp.OverallCode != rlspb.RateLimitResponse_OVER_LIMIT
-			st, on, err := s.check(ctx, domain, r, n, consume)
-			if err != nil {
-				return nil, err
-			}
-			resp.Statuses[i] = st
-			if st.Code == rlspb.RateLimitResponse_OVER_LIMIT {
-				resp.OverallCode = rlspb.RateLimitResponse_OVER_LIMIT
-			}
-			if on != nil && r.StopChargingWhenOver {
-				charged[i] = charge{n: n, on: on}
-			}
+			wg.Go(func() {
+				defer s.recoverPanic(ctx, &errs[i])
+				st, on, err := s.check(ctx, storeCtx, domain, r, n, func(result string) { results[i] = result })
+				resp.Statuses[i], errs[i] = st, err
+				if on != nil && r.StopChargingWhenOver {
+					charged[i] = charge{n: n, on: on}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for i, result := range results {
+		if result != "" {
+			s.observe(domain, rules[i], result)
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+		if resp.Statuses[i].GetCode() == rlspb.RateLimitResponse_OVER_LIMIT {
+			resp.OverallCode = rlspb.RateLimitResponse_OVER_LIMIT
 		}
 	}
 	if resp.OverallCode == rlspb.RateLimitResponse_OVER_LIMIT {
 		s.refundCharged(ctx, domain, rules, charged)
 	}
 	return resp, nil
+}
+
+// recoverPanic, deferred in a goroutine that checks a descriptor, turns
+// its panic (in the store, say) into an Internal error in *err, logged once
+// with its stack and told to an Observer that is an observe.PanicObserver,
+// so that it cannot take the process down: no interceptor sees the
+// goroutines a handler starts.
+func (s *Server) recoverPanic(ctx context.Context, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	s.log.LogAttrs(ctx, slog.LevelError, "panic checking a descriptor: answered INTERNAL",
+		slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+	if po, ok := s.observer.(observe.PanicObserver); ok {
+		po.Panic(observe.ServerGRPC)
+	}
+	*err = status.Error(codes.Internal, "internal error")
 }
 
 // charge is the hits charged to a descriptor and the Limiter (the store's,
@@ -254,16 +339,30 @@ type charge struct {
 // charging when another descriptor of the request is over its limit. A
 // refund that fails is logged: the hits then stay counted, as without the
 // option.
+//
+// The refunds run concurrently, under a deadline of their own (the
+// Server's timeout), so they bound the request's time as the checks do.
 func (s *Server) refundCharged(ctx context.Context, domain string, rules []policy.Rule, charged []charge) {
+	if s.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		defer cancel()
+	}
+	var wg sync.WaitGroup
 	for i, c := range charged {
 		if c.n == 0 {
 			continue
 		}
-		if _, err := c.on.Refund(ctx, rules[i].Key, int64(c.n), rules[i].Limit); err != nil {
-			s.log.LogAttrs(ctx, slog.LevelWarn, "refund of a request over another descriptor's limit failed",
-				slog.String("domain", domain), slog.String("rule", rules[i].Name), slog.Any("error", err))
-		}
+		wg.Go(func() {
+			var perr error
+			defer s.recoverPanic(ctx, &perr)
+			if _, err := c.on.Refund(ctx, rules[i].Key, int64(c.n), rules[i].Limit); err != nil {
+				s.log.LogAttrs(ctx, slog.LevelWarn, "refund of a request over another descriptor's limit failed",
+					slog.String("domain", domain), slog.String("rule", rules[i].Name), slog.Any("error", err))
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // hits returns a descriptor's cost: its own hits_addend when set, else the
@@ -276,10 +375,11 @@ func hits(req *rlspb.RateLimitRequest, own *wrapperspb.UInt64Value) uint64 {
 }
 
 // check applies rule r to n hits and returns the descriptor's status and
-// the Limiter the hits were charged on, nil when they were not. Without
-// consume it only looks (a peek of the n hits). While the store is
-// unavailable, a fail_local rule is checked against the fallback Limiter.
-func (s *Server) check(ctx context.Context, domain string, r policy.Rule, n uint64, consume bool) (*rlspb.RateLimitResponse_DescriptorStatus, *tollgate.Limiter, error) {
+// the Limiter the hits were charged on, nil when they were not. The store
+// is called under storeCtx (the request's deadline for the store); while it
+// is unavailable, a fail_local rule is checked against the fallback
+// Limiter, under ctx.
+func (s *Server) check(ctx, storeCtx context.Context, domain string, r policy.Rule, n uint64, report func(string)) (*rlspb.RateLimitResponse_DescriptorStatus, *tollgate.Limiter, error) {
 	lim := r.Limit
 	cur := &rlspb.RateLimitResponse_RateLimit{Name: r.Name, RequestsPerUnit: clamp32(lim.Units)}
 	cur.Unit, cur.UnitMultiplier = unitOf(lim.Window)
@@ -294,18 +394,18 @@ func (s *Server) check(ctx context.Context, domain string, r policy.Rule, n uint
 	} else {
 		on := s.lim
 		var err error
-		res, over, err = apply(ctx, on, r, n, consume)
+		res, over, err = apply(storeCtx, on, r, n)
 		if err != nil && s.local(ctx, r, err) {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "store unavailable: answering from the local fallback",
 				slog.String("domain", domain), slog.String("rule", r.Name), slog.Any("error", err))
 			on = s.fallback
-			res, over, err = apply(ctx, on, r, n, consume)
+			res, over, err = apply(ctx, on, r, n)
 		}
 		if err != nil {
-			st, ferr := s.failure(ctx, domain, r, cur, err)
+			st, ferr := s.failure(ctx, domain, r, cur, err, report)
 			return st, nil, ferr
 		}
-		if consume && n > 0 && n <= uint64(lim.Units) && !over {
+		if n > 0 && n <= uint64(lim.Units) && !over {
 			charged = on
 		}
 	}
@@ -313,12 +413,12 @@ func (s *Server) check(ctx context.Context, domain string, r policy.Rule, n uint
 	code := rlspb.RateLimitResponse_OK
 	switch {
 	case over && r.Shadow:
-		s.observe(domain, r, observe.ResultShadowDenied)
+		report(observe.ResultShadowDenied)
 	case over:
 		code = rlspb.RateLimitResponse_OVER_LIMIT
-		s.observe(domain, r, observe.ResultDenied)
+		report(observe.ResultDenied)
 	default:
-		s.observe(domain, r, observe.ResultAllowed)
+		report(observe.ResultAllowed)
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "descriptor",
@@ -335,9 +435,9 @@ func (s *Server) check(ctx context.Context, domain string, r policy.Rule, n uint
 }
 
 // apply checks n hits against r's limit (of at least 1 unit) on lim and
-// reports whether they are over it: it consumes them when consume is set
-// and they can fit, else peeks.
-func apply(ctx context.Context, lim *tollgate.Limiter, r policy.Rule, n uint64, consume bool) (tollgate.Result, bool, error) {
+// reports whether they are over it: it consumes them when they can fit,
+// else peeks.
+func apply(ctx context.Context, lim *tollgate.Limiter, r policy.Rule, n uint64) (tollgate.Result, bool, error) {
 	switch {
 	case n == 0:
 		res, err := lim.Peek(ctx, r.Key, r.Limit)
@@ -345,9 +445,6 @@ func apply(ctx context.Context, lim *tollgate.Limiter, r policy.Rule, n uint64, 
 	case n > uint64(r.Limit.Units):
 		res, err := lim.Peek(ctx, r.Key, r.Limit)
 		return res, true, err
-	case !consume:
-		res, err := lim.Peek(ctx, r.Key, r.Limit)
-		return res, res.Used+int64(n) > res.Limit, err
 	}
 	res, err := lim.Consume(ctx, r.Key, int64(n), r.Limit)
 	return res, !res.Allowed, err
@@ -369,13 +466,13 @@ func (s *Server) local(ctx context.Context, r policy.Rule, err error) bool {
 }
 
 // failure turns a Limiter error into a fail-open status or a gRPC error.
-func (s *Server) failure(ctx context.Context, domain string, r policy.Rule, cur *rlspb.RateLimitResponse_RateLimit, err error) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
+func (s *Server) failure(ctx context.Context, domain string, r policy.Rule, cur *rlspb.RateLimitResponse_RateLimit, err error, report func(string)) (*rlspb.RateLimitResponse_DescriptorStatus, error) {
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		s.observe(domain, r, observe.ResultError)
+		report(observe.ResultError)
 		return nil, status.FromContextError(ctxErr).Err()
 	}
 	if !errors.Is(err, tollgate.ErrUnavailable) {
-		s.observe(domain, r, observe.ResultError)
+		report(observe.ResultError)
 		s.log.LogAttrs(ctx, slog.LevelError, "unexpected error",
 			slog.String("domain", domain), slog.String("rule", r.Name), slog.Any("error", err))
 		return nil, status.Errorf(codes.Internal, "checking a descriptor: %v", err)
@@ -384,10 +481,10 @@ func (s *Server) failure(ctx context.Context, domain string, r policy.Rule, cur 
 	s.log.LogAttrs(ctx, slog.LevelWarn, "store unavailable",
 		slog.String("domain", domain), slog.String("rule", r.Name), slog.Bool("fail_open", failOpen), slog.Any("error", err))
 	if failOpen {
-		s.observe(domain, r, observe.ResultFailOpen)
+		report(observe.ResultFailOpen)
 		return &rlspb.RateLimitResponse_DescriptorStatus{Code: rlspb.RateLimitResponse_OK, CurrentLimit: cur}, nil
 	}
-	s.observe(domain, r, observe.ResultError)
+	report(observe.ResultError)
 	return nil, status.Error(codes.Unavailable, "rate limit store unavailable")
 }
 

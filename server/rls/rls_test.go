@@ -289,8 +289,9 @@ func TestOneDescriptorOverLimitDeniesTheRequest(t *testing.T) {
 }
 
 // A rule with stop_charging_when_over keeps no hits of a request that
-// another descriptor puts over its limit: refunded when the other comes
-// later, not charged when it came earlier.
+// another descriptor puts over its limit, wherever the other comes: the
+// descriptors are checked concurrently, so its hits are charged and then
+// refunded (its status shows the charge).
 func TestStopChargingWhenOver(t *testing.T) {
 	e := start(t, parseRules(t, `
 domain: test
@@ -313,9 +314,9 @@ descriptors:
 	if overall != over || statuses[0] != "OK remaining=8 limit=10/HOUR reset=3600s" {
 		t.Fatalf("second request: %s %q", overall, statuses)
 	}
-	// The user is over first: the account is looked at, not charged.
+	// The user is over first: the account is charged and refunded too.
 	overall, statuses = e.check(t, 0, d("user=u"), d("account=a"))
-	if overall != over || statuses[1] != "OK remaining=9 limit=10/HOUR reset=3600s" {
+	if overall != over || statuses[1] != "OK remaining=8 limit=10/HOUR reset=3600s" {
 		t.Fatalf("third request: %s %q", overall, statuses)
 	}
 	// Only the first request's hit stayed on the account; the plain rule
@@ -503,7 +504,17 @@ func TestHotReload(t *testing.T) {
 }
 
 func TestHealthAndReflection(t *testing.T) {
-	e := start(t, nil, nil, Options{})
+	off := start(t, nil, nil, Options{})
+	ctxOff, cancelOff := context.WithTimeout(context.Background(), callTimeout)
+	defer cancelOff()
+	if stream, err := reflectionpb.NewServerReflectionClient(off.conn).ServerReflectionInfo(ctxOff); err == nil {
+		_ = stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+		if _, err := stream.Recv(); status.Code(err) != codes.Unimplemented {
+			t.Errorf("reflection without Options.Reflection: %v, want Unimplemented", err)
+		}
+	}
+
+	e := start(t, nil, nil, Options{Reflection: true})
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	hc := healthpb.NewHealthClient(e.conn)
