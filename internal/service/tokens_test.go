@@ -17,7 +17,7 @@ func TestServeScopedTokens(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig()
 	cfg.Config = filepath.Join(dir, "tollgate.yaml")
-	writeAtomic(t, cfg.Config, "policies:\n  - {name: acme-api, units: 2, window: 1m}\n  - {name: globex-api, units: 2, window: 1m}\n")
+	testutil.WriteAtomic(t, cfg.Config, "policies:\n  - {name: acme-api, units: 2, window: 1m}\n  - {name: globex-api, units: 2, window: 1m}\n")
 	cfg.HTTP.APITokenFile = testutil.WriteTemp(t, dir, "api-tokens",
 		"tok-acme policies=acme-* ops=check\ntok-globex policies=globex-* ops=check,refund\n")
 	cfg.HTTP.AdminTokenFile = testutil.WriteTemp(t, dir, "admin-tokens", "tok-ops\n")
