@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -83,7 +84,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure checks per second, outcomes and latency of Tollgate (and its alternatives)",
 		Long: `Drive Tollgate with many concurrent callers and print checks/s, allowed and
-denied checks, latency quantiles (p50, p90, p99, p99.9, each within 6.25%)
+denied checks, latency quantiles (p50, p90, p99, p99.9, each within 0.4%)
 and errors by kind, as a table or, with --json, one JSON object.
 
 Targets: the library in process over the memory store (default) or Redis
@@ -91,6 +92,17 @@ Targets: the library in process over the memory store (default) or Redis
 service over HTTP (--http URL, POST /v1/consume with an inline limit) or
 gRPC (--grpc HOST:PORT, Envoy RLS; the service needs the rule that
 --print-envoy-config prints, and its limit applies, not --limit).
+
+By default the load is closed-loop: each caller sends its next check when
+it has an answer, which measures saturated throughput. --rate N makes it
+open-loop: N checks per second on a fixed schedule, at most --concurrency
+in flight, each latency measured from the check's scheduled start, so that
+a stall counts for every check it delayed (no coordinated omission, as in
+wrk2 and vegeta); the report gives the offered and the achieved rate.
+--compare=latency adds, at the same rate, the floor (one trivial round
+trip, EVALSHA of "return 1", on a client with the store's options) and the
+seed's pattern. Pick a rate below saturation (e.g. half of a closed-loop
+run's checks/s): latency at a normal load is what callers feel.
 
 A run stops at --duration, at --count checks, or on Ctrl-C, whichever
 comes first, and always prints its report. Each key is a fresh one, and a
@@ -110,7 +122,8 @@ checks through its HTTP API. --compare=deny checks keys filled to their
 limit (the largest cost per window), every check denied: answered by the
 store (deny-store), then by the service's local over-limit cache
 (deny-cached, its ratios to deny-store). Entries: http, seed, redis_rate,
-redis-benchmark, deny; groups: baselines, all; comma-separated, with "=".
+redis-benchmark, deny, floor; groups: baselines, latency (floor and seed),
+all; comma-separated, with "=".
 Compare ratios from one invocation, not figures across runs: they move
 with whatever else runs on the machine.
 
@@ -124,6 +137,7 @@ only what its command line names.`,
   tollgate-lab bench --redis-cluster 127.0.0.11:7000 --compare --duration 5s
   tollgate-lab bench --redis-cluster 127.0.0.11:7000 --compare=all --json
   tollgate-lab bench --compare=http,deny
+  tollgate-lab bench --redis-cluster 127.0.0.11:7000 --rate 8000 --compare=latency --duration 10s
   tollgate-lab bench --http http://127.0.0.1:8080 --cost 1-10 --limit 100 --window 1m --keys 1000
   tollgate-lab bench --print-envoy-config > bench.yaml  # then: tollgate serve --grpc-listen 127.0.0.1:8081 --envoy-config bench.yaml
   tollgate-lab bench --grpc 127.0.0.1:8081 --json`,
@@ -154,6 +168,7 @@ only what its command line names.`,
 	f.IntVar(&cfg.Load.Concurrency, "concurrency", bench.DefaultConcurrency, "how many callers check at once")
 	f.DurationVar(&cfg.Load.Duration, "duration", bench.DefaultDuration, "longest a run lasts (with --count and no --duration: 10m)")
 	f.Int64Var(&cfg.Load.Count, "count", 0, "most checks a run makes (0: no bound but --duration)")
+	f.Float64Var(&cfg.Load.Rate, "rate", 0, "open loop: send `N` checks per second on a fixed schedule, latency from each check's scheduled start, at most --concurrency in flight (0: closed loop)")
 	f.StringVar(&cfg.Cost, "cost", "1", "cost of each check: `N`, MIN-MAX (uniform) or COST:WEIGHT,... (e.g. 1:90,10:10)")
 	f.DurationVar(&cfg.Load.CheckTimeout, "check-timeout", bench.DefaultCheckTimeout, "longest wait for one check; past it the check counts as an error of kind timeout")
 	f.Int64Var(&cfg.Units, "limit", defaultBenchUnits, "`units` per window of the limit checked (the default lets every check through)")
@@ -161,7 +176,7 @@ only what its command line names.`,
 	f.StringVar(&cfg.Algorithm, "algorithm", tollgate.SlidingLog.String(), "algorithm of the limit checked: sliding_log, sliding_window or gcra")
 	f.StringVar(&cfg.Limits, "limits", "", "check several limits of each key together, instead of --limit, --window and --algorithm: `UNITS/WINDOW[/ALGORITHM],…` (e.g. 10/1s/gcra,1000/1h,20000/24h/sliding_window); library and --http targets")
 	f.StringSliceVar(&cfg.Compare, "compare", nil, "also run, as ratios to Tollgate: alone, the seed's pattern, go-redis/redis_rate and redis-benchmark on the same Redis; "+
-		"=`LIST` of http, seed, redis_rate, redis-benchmark, deny, baselines, all")
+		"=`LIST` of floor, http, seed, redis_rate, redis-benchmark, deny, baselines, latency, all")
 	f.Lookup("compare").NoOptDefVal = bench.GroupBaselines
 	f.StringVar(&cfg.RedisBenchmark, "redis-benchmark", "", "redis-benchmark `binary` for --compare (default: from PATH; skipped when missing)")
 	f.BoolVar(&cfg.Load.KeepKeys, "keep-keys", false, "leave the keys' state in the store (by default the library, HTTP and baseline runs reset their keys)")
@@ -231,6 +246,8 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 		return limit, cost, fmt.Errorf("--count %d: must not be negative", l.Count)
 	case l.CheckTimeout <= 0:
 		return limit, cost, fmt.Errorf("--check-timeout %s: must be positive", l.CheckTimeout)
+	case l.Rate < 0 || l.Rate > bench.MaxRate || math.IsNaN(l.Rate):
+		return limit, cost, fmt.Errorf("--rate %v: want 0 (closed loop) to %d", l.Rate, int(bench.MaxRate))
 	}
 	if c.PrintEnvoyConfig {
 		return limit, cost, nil
@@ -313,7 +330,7 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 
 	report := bench.Report{Setup: bench.Setup{
 		Units: limit.Units, Window: limit.Window, Algorithm: limit.Algorithm.String(), Cost: cost.String(),
-		Keys: load.Keys, Concurrency: load.Concurrency, MaxChecks: load.Count, MaxDuration: load.Duration,
+		Keys: load.Keys, Concurrency: load.Concurrency, Rate: load.Rate, MaxChecks: load.Count, MaxDuration: load.Duration,
 		Limits: limits,
 	}}
 	target, store, closeTarget, err := openBenchTarget(ctx, cfg, limit, limits, &report.Setup)

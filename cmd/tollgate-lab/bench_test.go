@@ -73,6 +73,17 @@ func TestBenchCommandMemoryJSON(t *testing.T) {
 	}
 }
 
+func TestBenchCommandOpenLoopJSON(t *testing.T) {
+	out, _, err := runBenchCmd(t, "--rate", "5000", "--count", "200", "--keys", "10", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := benchJSON(t, out)
+	if m["rate"] != 5000.0 || m["offered_per_sec"] != 5000.0 || m["checks"] != 200.0 || m["stopped_by"] != "count" {
+		t.Errorf("rate %v, offered %v, checks %v, stopped by %v; want 5000, 5000, 200, count", m["rate"], m["offered_per_sec"], m["checks"], m["stopped_by"])
+	}
+}
+
 func TestBenchCommandTable(t *testing.T) {
 	out, stderr, err := runBenchCmd(t, "--duration", "150ms", "--concurrency", "2", "--cost", "1:3,5:1", "--algorithm", "gcra")
 	if err != nil {
@@ -273,6 +284,7 @@ func TestBenchCommandErrors(t *testing.T) {
 		{[]string{"--concurrency", "100000"}, "--concurrency 100000"},
 		{[]string{"--duration", "0s"}, "--duration 0s"},
 		{[]string{"--check-timeout", "0s"}, "--check-timeout 0s"},
+		{[]string{"--rate", "-5"}, "--rate -5"},
 		{[]string{"--limits", "10"}, "want UNITS/WINDOW"},
 		{[]string{"--limits", "10/1h,5/1s/leaky"}, `unknown algorithm "leaky"`},
 		{[]string{"--limits", "10/1h", "--cost", "20"}, "exceeds the limit"},

@@ -19,6 +19,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -43,6 +44,7 @@ const (
 	MaxKeys        = 10_000_000
 	MaxConcurrency = 10_000
 	MaxDuration    = 24 * time.Hour
+	MaxRate        = 10_000_000 // checks/s
 )
 
 // A Target answers checks. Implementations must be safe for concurrent use.
@@ -69,8 +71,19 @@ type Config struct {
 	// state.
 	KeyPrefix string
 	// Concurrency is how many goroutines check at once, each waiting for
-	// its answer before the next; 0 means DefaultConcurrency.
+	// its answer before the next; 0 means DefaultConcurrency. With Rate,
+	// it is the most checks in flight.
 	Concurrency int
+	// Rate, when positive, makes the run open-loop: checks are scheduled at
+	// this fixed arrival rate (checks/s; check i at start + i/Rate) whatever
+	// the answers take, and each latency is measured from its check's
+	// scheduled start, not from when a caller was free to send it, so that
+	// a stall counts for every check it delayed (no coordinated omission,
+	// as in wrk2 and vegeta). At most Concurrency checks are in flight; a
+	// check due while all are busy starts late, and its wait counts in its
+	// latency. 0 means closed loop: each caller sends its next check as
+	// soon as it has an answer.
+	Rate float64
 	// Duration bounds the run; 0 means DefaultDuration.
 	Duration time.Duration
 	// Count, when positive, bounds the number of checks too: the run stops
@@ -137,6 +150,8 @@ func (c Config) normalize() (Config, error) {
 		return c, fmt.Errorf("bench: count %d is negative", c.Count)
 	case c.CheckTimeout < 0:
 		return c, fmt.Errorf("bench: check timeout %s is negative", c.CheckTimeout)
+	case c.Rate < 0 || c.Rate > MaxRate || math.IsNaN(c.Rate):
+		return c, fmt.Errorf("bench: rate %v out of range [0, %d]", c.Rate, int(MaxRate))
 	}
 	return c, nil
 }
@@ -157,6 +172,13 @@ type worker struct {
 	hist                    Histogram
 	kinds                   map[string]int64
 	samples                 map[string]string
+}
+
+// scheduled returns when check i of an open-loop run that started at start
+// is due, one every interval nanoseconds. Computed from i, not by adding up
+// intervals, so that rounding does not drift.
+func scheduled(start time.Time, interval float64, i int64) time.Time {
+	return start.Add(time.Duration(math.Round(float64(i) * interval)))
 }
 
 // Run runs cfg's load against t and returns its row, named name. It fails
@@ -191,19 +213,49 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 	}
 	cpu0 := processCPU()
 	start := time.Now()
+	// due returns when check i is scheduled in an open-loop run.
+	interval := 0.0
+	if cfg.Rate > 0 {
+		interval = float64(time.Second) / cfg.Rate
+	}
+	due := func(i int64) time.Time { return scheduled(start, interval, i) }
+	var next atomic.Int64 // open loop: the next check to send
 	for i := range workers {
 		w := &worker{}
 		workers[i] = w
 		wg.Go(func() {
+			var timer *time.Timer
 			for runCtx.Err() == nil {
 				if cfg.Count > 0 && issued.Add(1) > cfg.Count {
 					countHit.Store(true)
 					return
 				}
+				var at time.Time // when the check is due; zero in closed loop
+				if cfg.Rate > 0 {
+					if at = due(next.Add(1) - 1); at.Sub(start) >= cfg.Duration {
+						return
+					}
+					if wait := time.Until(at); wait > 0 {
+						if timer == nil {
+							timer = time.NewTimer(wait)
+						} else {
+							timer.Reset(wait)
+						}
+						select {
+						case <-runCtx.Done():
+							timer.Stop()
+							return
+						case <-timer.C:
+						}
+					}
+				}
 				key := keys[rand.IntN(len(keys))]
 				cost := cfg.Cost.Draw()
 				cctx, ccancel := context.WithTimeout(checkBase, cfg.CheckTimeout)
 				t0 := time.Now()
+				if !at.IsZero() {
+					t0 = at // measured from its scheduled start
+				}
 				allowed, err := t.Check(cctx, key, cost)
 				elapsed := time.Since(t0)
 				ccancel()
@@ -260,7 +312,7 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 	}
 	progress(true)
 
-	row := Row{Name: name, Elapsed: elapsed}
+	row := Row{Name: name, Elapsed: elapsed, OfferedPerSec: cfg.Rate}
 	var hist Histogram
 	for _, w := range workers {
 		row.Allowed += w.allowed

@@ -24,6 +24,7 @@ const (
 	NameRedisBenchmarkP16 = "redis-benchmark-P16" // -P 16
 	NameDenyStore         = "deny-store"
 	NameDenyCached        = "deny-cached"
+	NameFloor             = "floor"
 )
 
 // Entries of a comparison (Comparison.Entries): what runs after Tollgate.
@@ -43,6 +44,10 @@ const (
 	// the service's local over-limit cache (NameDenyCached), through
 	// Comparison.Deny.
 	EntryDeny = "deny"
+	// EntryFloor: the physical floor, one trivial round trip per check
+	// (EVALSHA of "return 1" on the check's key) on a client with the
+	// store's options (Floor), row NameFloor.
+	EntryFloor = "floor"
 )
 
 // Groups of entries ParseEntries knows.
@@ -50,12 +55,15 @@ const (
 	// GroupBaselines is what --compare alone runs: seed, redis_rate and
 	// redis-benchmark.
 	GroupBaselines = "baselines"
+	// GroupLatency is what an open-loop latency run (Config.Rate) compares
+	// with: the floor and the seed's pattern at the same rate.
+	GroupLatency = "latency"
 	// GroupAll is every entry.
 	GroupAll = "all"
 )
 
 // entryOrder is the order entries run in.
-var entryOrder = []string{EntryHTTP, EntrySeed, EntryRedisRate, EntryRedisBenchmark, EntryDeny}
+var entryOrder = []string{EntryFloor, EntryHTTP, EntrySeed, EntryRedisRate, EntryRedisBenchmark, EntryDeny}
 
 // ParseEntries expands entry and group names (case-insensitive, blank ones
 // ignored) into entries, in the order they run, each once.
@@ -66,14 +74,16 @@ func ParseEntries(names []string) ([]string, error) {
 		case "":
 		case GroupBaselines:
 			want[EntrySeed], want[EntryRedisRate], want[EntryRedisBenchmark] = true, true, true
+		case GroupLatency:
+			want[EntryFloor], want[EntrySeed] = true, true
 		case GroupAll:
 			for _, e := range entryOrder {
 				want[e] = true
 			}
 		default:
 			if !slices.Contains(entryOrder, n) {
-				return nil, fmt.Errorf("unknown comparison %q: want %s, %s or %s", n,
-					strings.Join(entryOrder, ", "), GroupBaselines, GroupAll)
+				return nil, fmt.Errorf("unknown comparison %q: want %s, %s, %s or %s", n,
+					strings.Join(entryOrder, ", "), GroupBaselines, GroupLatency, GroupAll)
 			}
 			want[n] = true
 		}
@@ -90,7 +100,7 @@ func ParseEntries(names []string) ([]string, error) {
 // NeedsRedis reports whether entry runs on Redis only (the baselines);
 // EntryHTTP and EntryDeny run on any store.
 func NeedsRedis(entry string) bool {
-	return entry == EntrySeed || entry == EntryRedisRate || entry == EntryRedisBenchmark
+	return entry == EntrySeed || entry == EntryRedisRate || entry == EntryRedisBenchmark || entry == EntryFloor
 }
 
 // Comparison runs Tollgate and its baselines with the same load on the same
@@ -98,6 +108,8 @@ func NeedsRedis(entry string) bool {
 // Entries):
 //
 //   - tollgate: the Target given to Run (the library in process);
+//   - floor: one trivial round trip per check (Floor), on a client with the
+//     store's options: what no check on Redis can beat;
 //   - http: the same checks through a service's HTTP API on the same store
 //     (HTTP), as `tollgate serve` answers them;
 //   - seed: the seed's pattern on the same client library and options
@@ -213,6 +225,14 @@ func (c Comparison) Run(ctx context.Context, tollgateTarget Target) ([]Row, erro
 	for _, e := range entries {
 		var err error
 		switch e {
+		case EntryFloor:
+			err = runTarget(NameFloor, func() (Target, func() error, error) {
+				f, err := NewFloor(c.Redis)
+				if err != nil {
+					return nil, nil, err
+				}
+				return f, f.Close, nil
+			})
 		case EntryHTTP:
 			err = runTarget(NameHTTP, func() (Target, func() error, error) {
 				if c.HTTP == nil {
@@ -282,6 +302,9 @@ func (c Comparison) Run(ctx context.Context, tollgateTarget Target) ([]Row, erro
 func (c Comparison) runCeiling(ctx context.Context, cfg Config, tg Row, name string, depth int, status func(string)) Row {
 	if ctx.Err() != nil {
 		return Row{Name: name, Skipped: "interrupted"}
+	}
+	if cfg.Rate > 0 {
+		return Row{Name: name, Skipped: "redis-benchmark has no fixed arrival rate: no open-loop row"}
 	}
 	status(name)
 	cost, ok := cfg.Cost.Fixed()

@@ -26,7 +26,8 @@ func TestParseEntries(t *testing.T) {
 		{[]string{"baselines"}, []string{"seed", "redis_rate", "redis-benchmark"}, ""},
 		{[]string{"deny", "HTTP", " ", "http"}, []string{"http", "deny"}, ""},
 		{[]string{"redis-benchmark", "baselines"}, []string{"seed", "redis_rate", "redis-benchmark"}, ""},
-		{[]string{"all"}, []string{"http", "seed", "redis_rate", "redis-benchmark", "deny"}, ""},
+		{[]string{"all"}, []string{"floor", "http", "seed", "redis_rate", "redis-benchmark", "deny"}, ""},
+		{[]string{"latency"}, []string{"floor", "seed"}, ""},
 		{[]string{"http", "grpc"}, nil, `unknown comparison "grpc"`},
 	} {
 		got, err := bench.ParseEntries(tc.in)
@@ -39,7 +40,7 @@ func TestParseEntries(t *testing.T) {
 			t.Errorf("%q: %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 	}
-	for e, want := range map[string]bool{"seed": true, "redis_rate": true, "redis-benchmark": true, "http": false, "deny": false} {
+	for e, want := range map[string]bool{"seed": true, "redis_rate": true, "redis-benchmark": true, "floor": true, "http": false, "deny": false} {
 		if bench.NeedsRedis(e) != want {
 			t.Errorf("NeedsRedis(%q) = %t", e, !want)
 		}

@@ -53,6 +53,39 @@ func (s *Seed) Close() error {
 	return nil
 }
 
+// Floor is the Target of the physical floor of a check on Redis: one
+// trivial round trip, EVALSHA of "return 1" with the check's key (so that
+// it goes to that key's master), on a rueidis client with the Redis
+// store's client options. Every check is allowed.
+type Floor struct {
+	client rueidis.Client
+	script *rueidis.Lua
+}
+
+// NewFloor connects to the Redis deployment opts describes.
+func NewFloor(opts redis.Options) (*Floor, error) {
+	c, err := seed.NewClient(opts)
+	if err != nil {
+		return nil, fmt.Errorf("floor: connect %v: %w", opts.Addrs, err)
+	}
+	return &Floor{client: c, script: rueidis.NewLuaScript("return 1")}, nil
+}
+
+// Check implements Target.
+func (f *Floor) Check(ctx context.Context, key string, _ int64) (bool, error) {
+	v, err := f.script.Exec(ctx, f.client, []string{"tgbench-floor:{" + key + "}"}, nil).AsInt64()
+	if err == nil && v != 1 {
+		err = fmt.Errorf("floor: reply %d, want 1", v)
+	}
+	return err == nil, err
+}
+
+// Close closes the client.
+func (f *Floor) Close() error {
+	f.client.Close()
+	return nil
+}
+
 // RedisRate is the Target of github.com/go-redis/redis_rate (GCRA, one Lua
 // script per check) on go-redis: Rate and Burst are the limit's units per
 // its window, AllowN charges the cost. It is a benchmark peer only.

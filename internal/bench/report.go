@@ -26,11 +26,16 @@ type Row struct {
 	// first error message of each kind.
 	ErrorKinds   map[string]int64
 	ErrorSamples map[string]string
-	// Elapsed is the run's wall time; ChecksPerSec is Checks / Elapsed.
+	// Elapsed is the run's wall time; ChecksPerSec is Checks / Elapsed,
+	// the achieved rate.
 	Elapsed      time.Duration
 	ChecksPerSec float64
+	// OfferedPerSec is the arrival rate of an open-loop run (Config.Rate),
+	// whose latencies are from each check's scheduled start; 0 for a
+	// closed-loop run.
+	OfferedPerSec float64
 	// Latency quantiles of answered checks (errors excluded), each within
-	// 6.25% (see Histogram).
+	// 0.4% (see Histogram).
 	P50, P90, P99, P999 time.Duration
 	// ClientCPU is the CPU time (user + system) per check of the process
 	// that made the checks: this one (the load generator and, in process,
@@ -72,6 +77,8 @@ type Setup struct {
 	Keys   int
 	// Concurrency is the number of callers.
 	Concurrency int
+	// Rate is the open-loop arrival rate (Config.Rate); 0 for closed loop.
+	Rate float64
 	// MaxChecks (0: none) and MaxDuration are the run's bounds.
 	MaxChecks   int64
 	MaxDuration time.Duration
@@ -140,7 +147,11 @@ func (r Report) String() string {
 	default:
 		fmt.Fprintf(&b, ", %s %d per %s", s.Algorithm, s.Units, shortDuration(s.Window))
 	}
-	fmt.Fprintf(&b, ", cost %s, %d keys, %d callers, ", s.Cost, s.Keys, s.Concurrency)
+	if s.Rate > 0 {
+		fmt.Fprintf(&b, ", cost %s, %d keys, open loop at %s checks/s, at most %d in flight, ", s.Cost, s.Keys, group(int64(math.Round(s.Rate))), s.Concurrency)
+	} else {
+		fmt.Fprintf(&b, ", cost %s, %d keys, %d callers, ", s.Cost, s.Keys, s.Concurrency)
+	}
 	if s.MaxChecks > 0 {
 		fmt.Fprintf(&b, "at most %s checks or %s\n\n", group(s.MaxChecks), shortDuration(s.MaxDuration))
 	} else {
@@ -149,7 +160,15 @@ func (r Report) String() string {
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	compare := len(r.Rows) > 1
-	header := "\tchecks/s\t"
+	var open bool
+	for _, row := range r.Rows {
+		open = open || row.OfferedPerSec > 0
+	}
+	header := "\t"
+	if open {
+		header += "offered/s\t"
+	}
+	header += "checks/s\t"
 	if compare {
 		header += "×tollgate\t"
 	}
@@ -183,7 +202,11 @@ func (r Report) String() string {
 			}
 			return v
 		}
-		line := row.Name + strings.Repeat(" ", width-utf8.RuneCountInString(row.Name)) + "\t" + group(int64(math.Round(row.ChecksPerSec))) + "\t"
+		line := row.Name + strings.Repeat(" ", width-utf8.RuneCountInString(row.Name)) + "\t"
+		if open {
+			line += dash(group(int64(math.Round(row.OfferedPerSec)))) + "\t"
+		}
+		line += group(int64(math.Round(row.ChecksPerSec))) + "\t"
 		if compare {
 			line += ratio(row.Ratio) + "\t"
 		}
@@ -227,6 +250,9 @@ func (r Report) String() string {
 	}
 	if compare {
 		b.WriteString("\n×tollgate: the row's figure divided by Tollgate's (checks/s: above 1 is faster; p99: above 1 is slower).\n")
+	}
+	if open {
+		b.WriteString("offered/s: the fixed arrival rate (open loop); checks/s: the rate achieved; latencies from each check's scheduled start.\n")
 	}
 	if cliCPU || srvCPU {
 		b.WriteString("cpu/check: CPU time per check of the process that checked (this one; redis-benchmark for its rows); redis cpu/check: of every Redis node, replicas included.\n")
@@ -294,6 +320,7 @@ func shortDuration(d time.Duration) string { return header.FormatWindow(d) }
 type rowJSON struct {
 	Name         string            `json:"name"`
 	ChecksPerSec float64           `json:"checks_per_sec"`
+	Offered      float64           `json:"offered_per_sec,omitempty"`
 	Checks       int64             `json:"checks"`
 	Allowed      *int64            `json:"allowed,omitempty"`
 	Denied       *int64            `json:"denied,omitempty"`
@@ -321,7 +348,7 @@ func us(d time.Duration) float64 { return float64(d) / 1e3 }
 
 func (row Row) json() rowJSON {
 	j := rowJSON{
-		Name: row.Name, ChecksPerSec: row.ChecksPerSec, Checks: row.Checks,
+		Name: row.Name, ChecksPerSec: row.ChecksPerSec, Offered: row.OfferedPerSec, Checks: row.Checks,
 		ElapsedSec: row.Elapsed.Seconds(), P50: ms(row.P50), P99: ms(row.P99),
 		ClientCPU: us(row.ClientCPU), ServerCPU: us(row.ServerCPU),
 		StoppedBy: row.StoppedBy, Ratio: row.Ratio, RatioP99: row.RatioP99, RatioTo: row.Base, Skipped: row.Skipped, Note: row.Note,
@@ -354,6 +381,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Cost        string   `json:"cost"`
 		Keys        int      `json:"keys"`
 		Concurrency int      `json:"concurrency"`
+		Rate        float64  `json:"rate,omitempty"`
 		MaxChecks   int64    `json:"max_checks"`
 		MaxDuration float64  `json:"max_duration_sec"`
 	}
@@ -368,7 +396,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Compare []rowJSON `json:"compare,omitempty"`
 	}{
 		setupJSON: setupJSON{s.Target, s.Store, s.Addr, s.Units, window, s.Algorithm, nil, s.Cost,
-			s.Keys, s.Concurrency, s.MaxChecks, s.MaxDuration.Seconds()},
+			s.Keys, s.Concurrency, s.Rate, s.MaxChecks, s.MaxDuration.Seconds()},
 	}
 	for _, l := range s.Limits {
 		out.Limits = append(out.Limits, l.String())

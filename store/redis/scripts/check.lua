@@ -28,13 +28,18 @@
 --            µs, reset_after µs}
 --
 -- Only an allowed consume and a refund write; a peek and a denied consume
--- read. Every write sets the TTLs of what it wrote in this script, after
--- writing: a log lives until its newest entry leaves the window, the hash
--- as long as its longest-lived limit (its TTL only grows), the ids for the
--- dedupe window. Each limit's state is also judged by time alone, so a
--- field that outlives its TTL-less key never counts. Mirrors store/memory
+-- read. Every write makes sure of the TTLs of what it wrote in this script,
+-- after writing: a log lives until its newest entry leaves the window, the
+-- hash as long as its longest-lived limit and at least as long as its logs,
+-- the ids for the dedupe window. A TTL only grows, and when it must, it
+-- gets an eighth more than needed (see keep), so that most writes of a busy
+-- key read TTLs instead of writing them; idle state may so outlive its
+-- window by an eighth. Each limit's state is also judged by time alone, so
+-- a field that outlives its TTL-less key never counts. Mirrors store/memory
 -- step for step, floats in the same order, so both stores agree to the
--- bit; numbers are formatted with %d since Lua's default keeps 14 digits.
+-- bit. Numbers go to redis.call as Lua numbers, which Redis formats with
+-- %.17g (exact for integers below 2^53: times, costs, totals, TTLs);
+-- members are built with %d, since Lua's own formatting keeps 14 digits.
 
 local op, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -46,254 +51,287 @@ local id, dedupe, bound, maxids = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]),
 local n = (#ARGV - 7) / 3
 
 local function d(x) return string.format('%d', x) end
+
+-- keep makes key live at least life µs more (as a TTL rounded up to the
+-- millisecond, plus one). A TTL only grows, and one that must grow gets an
+-- eighth more than needed, so that the next writes of a busy key only read
+-- it (PTTL) instead of writing it, which its replicas would repeat. Returns
+-- the life the key now has, µs.
+local function keep(key, life)
+  local need = math.ceil(life / 1000) + 1
+  local ttl = redis.call('PTTL', key)
+  if ttl < need then
+    ttl = need + math.floor(need / 8)
+    redis.call('PEXPIRE', key, ttl)
+  end
+  return (ttl - 1) * 1000
+end
 local function cost_of(m) return tonumber(string.match(m, '^(%d+):')) end
 
+-- A consume under an id is a repeat when "<cost>:<id>" was allowed less
+-- than dedupe ago. The id is looked up only when it matters: an allowed
+-- consume records it with ZADD NX first, which finds an existing one (a
+-- retry that ran before, or a repeat), and a denied one looks it up.
 local repeated, member = false, nil
-if op == 0 and id ~= '' then
-  member = d(cost) .. ':' .. id
+if op == 0 and id ~= '' then member = ARGV[2] .. ':' .. id end
+local function seen()
   local at = redis.call('ZSCORE', KEYS[2], member)
-  if at and tonumber(at) > now - dedupe then repeated, op = true, 1 end
+  return at and tonumber(at) > now - dedupe
 end
 local check = cost
 if op ~= 0 then check = 1 end
+local walk = true -- log_view walks a log for the retry time of a deny
 
--- Load every limit's fields with one HMGET.
+-- Load every limit's fields with one HMGET: L.f[j] names field j of
+-- limit L, L.v[j] holds its value (nil when missing).
 local fields = {l = {'t', 's', 'n'}, w = {'s', 'c', 'p'}, g = {'l', 't'}}
 local lims, names = {}, {}
 for i = 1, n do
-  local a = tonumber(ARGV[5 + 3 * i])
-  local L = {a = ({'l', 'w', 'g'})[a + 1], units = tonumber(ARGV[6 + 3 * i]), window = tonumber(ARGV[7 + 3 * i]), log = KEYS[2 + i]}
-  L.p = L.a .. d(L.window) .. ':'
-  L.first = #names + 1
-  for _, f in ipairs(fields[L.a]) do names[#names + 1] = L.p .. f end
+  local a = ARGV[5 + 3 * i]
+  a = (a == '0' and 'l') or (a == '1' and 'w') or 'g'
+  local L = {a = a, units = tonumber(ARGV[6 + 3 * i]), window = tonumber(ARGV[7 + 3 * i]), log = KEYS[2 + i], f = {}, v = {}}
+  local p = a .. ARGV[7 + 3 * i] .. ':' -- the window as sent: decimal µs
+  for j, f in ipairs(fields[a]) do
+    L.f[j] = p .. f
+    names[#names + 1] = L.f[j]
+  end
   lims[i] = L
 end
 local vals = redis.call('HMGET', KEYS[1], unpack(names))
+local off = 0
 for _, L in ipairs(lims) do
-  L.v = {}
-  for j, f in ipairs(fields[L.a]) do L.v[f] = tonumber(vals[L.first + j - 1]) end
+  for j = 1, #L.f do L.v[j] = tonumber(vals[off + j]) end
+  off = off + #L.f
 end
 
 -- Sliding log.
-local function log_load(L)
-  L.total, L.seq, L.newest = L.v.t or 0, L.v.s or 0, L.v.n
-  L.cutoff = now - L.window
-  L.gone, L.expired = 0, {}
-  if not L.newest or L.newest <= L.cutoff then
-    -- Every entry is at most newest: all have left the window.
-    L.gone, L.all = L.total, true
-  else
-    L.expired = redis.call('ZRANGEBYSCORE', L.log, '-inf', d(L.cutoff))
-    for _, m in ipairs(L.expired) do L.gone = L.gone + cost_of(m) end
-  end
-end
-
-local function log_view(L)
-  local used = L.total - L.gone
-  local retry, reset = 0, 0
-  if used + check > L.units then
-    -- The oldest entries leave first: find the one whose departure frees
-    -- enough for check to fit.
-    local need, freed, from = used + check - L.units, 0, 0
-    while retry == 0 do
-      local page = redis.call('ZRANGEBYSCORE', L.log, '(' .. d(L.cutoff), '+inf', 'WITHSCORES', 'LIMIT', from, 32)
-      if #page == 0 then break end
-      for i = 1, #page, 2 do
-        freed = freed + cost_of(page[i])
-        if freed >= need then
-          retry = tonumber(page[i + 1]) + L.window - now
-          break
-        end
-      end
-      from = from + 32
-    end
-  end
-  if used > 0 then reset = L.newest + L.window - now end
-  return used + check <= L.units, used, retry, reset
-end
-
-local function log_expire(L)
-  if L.all or not L.v.t then
-    redis.call('DEL', L.log) -- also a log left without its total
-    L.total, L.newest = 0, nil
-  elseif #L.expired > 0 then
-    redis.call('ZREMRANGEBYSCORE', L.log, '-inf', d(L.cutoff))
-    L.total = L.total - L.gone
-  end
-  L.gone, L.expired, L.all = 0, {}, false
-end
-
-local function log_add(L, at, c)
-  L.seq = L.seq + 1
-  redis.call('ZADD', L.log, d(at), d(c) .. ':' .. d(L.seq))
-end
-
-local function log_consume(L)
-  log_expire(L)
-  local count = redis.call('ZCARD', L.log)
-  L.total = L.total + cost
-  if count < bound then
-    log_add(L, now, cost)
-  else
-    -- Coalesce within slots of ceil(window / (bound - 1)) µs.
-    local slot = math.floor((L.window + bound - 2) / (bound - 1))
-    local top = redis.call('ZRANGE', L.log, -1, -1, 'WITHSCORES')
-    local tat = tonumber(top[2])
-    local done = false
-    if math.floor(tat / slot) ~= math.floor(now / slot) then
-      local all = redis.call('ZRANGE', L.log, 0, -1, 'WITHSCORES')
-      for i = #all - 3, 1, -2 do
-        local at1, at2 = tonumber(all[i + 1]), tonumber(all[i + 3])
-        if math.floor(at1 / slot) == math.floor(at2 / slot) then
-          redis.call('ZREM', L.log, all[i], all[i + 2])
-          log_add(L, at2, cost_of(all[i]) + cost_of(all[i + 2]))
-          log_add(L, now, cost)
-          done = true
-          break
-        end
-      end
-    end
-    if not done then
-      redis.call('ZREM', L.log, top[1])
-      log_add(L, math.max(tat, now), cost_of(top[1]) + cost)
-    end
-  end
-  if not L.newest or now > L.newest then L.newest = now end
-end
-
-local function log_refund(L)
-  log_expire(L)
-  local r = cost
-  while r > 0 do
-    local top = redis.call('ZPOPMAX', L.log)
-    if #top == 0 then break end
-    local c = cost_of(top[1])
-    if c > r then
-      log_add(L, tonumber(top[2]), c - r)
-      L.total, r = L.total - r, 0
+local function sliding_log()
+  local function log_load(L)
+    L.total, L.seq, L.newest = L.v[1] or 0, L.v[2] or 0, L.v[3]
+    L.cutoff = now - L.window
+    L.gone, L.expired = 0, {}
+    if not L.newest or L.newest <= L.cutoff then
+      -- Every entry is at most newest: all have left the window.
+      L.gone, L.all = L.total, true
     else
-      L.total, r = L.total - c, r - c
+      L.expired = redis.call('ZRANGEBYSCORE', L.log, '-inf', L.cutoff)
+      for _, m in ipairs(L.expired) do L.gone = L.gone + cost_of(m) end
     end
   end
-  local top = redis.call('ZRANGE', L.log, -1, -1, 'WITHSCORES')
-  L.newest = tonumber(top[2])
-end
 
--- Returns the state's remaining life in µs, or 0 once it is empty.
-local function log_write(L)
-  if L.total <= 0 then
-    redis.call('DEL', L.log)
-    redis.call('HDEL', KEYS[1], L.p .. 't', L.p .. 's', L.p .. 'n')
-    return 0
+  local function log_view(L)
+    local used = L.total - L.gone
+    local retry, reset = 0, 0
+    if used + check > L.units and walk then
+      -- The oldest entries leave first: find the one whose departure frees
+      -- enough for check to fit.
+      local need, freed, from = used + check - L.units, 0, 0
+      while retry == 0 do
+        local page = redis.call('ZRANGEBYSCORE', L.log, '(' .. d(L.cutoff), '+inf', 'WITHSCORES', 'LIMIT', from, 32)
+        if #page == 0 then break end
+        for i = 1, #page, 2 do
+          freed = freed + cost_of(page[i])
+          if freed >= need then
+            retry = tonumber(page[i + 1]) + L.window - now
+            break
+          end
+        end
+        from = from + 32
+      end
+    end
+    if used > 0 then reset = L.newest + L.window - now end
+    return used + check <= L.units, used, retry, reset
   end
-  redis.call('HSET', KEYS[1], L.p .. 't', d(L.total), L.p .. 's', d(L.seq), L.p .. 'n', d(L.newest))
-  local life = L.newest + L.window - now
-  redis.call('PEXPIRE', L.log, d(math.ceil(life / 1000) + 1))
-  return life
+
+  local function log_expire(L)
+    if L.all or not L.v[1] then
+      redis.call('DEL', L.log) -- also a log left without its total
+      L.total, L.newest = 0, nil
+    elseif #L.expired > 0 then
+      redis.call('ZREMRANGEBYSCORE', L.log, '-inf', L.cutoff)
+      L.total = L.total - L.gone
+    end
+    L.gone, L.expired, L.all = 0, {}, false
+  end
+
+  local function log_add(L, at, c)
+    L.seq = L.seq + 1
+    redis.call('ZADD', L.log, at, d(c) .. ':' .. d(L.seq))
+  end
+
+  local function log_consume(L)
+    log_expire(L)
+    -- Every entry costs at least 1: a total under the bound needs no count.
+    local count = L.total
+    if count >= bound then count = redis.call('ZCARD', L.log) end
+    L.total = L.total + cost
+    if count < bound then
+      log_add(L, now, cost)
+    else
+      -- Coalesce within slots of ceil(window / (bound - 1)) µs.
+      local slot = math.floor((L.window + bound - 2) / (bound - 1))
+      local top = redis.call('ZRANGE', L.log, -1, -1, 'WITHSCORES')
+      local tat = tonumber(top[2])
+      local done = false
+      if math.floor(tat / slot) ~= math.floor(now / slot) then
+        local all = redis.call('ZRANGE', L.log, 0, -1, 'WITHSCORES')
+        for i = #all - 3, 1, -2 do
+          local at1, at2 = tonumber(all[i + 1]), tonumber(all[i + 3])
+          if math.floor(at1 / slot) == math.floor(at2 / slot) then
+            redis.call('ZREM', L.log, all[i], all[i + 2])
+            log_add(L, at2, cost_of(all[i]) + cost_of(all[i + 2]))
+            log_add(L, now, cost)
+            done = true
+            break
+          end
+        end
+      end
+      if not done then
+        redis.call('ZREM', L.log, top[1])
+        log_add(L, math.max(tat, now), cost_of(top[1]) + cost)
+      end
+    end
+    if not L.newest or now > L.newest then L.newest = now end
+  end
+
+  local function log_refund(L)
+    log_expire(L)
+    local r = cost
+    while r > 0 do
+      local top = redis.call('ZPOPMAX', L.log)
+      if #top == 0 then break end
+      local c = cost_of(top[1])
+      if c > r then
+        log_add(L, tonumber(top[2]), c - r)
+        L.total, r = L.total - r, 0
+      else
+        L.total, r = L.total - c, r - c
+      end
+    end
+    local top = redis.call('ZRANGE', L.log, -1, -1, 'WITHSCORES')
+    L.newest = tonumber(top[2])
+  end
+
+  -- Returns the state's remaining life in µs, or 0 once it is empty.
+  local function log_write(L)
+    if L.total <= 0 then
+      redis.call('DEL', L.log)
+      redis.call('HDEL', KEYS[1], L.f[1], L.f[2], L.f[3])
+      return 0
+    end
+    redis.call('HSET', KEYS[1], L.f[1], L.total, L.f[2], L.seq, L.f[3], L.newest)
+    -- The hash outlives the log: it gets at least the log's life.
+    return keep(L.log, L.newest + L.window - now)
+  end
+  return {load = log_load, view = log_view, consume = log_consume, refund = log_refund, write = log_write}
 end
 
 -- Sliding window: two fixed buckets aligned to the Unix epoch.
-local function window_load(L)
-  local w = L.window
-  L.start, L.curr, L.prev = L.v.s or 0, L.v.c or 0, L.v.p or 0
-  local start = now - now % w
-  if start == L.start + w then
-    L.prev, L.curr, L.start = L.curr, 0, start
-  elseif start > L.start then
-    L.prev, L.curr, L.start = 0, 0, start
-  end
-  -- A clock that went back stays in the current bucket.
-  L.elapsed = math.min(math.max(0, now - L.start), w - 1)
-end
-
-local function fit_at(p, room, w)
-  if p <= room then return 0 end
-  return math.ceil(w - room * w / p)
-end
-
-local function window_view(L)
-  local w, e = L.window, L.elapsed
-  local used = L.curr + math.ceil(L.prev * (w - e) / w)
-  local retry, reset = 0, 0
-  if used + check > L.units then
-    local room = L.units - check - L.curr
-    if room >= 0 then
-      retry = fit_at(L.prev, room, w) - e
-    else
-      retry = w - e + fit_at(L.curr, L.units - check, w)
+local function sliding_window()
+  local function window_load(L)
+    local w = L.window
+    L.start, L.curr, L.prev = L.v[1] or 0, L.v[2] or 0, L.v[3] or 0
+    local start = now - now % w
+    if start == L.start + w then
+      L.prev, L.curr, L.start = L.curr, 0, start
+    elseif start > L.start then
+      L.prev, L.curr, L.start = 0, 0, start
     end
+    -- A clock that went back stays in the current bucket.
+    L.elapsed = math.min(math.max(0, now - L.start), w - 1)
   end
-  if L.curr > 0 then
-    reset = 2 * w - e
-  elseif L.prev > 0 then
-    reset = w - e
-  end
-  return used + check <= L.units, used, retry, reset
-end
 
-local function window_consume(L) L.curr = L.curr + cost end
-
-local function window_refund(L)
-  local r = math.min(cost, L.curr)
-  L.curr = L.curr - r
-  L.prev = math.max(0, L.prev - (cost - r))
-end
-
-local function window_write(L)
-  local idle = nil
-  if L.curr > 0 then
-    idle = L.start + 2 * L.window
-  elseif L.prev > 0 then
-    idle = L.start + L.window
+  local function fit_at(p, room, w)
+    if p <= room then return 0 end
+    return math.ceil(w - room * w / p)
   end
-  if not idle then
-    redis.call('HDEL', KEYS[1], L.p .. 's', L.p .. 'c', L.p .. 'p')
-    return 0
+
+  local function window_view(L)
+    local w, e = L.window, L.elapsed
+    local used = L.curr + math.ceil(L.prev * (w - e) / w)
+    local retry, reset = 0, 0
+    if used + check > L.units then
+      local room = L.units - check - L.curr
+      if room >= 0 then
+        retry = fit_at(L.prev, room, w) - e
+      else
+        retry = w - e + fit_at(L.curr, L.units - check, w)
+      end
+    end
+    if L.curr > 0 then
+      reset = 2 * w - e
+    elseif L.prev > 0 then
+      reset = w - e
+    end
+    return used + check <= L.units, used, retry, reset
   end
-  redis.call('HSET', KEYS[1], L.p .. 's', d(L.start), L.p .. 'c', d(L.curr), L.p .. 'p', d(L.prev))
-  return idle - now
+
+  local function window_consume(L) L.curr = L.curr + cost end
+
+  local function window_refund(L)
+    local r = math.min(cost, L.curr)
+    L.curr = L.curr - r
+    L.prev = math.max(0, L.prev - (cost - r))
+  end
+
+  local function window_write(L)
+    local idle = nil
+    if L.curr > 0 then
+      idle = L.start + 2 * L.window
+    elseif L.prev > 0 then
+      idle = L.start + L.window
+    end
+    if not idle then
+      redis.call('HDEL', KEYS[1], L.f[1], L.f[2], L.f[3])
+      return 0
+    end
+    redis.call('HSET', KEYS[1], L.f[1], L.start, L.f[2], L.curr, L.f[3], L.prev)
+    return idle - now
+  end
+  return {load = window_load, view = window_view, consume = window_consume, refund = window_refund, write = window_write}
 end
 
 -- GCRA: a leaky bucket of units that drains at units per window.
-local function drain_time(level, units, w) return math.ceil((level + 1) * w / units) end
+local function gcra()
+  local function drain_time(level, units, w) return math.ceil((level + 1) * w / units) end
 
-local function gcra_load(L)
-  local level, at = L.v.l or 0, L.v.t or 0
-  if level > 0 and now >= at + drain_time(level, L.units, L.window) then
-    level, at = 0, 0 -- expired, even if the clock later goes back
+  local function gcra_load(L)
+    local level, at = L.v[1] or 0, L.v[2] or 0
+    if level > 0 and now >= at + drain_time(level, L.units, L.window) then
+      level, at = 0, 0 -- expired, even if the clock later goes back
+    end
+    if now > at then
+      level = math.max(0, level - (now - at) * L.units / L.window)
+      at = now
+    end
+    L.level, L.at = level, at
   end
-  if now > at then
-    level = math.max(0, level - (now - at) * L.units / L.window)
-    at = now
+
+  local function gcra_view(L)
+    local retry = 0
+    if L.level + check > L.units then
+      retry = math.ceil((L.level + check - L.units) * L.window / L.units)
+    end
+    return L.level + check <= L.units, math.ceil(L.level), retry, math.ceil(L.level * L.window / L.units)
   end
-  L.level, L.at = level, at
+
+  local function gcra_consume(L) L.level = L.level + cost end
+  local function gcra_refund(L) L.level = math.max(0, L.level - cost) end
+
+  local function gcra_write(L)
+    if L.level == 0 then
+      redis.call('HDEL', KEYS[1], L.f[1], L.f[2])
+      return 0
+    end
+    redis.call('HSET', KEYS[1], L.f[1], L.level, L.f[2], L.at) -- %.17g: round-trips
+    return L.at + drain_time(L.level, L.units, L.window) - now
+  end
+  return {load = gcra_load, view = gcra_view, consume = gcra_consume, refund = gcra_refund, write = gcra_write}
 end
 
-local function gcra_view(L)
-  local retry = 0
-  if L.level + check > L.units then
-    retry = math.ceil((L.level + check - L.units) * L.window / L.units)
-  end
-  return L.level + check <= L.units, math.ceil(L.level), retry, math.ceil(L.level * L.window / L.units)
-end
-
-local function gcra_consume(L) L.level = L.level + cost end
-local function gcra_refund(L) L.level = math.max(0, L.level - cost) end
-
-local function gcra_write(L)
-  if L.level == 0 then
-    redis.call('HDEL', KEYS[1], L.p .. 'l', L.p .. 't')
-    return 0
-  end
-  redis.call('HSET', KEYS[1], L.p .. 'l', string.format('%.17g', L.level), L.p .. 't', d(L.at))
-  return L.at + drain_time(L.level, L.units, L.window) - now
-end
-
-local algs = {
-  l = {load = log_load, view = log_view, consume = log_consume, refund = log_refund, write = log_write},
-  w = {load = window_load, view = window_view, consume = window_consume, refund = window_refund, write = window_write},
-  g = {load = gcra_load, view = gcra_view, consume = gcra_consume, refund = gcra_refund, write = gcra_write},
-}
+-- Each algorithm's functions are made only when a limit uses it.
+local algs, makers = {}, {l = sliding_log, w = sliding_window, g = gcra}
+for _, L in ipairs(lims) do algs[L.a] = algs[L.a] or makers[L.a]() end
 
 local reply = {}
 local function view_all()
@@ -317,6 +355,22 @@ end
 for _, L in ipairs(lims) do algs[L.a].load(L) end
 view_all()
 
+if member then
+  if reply[1] == 1 then
+    -- Record the id before any write; one already there within the
+    -- dedupe window makes this a repeat, answered as a peek.
+    if redis.call('ZADD', KEYS[2], 'NX', now, member) == 0 then
+      if seen() then repeated = true else redis.call('ZADD', KEYS[2], now, member) end
+    end
+  else
+    repeated = seen()
+  end
+  if repeated then
+    op, check = 1, 1
+    view_all()
+  end
+end
+
 local step = nil
 if op == 0 and reply[1] == 1 then
   step = 'consume'
@@ -329,19 +383,18 @@ if step then
     algs[L.a][step](L)
     life = math.max(life, algs[L.a].write(L))
   end
-  if life > 0 then
-    local ttl = math.ceil(life / 1000) + 1
-    if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], d(ttl)) end
-  end
+  if life > 0 then keep(KEYS[1], life) end
   if step == 'refund' then
     redis.call('DEL', KEYS[2]) -- a refund ends deduplication
   elseif member then
-    redis.call('ZADD', KEYS[2], d(now), member)
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', d(now - dedupe))
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - dedupe)
     redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(maxids + 1))
-    redis.call('PEXPIRE', KEYS[2], d(math.ceil(dedupe / 1000) + 1))
+    keep(KEYS[2], dedupe)
   end
-  view_all() -- the states as written
+  -- The states as written; an allowed consume's answer advises no wait,
+  -- so its logs need no walk for one.
+  walk = step ~= 'consume'
+  view_all()
 end
 
 if repeated or step == 'consume' then
