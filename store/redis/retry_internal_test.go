@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,11 +107,11 @@ func TestRequestIDs(t *testing.T) {
 func TestRetrySplit(t *testing.T) {
 	for _, split := range []bool{true, false} {
 		t.Run(fmt.Sprint("split=", split), func(t *testing.T) {
-			moved := false
+			var moved atomic.Bool
 			p := retryPolicy{retries: 2, attempt: time.Second, backoff: time.Millisecond, split: split,
-				between: func(context.Context, error) { moved = true }}
+				between: func(context.Context, error) { moved.Store(true) }}
 			call := func(ctx context.Context) (int, error) {
-				if !moved {
+				if !moved.Load() {
 					<-ctx.Done() // the old owner never answers
 					return 0, ctx.Err()
 				}
