@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/fakeclock"
 	"github.com/tollgate/tollgate/store/redis"
 )
 
@@ -30,16 +31,26 @@ func (o *countingObserver) TopologyRefresh() { o.refreshes.Add(1) }
 func (o *countingObserver) Reconnect()       { o.reconnects.Add(1) }
 
 // While a server is down its checks fail fast once the circuit opens, and
-// the first probe after it is back closes the circuit again.
+// the first probe after it is back closes the circuit again. The breaker
+// runs on a fake clock (Options.Now): the test sets when it opens and when
+// a probe may pass, and waits in real time only for the server.
 func TestCircuitBreaker(t *testing.T) {
 	ctx := context.Background()
 	obs := &countingObserver{}
+	clk := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	const breakAfter, probeEvery = 200 * time.Millisecond, 100 * time.Millisecond
 	s := open(t, redis.Options{
-		Addrs: []string{standalone.Addr}, Observer: obs,
-		BreakAfter: 200 * time.Millisecond, ProbeEvery: 100 * time.Millisecond, HealAfter: -1,
+		Addrs: []string{standalone.Addr}, Observer: obs, Now: clk.Now,
+		BreakAfter: breakAfter, ProbeEvery: probeEvery, HealAfter: -1,
 		AttemptTimeout: 100 * time.Millisecond, Retries: -1,
 	})
 	lim := tollgate.New(s, tollgate.Options{})
+	consume := func() error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := lim.Consume(cctx, "k", 1, tollgate.PerSecond(5))
+		return err
+	}
 	if err := standalone.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -49,39 +60,53 @@ func TestCircuitBreaker(t *testing.T) {
 			standalone.Restart(context.Background())
 		}
 	}()
-	var open bool
-	for deadline := time.Now().Add(10 * time.Second); !open && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := lim.Consume(cctx, "k", 1, tollgate.PerSecond(5))
-		cancel()
-		if err == nil {
-			t.Fatal("consume succeeded on a dead server")
+	// Failing, but for less than breakAfter: every call still tries.
+	for range 3 {
+		if err := consume(); err == nil || errors.Is(err, redis.ErrCircuitOpen) {
+			t.Fatalf("a dead server's call, before breakAfter: %v, want a failure that tried", err)
 		}
-		open = errors.Is(err, redis.ErrCircuitOpen)
 	}
-	if !open || obs.fastFails.Load() == 0 {
-		t.Fatalf("circuit never opened (fast fails %d)", obs.fastFails.Load())
+	if err := s.Ready(ctx); err == nil || errors.Is(err, redis.ErrCircuitOpen) {
+		t.Errorf("Ready with the server down: %v, want the server's error", err)
 	}
-	if err := s.Ready(ctx); err == nil {
-		t.Error("Ready with the server down")
+	// breakAfter later: one probe tries, then the circuit fails fast.
+	clk.Advance(breakAfter)
+	if err := consume(); err == nil || errors.Is(err, redis.ErrCircuitOpen) {
+		t.Fatalf("the probe: %v, want a failure that tried", err)
 	}
+	fast := obs.fastFails.Load()
+	for range 3 {
+		if err := consume(); !errors.Is(err, redis.ErrCircuitOpen) {
+			t.Fatalf("open circuit: %v, want ErrCircuitOpen", err)
+		}
+	}
+	if obs.fastFails.Load() != fast+3 {
+		t.Errorf("fast fails %d, want %d", obs.fastFails.Load(), fast+3)
+	}
+
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if err := standalone.Restart(rctx); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true
+	// Back, but the circuit is open until a probe may pass.
+	if err := consume(); !errors.Is(err, redis.ErrCircuitOpen) {
+		t.Fatalf("before the next probe: %v, want ErrCircuitOpen", err)
+	}
 	for {
-		cctx, ccancel := context.WithTimeout(rctx, time.Second)
-		_, err := lim.Consume(cctx, "k", 1, tollgate.PerSecond(5))
-		ccancel()
+		clk.Advance(probeEvery)
+		err := consume()
 		if err == nil {
 			break
 		}
 		if rctx.Err() != nil {
 			t.Fatalf("no recovery: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the server, in real time
+	}
+	if err := consume(); err != nil {
+		t.Errorf("after a probe passed: %v, want the circuit closed", err)
 	}
 	if err := s.Ready(ctx); err != nil {
 		t.Errorf("not Ready after recovery: %v", err)
@@ -135,7 +160,8 @@ func (h *healObserver) Heal(reason string) { h.reasons <- reason }
 func TestHealSwapsClient(t *testing.T) {
 	ctx := context.Background()
 	obs := &healObserver{reasons: make(chan string, 2)}
-	s := open(t, redis.Options{Addrs: []string{standalone.Addr}, Observer: obs})
+	clk := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	s := open(t, redis.Options{Addrs: []string{standalone.Addr}, Observer: obs, Now: clk.Now})
 	before := s.Client()
 	s.HealNow("persistent_errors")
 	select {
@@ -153,10 +179,22 @@ func TestHealSwapsClient(t *testing.T) {
 		t.Fatalf("new client: %v", err)
 	}
 	s.HealNow("persistent_errors") // within the interval: refused
+	clk.Advance(29 * time.Second)
+	s.HealNow("persistent_errors") // still within it, by the store's clock
 	select {
 	case <-obs.reasons:
 		t.Error("a second heal within the interval")
 	case <-time.After(200 * time.Millisecond):
+	}
+	clk.Advance(10 * time.Second) // past 30 s and its jitter (at most 7.5 s)
+	s.HealNow("persistent_errors")
+	select {
+	case r := <-obs.reasons:
+		if r != "persistent_errors" {
+			t.Errorf("reason %q", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no heal after the interval")
 	}
 }
 

@@ -170,6 +170,12 @@ type Options struct {
 	NoRequestIDs bool
 	// Logger receives warnings (insecure TLS); nil discards.
 	Logger *slog.Logger
+	// Now is the clock of the store's own bookkeeping: the circuit
+	// breaker, healing, and the backoffs of waiting for replicas. It is
+	// read when a call starts and when it ends. Nil means time.Now. It does
+	// not set the time a check is made at: that is Redis's TIME, or the
+	// Limiter's (tollgate.Options.Now). Tests drive the breaker with it.
+	Now func() time.Time
 }
 
 // Store is a tollgate.Store on Redis. It is safe for concurrent use; Close
@@ -185,6 +191,7 @@ type Store struct {
 	ids     bool // give consumes request ids
 	obs     Observer
 	log     *slog.Logger
+	now     func() time.Time // Options.Now
 
 	waitN     int64                // replicas a write waits for (0: none)
 	waitMS    int64                // and for how long at most
@@ -265,6 +272,10 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	s.options, s.prefix, s.cluster = co, opts.Prefix, opts.Cluster
 	s.retry, s.ids, s.obs, s.log = newRetryPolicy(opts), !opts.NoRequestIDs && opts.Retries >= 0, opts.Observer, opts.Logger
 	s.healAfter, s.done = cmp.Or(opts.HealAfter, DefaultHealAfter), make(chan struct{})
+	s.now = opts.Now
+	if s.now == nil {
+		s.now = time.Now
+	}
 	client, err := rueidis.NewClient(co)
 	if err != nil {
 		return nil, fmt.Errorf("redis: connect %v: %w", opts.Addrs, err)
@@ -407,7 +418,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		return struct{}{}, c.Do(ctx, c.B().Ping().Build()).Error()
 	})
 	if err != nil {
-		s.authLog.note(s, err, time.Now())
+		s.authLog.note(s, err, s.now())
 		return s.fail(err)
 	}
 	return nil
@@ -424,7 +435,7 @@ func (s *Store) Ready(ctx context.Context) error {
 	if s.health == nil {
 		return nil
 	}
-	if n, first := s.health.open(time.Now()); n > 0 {
+	if n, first := s.health.open(s.now()); n > 0 {
 		return fmt.Errorf("%w: %d hash slots failing (slot %d first)", ErrCircuitOpen, n, first)
 	}
 	return nil
@@ -451,7 +462,8 @@ func (s *Store) Close() error {
 // retry policy, and heals the client when the slot keeps failing.
 func guard[T any](s *Store, ctx context.Context, key string, retryable bool, call func(context.Context) (T, error)) (T, error) {
 	sl := s.slotOf(key)
-	if s.health != nil && !s.health.admit(sl, time.Now()) {
+	start := s.now() // the clock is read when the call starts and when it ends
+	if s.health != nil && !s.health.admit(sl, start) {
 		s.obs.FastFail()
 		var zero T
 		return zero, ErrCircuitOpen
@@ -461,20 +473,21 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 		// A call that did not reach its node asks where its slot went,
 		// and the retry goes to the client rebuilt when it moved; after
 		// an idle time, an attempt leaves time for that retry.
-		p.between, p.split = s.relocate, s.follow.idle(time.Now())
+		p.between, p.split = s.relocate, s.follow.idle(start)
 	}
 	v, err := retryDo(ctx, p, retryable, s.obs, call)
+	end := s.now()
 	if err == nil {
-		s.follow.served(time.Now())
+		s.follow.served(end)
 	}
 	if s.cluster && s.healAfter >= 0 && lostNode(err) {
 		s.locateSoon(refusedAddr(err)) // for the next calls
 	}
-	s.authLog.note(s, err, time.Now())
+	s.authLog.note(s, err, end)
 	if s.health == nil || (err != nil && !transient(err)) {
 		return v, err // a reply error says nothing about the way to Redis
 	}
-	failing := s.health.record(sl, err != nil, time.Now())
+	failing := s.health.record(sl, err != nil, end)
 	if err == nil || s.healAfter < 0 {
 		return v, err
 	}
@@ -483,17 +496,17 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 	}
 	switch kind := KindOf(err); {
 	case kind == KindMoved || kind == KindAsk:
-		s.heal("redirect_loop", sl, kind, failing)
+		s.heal("redirect_loop", sl, kind, failing, end)
 	case failing >= s.healAfter:
-		s.heal("persistent_errors", sl, kind, failing)
+		s.heal("persistent_errors", sl, kind, failing, end)
 	}
 	return v, err
 }
 
 // heal replaces the client with one built anew from the seed addresses, when
 // the gate allows, and retires the old one.
-func (s *Store) heal(reason string, sl uint16, kind Kind, failing time.Duration) {
-	if !s.healGate.try(time.Now()) {
+func (s *Store) heal(reason string, sl uint16, kind Kind, failing time.Duration, now time.Time) {
+	if !s.healGate.try(now) {
 		return
 	}
 	go s.rebuild(reason, sl, kind.String(), failing) // off the caller's path: dialing takes time
@@ -541,7 +554,7 @@ func (s *Store) rebuild(reason string, sl uint16, kind string, failing time.Dura
 		return false
 	}
 	if err != nil {
-		s.healGate.failed(time.Now())
+		s.healGate.failed(s.now())
 		s.log.Warn("redis: could not rebuild the client", "reason", reason, "err", err)
 		return false
 	}

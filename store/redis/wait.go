@@ -32,7 +32,7 @@ var ErrNotReplicated = errors.New("redis: the write reached fewer replicas than 
 // each: after a connection error, the calls of all that master's slots
 // fail fast for dialBackoff.
 func (s *Store) execAndWait(ctx context.Context, sl uint16, keys, args []string) ([]int64, error) {
-	if time.Now().UnixNano() < s.dialOff[sl].Load() {
+	if s.now().UnixNano() < s.dialOff[sl].Load() {
 		return nil, fmt.Errorf("%w: its master refused a connection just now", ErrCircuitOpen)
 	}
 	select {
@@ -87,9 +87,9 @@ func (s *Store) execAndWait(ctx context.Context, sl uint16, keys, args []string)
 // backOffDials makes the calls of all the slots of sl's master fail fast
 // for dialBackoff.
 func (s *Store) backOffDials(sl uint16) {
-	until := time.Now().Add(dialBackoff).UnixNano()
+	until := s.now().Add(dialBackoff).UnixNano()
 	s.dialOff[sl].Store(until)
-	if !s.lookups.allow(time.Now()) {
+	if !s.lookups.allow(s.now()) {
 		return
 	}
 	_, slots, err := s.masterOf(sl)
@@ -110,7 +110,7 @@ func (s *Store) backOffDials(sl uint16) {
 func (s *Store) checkReplicas(sl uint16) {
 	// Many calls come short at once; the first counts, the others' slots
 	// are counted by their next short call if need be.
-	if !s.lookups.allow(time.Now()) {
+	if !s.lookups.allow(s.now()) {
 		return
 	}
 	master, slots, err := s.masterOf(sl)

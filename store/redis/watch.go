@@ -83,7 +83,7 @@ func (s *Store) watchSlots() {
 				}
 			}
 		case <-tick.C:
-			failing := s.health.failing(time.Now(), watchFor)
+			failing := s.health.failing(s.now(), watchFor)
 			if len(failing) == 0 {
 				return // served again
 			}
