@@ -40,6 +40,7 @@ type Settings struct {
 	TLS    TLS
 	Check  Check
 	Cache  Cache
+	Memory Memory
 	Log    Log
 }
 
@@ -172,6 +173,22 @@ type Cache struct {
 	MaxAge time.Duration `flag:"local-cache-max-age" file:"positive" usage:"longest the local cache answers one denial: bounds how long a refund or reset through another instance goes unseen (0: until Retry-After)"`
 }
 
+// Memory bounds the in-process memory stores: the store when no Redis is
+// set, and the fail_local fallback.
+type Memory struct {
+	// MaxKeys caps the keys each memory store holds (memory.Options.
+	// MaxKeys); past it the keys nearest their reset are evicted, their
+	// usage forgotten. It must be positive. Default DefaultMemoryMaxKeys.
+	MaxKeys int `flag:"memory-max-keys" usage:"most keys each in-process store (the memory store, the fail_local fallback) holds; past it the keys nearest their reset are forgotten"`
+}
+
+func (m Memory) validate() *Error {
+	if m.MaxKeys <= 0 {
+		return fieldError("memory-max-keys", -1, "%s %d: must be positive", setting("memory-max-keys"), m.MaxKeys)
+	}
+	return nil
+}
+
 // Log sets the logging.
 type Log struct {
 	// Level is debug, info, warn or error, in any case; "" is invalid.
@@ -193,8 +210,11 @@ const (
 	DefaultGRPCMaxConcurrentStreams = 1000
 	DefaultGRPCKeepaliveMinTime     = 10 * time.Second
 	DefaultGRPCMaxDescriptors       = 64
-	EnvPrefix                       = "TOLLGATE_"
-	errMutuallyExclusiveFmt         = "%s and %s are mutually exclusive"
+	// DefaultMemoryMaxKeys is memory.DefaultMaxKeys: under 350 MiB of
+	// keys with one limit each (see store/memory).
+	DefaultMemoryMaxKeys    = 500_000
+	EnvPrefix               = "TOLLGATE_"
+	errMutuallyExclusiveFmt = "%s and %s are mutually exclusive"
 )
 
 // Default returns the defaults: the settings of `tollgate serve` with no
@@ -204,9 +224,10 @@ func Default() Settings {
 		HTTP: HTTP{Listen: DefaultListen, InlineLimits: true},
 		GRPC: GRPC{MaxRecvBytes: DefaultGRPCMaxRecvBytes, MaxConcurrentStreams: DefaultGRPCMaxConcurrentStreams,
 			KeepaliveMinTime: DefaultGRPCKeepaliveMinTime, MaxDescriptors: DefaultGRPCMaxDescriptors},
-		Check: Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},
-		Cache: Cache{Size: DefaultCacheSize, MaxAge: DefaultCacheMaxAge},
-		Log:   Log{Level: DefaultLogLevel},
+		Check:  Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},
+		Cache:  Cache{Size: DefaultCacheSize, MaxAge: DefaultCacheMaxAge},
+		Memory: Memory{MaxKeys: DefaultMemoryMaxKeys},
+		Log:    Log{Level: DefaultLogLevel},
 	}
 }
 
@@ -268,7 +289,7 @@ func (s Settings) ValidateStore() error {
 // validate returns the first invalid setting; with partial, it passes
 // settings that only want another one set (Error.Needs).
 func (s Settings) validate(partial bool) *Error {
-	for _, check := range []func() *Error{s.HTTP.validate, s.GRPC.validate, s.Redis.validate, s.tlsNeedsRedis, s.Check.validate, s.Cache.validate, s.Log.validate} {
+	for _, check := range []func() *Error{s.HTTP.validate, s.GRPC.validate, s.Redis.validate, s.tlsNeedsRedis, s.Check.validate, s.Cache.validate, s.Memory.validate, s.Log.validate} {
 		if e := check(); e != nil && !(partial && e.Needs) {
 			return e
 		}

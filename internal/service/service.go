@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	m := metrics.New()
 	store, ready := cfg.Store, (func(context.Context) error)(nil)
 	if store == nil {
-		st, readyFn, closeStore, err := OpenStore(ctx, cfg.Redis, cfg.TLS, m, logger)
+		st, readyFn, closeStore, err := openStore(ctx, cfg.Settings, m, logger)
 		if err != nil {
 			return fmt.Errorf("open %s store: %w", cfg.Redis.Kind(), err)
 		}
@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 
 	// fail_local policies fall back to this instance's own memory.
-	fallback := memory.New(memory.Options{})
+	fallback := memory.New(memoryOptions(cfg.Memory, m))
 	defer fallback.Close()
 	opts := httpapi.Options{
 		Logger:            logger,

@@ -64,12 +64,21 @@ func readPassword(file string) (string, error) {
 // OpenStore builds the store r and t select (the memory store when r names
 // no Redis) and returns it with the functions that check its readiness (nil
 // for memory) and close it. obs and logger are as for RedisOptions.
+// A memory store holds at most memory.DefaultMaxKeys keys.
 func OpenStore(ctx context.Context, r settings.Redis, t settings.TLS, obs redis.Observer, logger *slog.Logger) (st tollgate.Store, ready func(context.Context) error, closeFn func() error, err error) {
-	if err := (settings.Settings{Redis: r, TLS: t}).ValidateStore(); err != nil {
+	return openStore(ctx, settings.Settings{Redis: r, TLS: t, Memory: settings.Default().Memory}, obs, logger)
+}
+
+// openStore is OpenStore for the store s selects, a memory store capped at
+// s.Memory.MaxKeys; obs, when it is a memory.Observer too, is told of its
+// evictions.
+func openStore(ctx context.Context, s settings.Settings, obs redis.Observer, logger *slog.Logger) (st tollgate.Store, ready func(context.Context) error, closeFn func() error, err error) {
+	r, t := s.Redis, s.TLS
+	if err := s.ValidateStore(); err != nil {
 		return nil, nil, nil, err
 	}
 	if r.Kind() == "memory" {
-		m := memory.New(memory.Options{})
+		m := memory.New(memoryOptions(s.Memory, obs))
 		return m, nil, m.Close, nil
 	}
 	opts, err := RedisOptions(r, t, obs, logger)
@@ -81,4 +90,14 @@ func OpenStore(ctx context.Context, r settings.Redis, t settings.TLS, obs redis.
 		return nil, nil, nil, err
 	}
 	return rs, rs.Ready, rs.Close, nil
+}
+
+// memoryOptions are the options of a memory store under m, with obs told of
+// evictions when it is a memory.Observer.
+func memoryOptions(m settings.Memory, obs any) memory.Options {
+	o := memory.Options{MaxKeys: m.MaxKeys}
+	if mo, ok := obs.(memory.Observer); ok && mo != nil {
+		o.Observer = mo
+	}
+	return o
 }

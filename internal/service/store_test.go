@@ -2,6 +2,7 @@ package service
 
 import (
 	"github.com/tollgate/tollgate/settings"
+	"github.com/tollgate/tollgate/store/memory"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,5 +52,12 @@ func TestRedisPasswordFile(t *testing.T) {
 				t.Fatalf("Credentials after a rewrite: %q, %v; want rotated", p, err)
 			}
 		})
+	}
+}
+
+// The setting's default is the memory store's.
+func TestMemoryMaxKeysDefault(t *testing.T) {
+	if settings.DefaultMemoryMaxKeys != memory.DefaultMaxKeys {
+		t.Errorf("settings.DefaultMemoryMaxKeys %d, memory.DefaultMaxKeys %d", settings.DefaultMemoryMaxKeys, memory.DefaultMaxKeys)
 	}
 }
