@@ -37,6 +37,7 @@ func RedisOptions(r settings.Redis, t settings.TLS, obs redis.Observer, logger *
 		if opts.Password, err = readPassword(r.PasswordFile); err != nil {
 			return redis.Options{}, err
 		}
+		warnPassword(r.PasswordFile, t.On(), logger)
 		// Each new connection reads the file again (rotation).
 		file, user := r.PasswordFile, r.Username
 		opts.Credentials = func() (string, string, error) {
@@ -45,6 +46,23 @@ func RedisOptions(r settings.Redis, t settings.TLS, obs redis.Observer, logger *
 		}
 	}
 	return opts, nil
+}
+
+// warnPassword warns when the password file is readable by others than
+// its owner, and when the password is to be sent without TLS (AUTH in
+// clear text on the network).
+func warnPassword(file string, tls bool, logger *slog.Logger) {
+	if logger == nil {
+		return
+	}
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		logger.Warn("Redis password file is readable by others than its owner",
+			slog.String("file", file), slog.String("mode", fi.Mode().Perm().String()))
+	}
+	if !tls {
+		logger.Warn("the Redis password is sent over plain TCP: anyone on the path can read it; turn on --redis-tls",
+			slog.String("file", file))
+	}
 }
 
 // readPassword returns the first line of file, without its line end (LF or
