@@ -36,7 +36,9 @@ import (
 const (
 	apiToken   = "example-api-token"
 	adminToken = "example-admin-token"
-	policies   = `
+	// scopedToken may only check the policy api-hourly.
+	scopedToken = "example-scoped-token"
+	policies    = `
 policies:
   - name: api-hourly
     units: 100
@@ -134,8 +136,10 @@ func (s server) handler(t *testing.T) http.Handler {
 		Policies:    pols,
 		APITokens:   []string{apiToken},
 		AdminTokens: []string{adminToken},
-		Fallback:    tollgate.New(fallback, tollgate.Options{}),
-		Ready:       s.ready,
+		// A tenant's token: only api-hourly, only check, no inline limits.
+		ScopedAPITokens: []httpapi.Token{{Secret: scopedToken, Scope: httpapi.Scope{Policies: []string{"api-hourly"}, Ops: httpapi.OpsCheck}}},
+		Fallback:        tollgate.New(fallback, tollgate.Options{}),
+		Ready:           s.ready,
 	}
 	if s.metrics {
 		opts.Metrics = metrics.New().Handler()
@@ -195,11 +199,13 @@ func (c *checker) run(t *testing.T, cl call) {
 			req.Header.Set("Authorization", "Bearer "+adminToken)
 		case "api":
 			req.Header.Set("Authorization", "Bearer "+apiToken)
+		case "scoped":
+			req.Header.Set("Authorization", "Bearer "+scopedToken)
 		case "wrong":
 			req.Header.Set("Authorization", "Bearer not-a-token")
 		case "none":
 		default:
-			t.Fatalf("x-conformance auth %q: want admin, api, none or wrong", cl.auth)
+			t.Fatalf("x-conformance auth %q: want admin, api, scoped, none or wrong", cl.auth)
 		}
 		rec = httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

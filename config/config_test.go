@@ -222,8 +222,8 @@ func TestServerSection(t *testing.T) {
 	}
 	dir := filepath.Join("testdata", "good")
 	want := settings.Default()
-	want.HTTP = settings.HTTP{Listen: "127.0.0.1:8080", APITokenFile: "/etc/tollgate/api-tokens", AdminTokenFile: filepath.Join(dir, "admin-tokens")}
-	want.GRPC = settings.GRPC{Listen: "127.0.0.1:8081", EnvoyConfig: filepath.Join(dir, "envoy")}
+	want.HTTP.Listen, want.HTTP.APITokenFile, want.HTTP.AdminTokenFile = "127.0.0.1:8080", "/etc/tollgate/api-tokens", filepath.Join(dir, "admin-tokens")
+	want.GRPC.Listen, want.GRPC.EnvoyConfig = "127.0.0.1:8081", filepath.Join(dir, "envoy")
 	want.Redis.Cluster = []string{"127.0.0.11:7000", "127.0.0.12:7000"}
 	want.Check = settings.Check{Timeout: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second, ReloadInterval: 2 * time.Second}
 	want.Log.Level = "WARN"

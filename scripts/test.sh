@@ -3,8 +3,9 @@
 #
 # It installs redis-server (Debian's package) when it is missing, then runs
 # go vet and go test -race over the whole module, then fuzzes the input
-# parsers briefly (TOLLGATE_FUZZTIME each, default 5s; 0 skips; about 40 s
-# in all with a cold build cache, 15 s with a warm one). Tests that need Redis
+# parsers (HTTP bodies, the config file, token files) and the RLS request
+# path briefly (TOLLGATE_FUZZTIME each, default 5s; 0 skips; about a minute
+# in all with a cold build cache, 25 s with a warm one). Tests that need Redis
 # start their own real servers through internal/testcluster, from TestMain:
 # a 6-node Cluster (3 masters, 3 replicas, one loopback address per node,
 # 127.0.0.11-16) plus a standalone node, each on free ports, and stop them
@@ -49,6 +50,7 @@ if [ "$fuzztime" != "0" ] && [ "$fuzztime" != "0s" ]; then
 	go test -run '^$' -fuzz '^FuzzConsume$' -fuzztime "$fuzztime" ./server/httpapi
 	go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "$fuzztime" ./config
 	go test -run '^$' -fuzz '^FuzzTokens$' -fuzztime "$fuzztime" ./internal/service
+	go test -run '^$' -fuzz '^FuzzShouldRateLimit$' -fuzztime "$fuzztime" ./server/rls
 fi
 
 # The Node.js client (clients/node), against a real tollgate serve.

@@ -38,8 +38,10 @@ type Settings struct {
 	GRPC   GRPC
 	Redis  Redis
 	TLS    TLS
+	Listen ListenTLS
 	Check  Check
 	Cache  Cache
+	Memory Memory
 	Log    Log
 }
 
@@ -150,6 +152,67 @@ type TLS struct {
 // On reports whether TLS is on.
 func (t TLS) On() bool { return t != TLS{} }
 
+// ListenTLS is TLS, and mutual TLS, on the service's own listeners. The
+// certificate, key and client CAs apply to both the HTTP and the gRPC
+// listener unless the GRPC* fields give the gRPC listener its own. Every
+// file is read again when it changes (checked at most once a second, on a
+// new connection), so a renewed certificate applies without a restart.
+type ListenTLS struct {
+	// CertFile and KeyFile are the listeners' certificate (chain) and key,
+	// PEM; both or neither. "" means plain TCP.
+	CertFile string "flag:\"tls-cert-file\" path:\"true\" usage:\"PEM certificate `file` (chain) to serve HTTP, and gRPC unless --grpc-tls-cert-file, over TLS (with --tls-key-file)\""
+	KeyFile  string "flag:\"tls-key-file\" path:\"true\" usage:\"PEM `file` of the listeners' TLS key\""
+	// ClientCAFile, when set, holds the CAs that sign client certificates,
+	// which every connection must then present (mutual TLS); "" means no
+	// client certificates. It needs CertFile.
+	ClientCAFile string "flag:\"tls-client-ca-file\" path:\"true\" usage:\"PEM `file` of the CAs of client certificates: every client must present one (mutual TLS)\""
+	// GRPCCertFile, GRPCKeyFile and GRPCClientCAFile, when set, replace
+	// the three above on the gRPC listener.
+	GRPCCertFile     string "flag:\"grpc-tls-cert-file\" path:\"true\" usage:\"PEM certificate `file` for the gRPC listener only (default: --tls-cert-file)\""
+	GRPCKeyFile      string "flag:\"grpc-tls-key-file\" path:\"true\" usage:\"PEM key `file` for the gRPC listener only (default: --tls-key-file)\""
+	GRPCClientCAFile string "flag:\"grpc-tls-client-ca-file\" path:\"true\" usage:\"PEM `file` of the client CAs of the gRPC listener only (default: --tls-client-ca-file)\""
+}
+
+// HTTPFiles returns the HTTP listener's certificate, key and client CA
+// files; cert "" means plain TCP.
+func (l ListenTLS) HTTPFiles() (cert, key, clientCA string) {
+	return l.CertFile, l.KeyFile, l.ClientCAFile
+}
+
+// GRPCFiles returns the gRPC listener's certificate, key and client CA
+// files: its own where set, else the shared ones; cert "" means plain TCP.
+func (l ListenTLS) GRPCFiles() (cert, key, clientCA string) {
+	cert, key, clientCA = l.CertFile, l.KeyFile, l.ClientCAFile
+	if l.GRPCCertFile != "" || l.GRPCKeyFile != "" {
+		cert, key = l.GRPCCertFile, l.GRPCKeyFile
+	}
+	if l.GRPCClientCAFile != "" {
+		clientCA = l.GRPCClientCAFile
+	}
+	return cert, key, clientCA
+}
+
+func (l ListenTLS) validate() *Error {
+	pairs := []struct{ cert, key, ca, certFlag, keyFlag, caFlag string }{
+		{l.CertFile, l.KeyFile, l.ClientCAFile, "tls-cert-file", "tls-key-file", "tls-client-ca-file"},
+		{l.GRPCCertFile, l.GRPCKeyFile, "", "grpc-tls-cert-file", "grpc-tls-key-file", ""},
+	}
+	for _, p := range pairs {
+		switch {
+		case p.cert != "" && p.key == "":
+			return needs(fieldError(p.certFlag, -1, "%s needs %s", setting(p.certFlag), setting(p.keyFlag)))
+		case p.key != "" && p.cert == "":
+			return needs(fieldError(p.keyFlag, -1, "%s needs %s", setting(p.keyFlag), setting(p.certFlag)))
+		case p.ca != "" && p.cert == "":
+			return needs(fieldError(p.caFlag, -1, "%s needs %s (mutual TLS is TLS)", setting(p.caFlag), setting(p.certFlag)))
+		}
+	}
+	if _, _, ca := l.GRPCFiles(); l.GRPCClientCAFile != "" && l.GRPCCertFile == "" && l.CertFile == "" {
+		return needs(fieldError("grpc-tls-client-ca-file", -1, "%s %s needs a certificate (%s or %s)", setting("grpc-tls-client-ca-file"), ca, setting("tls-cert-file"), setting("grpc-tls-cert-file")))
+	}
+	return nil
+}
+
 // Check bounds each check and sets the service's timing.
 type Check struct {
 	// Timeout bounds each store call of a check; past it the check fails
@@ -170,6 +233,22 @@ type Cache struct {
 	// MaxAge is the longest it answers one denial; 0 means until the
 	// denial's RetryAfter.
 	MaxAge time.Duration `flag:"local-cache-max-age" file:"positive" usage:"longest the local cache answers one denial: bounds how long a refund or reset through another instance goes unseen (0: until Retry-After)"`
+}
+
+// Memory bounds the in-process memory stores: the store when no Redis is
+// set, and the fail_local fallback.
+type Memory struct {
+	// MaxKeys caps the keys each memory store holds (memory.Options.
+	// MaxKeys); past it the keys nearest their reset are evicted, their
+	// usage forgotten. It must be positive. Default DefaultMemoryMaxKeys.
+	MaxKeys int `flag:"memory-max-keys" usage:"most keys each in-process store (the memory store, the fail_local fallback) holds; past it the keys nearest their reset are forgotten"`
+}
+
+func (m Memory) validate() *Error {
+	if m.MaxKeys <= 0 {
+		return fieldError("memory-max-keys", -1, "%s %d: must be positive", setting("memory-max-keys"), m.MaxKeys)
+	}
+	return nil
 }
 
 // Log sets the logging.
@@ -193,8 +272,11 @@ const (
 	DefaultGRPCMaxConcurrentStreams = 1000
 	DefaultGRPCKeepaliveMinTime     = 10 * time.Second
 	DefaultGRPCMaxDescriptors       = 64
-	EnvPrefix                       = "TOLLGATE_"
-	errMutuallyExclusiveFmt         = "%s and %s are mutually exclusive"
+	// DefaultMemoryMaxKeys is memory.DefaultMaxKeys: under 350 MiB of
+	// keys with one limit each (see store/memory).
+	DefaultMemoryMaxKeys    = 500_000
+	EnvPrefix               = "TOLLGATE_"
+	errMutuallyExclusiveFmt = "%s and %s are mutually exclusive"
 )
 
 // Default returns the defaults: the settings of `tollgate serve` with no
@@ -204,9 +286,10 @@ func Default() Settings {
 		HTTP: HTTP{Listen: DefaultListen, InlineLimits: true},
 		GRPC: GRPC{MaxRecvBytes: DefaultGRPCMaxRecvBytes, MaxConcurrentStreams: DefaultGRPCMaxConcurrentStreams,
 			KeepaliveMinTime: DefaultGRPCKeepaliveMinTime, MaxDescriptors: DefaultGRPCMaxDescriptors},
-		Check: Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},
-		Cache: Cache{Size: DefaultCacheSize, MaxAge: DefaultCacheMaxAge},
-		Log:   Log{Level: DefaultLogLevel},
+		Check:  Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},
+		Cache:  Cache{Size: DefaultCacheSize, MaxAge: DefaultCacheMaxAge},
+		Memory: Memory{MaxKeys: DefaultMemoryMaxKeys},
+		Log:    Log{Level: DefaultLogLevel},
 	}
 }
 
@@ -268,7 +351,7 @@ func (s Settings) ValidateStore() error {
 // validate returns the first invalid setting; with partial, it passes
 // settings that only want another one set (Error.Needs).
 func (s Settings) validate(partial bool) *Error {
-	for _, check := range []func() *Error{s.HTTP.validate, s.GRPC.validate, s.Redis.validate, s.tlsNeedsRedis, s.Check.validate, s.Cache.validate, s.Log.validate} {
+	for _, check := range []func() *Error{s.HTTP.validate, s.GRPC.validate, s.Redis.validate, s.tlsNeedsRedis, s.Listen.validate, s.Check.validate, s.Cache.validate, s.Memory.validate, s.Log.validate} {
 		if e := check(); e != nil && !(partial && e.Needs) {
 			return e
 		}

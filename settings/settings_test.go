@@ -25,7 +25,8 @@ func TestFields(t *testing.T) {
 		"redis-conns-per-node", "redis-wait-replicas",
 		"redis-tls", "redis-tls-ca-file", "redis-tls-cert-file", "redis-tls-key-file",
 		"redis-tls-server-name", "redis-tls-insecure-skip-verify",
-		"check-timeout", "reload-interval", "shutdown-timeout", "local-cache-size", "local-cache-max-age", "log-level",
+		"tls-cert-file", "tls-key-file", "tls-client-ca-file", "grpc-tls-cert-file", "grpc-tls-key-file", "grpc-tls-client-ca-file",
+		"check-timeout", "reload-interval", "shutdown-timeout", "local-cache-size", "local-cache-max-age", "memory-max-keys", "log-level",
 	}
 	var got []string
 	for _, f := range settings.Fields(&s) {
@@ -108,6 +109,10 @@ func TestValidate(t *testing.T) {
 		{func(s *settings.Settings) { s.TLS.ServerName = "x" }, "redis-tls", "need --redis or --redis-cluster"},
 		{func(s *settings.Settings) { s.GRPC.MaxDescriptors = 0 }, "grpc-max-descriptors", "--grpc-max-descriptors 0: must be positive"},
 		{func(s *settings.Settings) { s.GRPC.KeepaliveMinTime = 0 }, "grpc-keepalive-min-time", "must be positive"},
+		{func(s *settings.Settings) { s.Memory.MaxKeys = 0 }, "memory-max-keys", "--memory-max-keys 0: must be positive"},
+		{func(s *settings.Settings) { s.Listen.CertFile = "c.pem" }, "tls-cert-file", "--tls-cert-file needs --tls-key-file"},
+		{func(s *settings.Settings) { s.Listen.ClientCAFile = "ca.pem" }, "tls-client-ca-file", "--tls-client-ca-file needs --tls-cert-file"},
+		{func(s *settings.Settings) { s.Listen.GRPCKeyFile = "k.pem" }, "grpc-tls-key-file", "--grpc-tls-key-file needs --grpc-tls-cert-file"},
 		{func(s *settings.Settings) { s.Cache.Size = -1 }, "local-cache-size", "--local-cache-size -1: must not be negative"},
 		{func(s *settings.Settings) { s.Log.Level = "loud" }, "log-level", `unknown --log-level "loud"`},
 	} {

@@ -6,6 +6,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/tollgate/tollgate"
@@ -100,7 +102,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	m := metrics.New()
 	store, ready := cfg.Store, (func(context.Context) error)(nil)
 	if store == nil {
-		st, readyFn, closeStore, err := OpenStore(ctx, cfg.Redis, cfg.TLS, m, logger)
+		st, readyFn, closeStore, err := openStore(ctx, cfg.Settings, m, logger)
 		if err != nil {
 			return fmt.Errorf("open %s store: %w", cfg.Redis.Kind(), err)
 		}
@@ -112,6 +114,22 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		store, ready = st, readyFn
 	}
 	lim := tollgate.New(WrapStore(store, cfg.Settings, m), tollgate.Options{})
+
+	var httpTLS, grpcTLS *tls.Config
+	if cert, key, ca := cfg.Listen.HTTPFiles(); cert != "" {
+		r, err := newCertReloader(cert, key, ca, []string{"h2", "http/1.1"}, logger)
+		if err != nil {
+			return fmt.Errorf("--tls-cert-file: %w", err)
+		}
+		httpTLS = r.TLSConfig()
+	}
+	if cert, key, ca := cfg.Listen.GRPCFiles(); cert != "" && cfg.GRPC.Listen != "" {
+		r, err := newCertReloader(cert, key, ca, []string{"h2"}, logger)
+		if err != nil {
+			return fmt.Errorf("--grpc-tls-cert-file: %w", err)
+		}
+		grpcTLS = r.TLSConfig()
+	}
 
 	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -126,7 +144,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	}
 
 	// fail_local policies fall back to this instance's own memory.
-	fallback := memory.New(memory.Options{})
+	fallback := memory.New(memoryOptions(cfg.Memory, m))
 	defer fallback.Close()
 	opts := httpapi.Options{
 		Logger:            logger,
@@ -158,7 +176,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	var grpcSrv *grpc.Server
 	var health interface{ Shutdown() }
 	if grpcLn != nil {
-		grpcSrv = grpc.NewServer(grpcServerOptions(cfg.GRPC, recovery{log: logger, obs: m})...)
+		gopts := grpcServerOptions(cfg.GRPC, recovery{log: logger, obs: m})
+		if grpcTLS != nil {
+			gopts = append(gopts, grpc.Creds(credentials.NewTLS(grpcTLS)))
+		}
+		grpcSrv = grpc.NewServer(gopts...)
 		health = rls.New(lim, rules, rls.Options{Logger: logger, Observer: m, Fallback: opts.Fallback,
 			Reflection: cfg.GRPC.Reflection, MaxDescriptors: cfg.GRPC.MaxDescriptors, Timeout: cfg.Check.Timeout}).Register(grpcSrv)
 	}
@@ -170,7 +192,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		attrs = append(attrs, slog.String("grpc_addr", grpcAddr.String()))
 	}
 	attrs = append(attrs, slog.String("store", cfg.Redis.Kind()),
-		slog.Bool("auth", len(apiTokens) > 0), slog.String("check_timeout", cfg.Check.Timeout.String()),
+		slog.Bool("auth", len(apiTokens) > 0), slog.Bool("tls", httpTLS != nil), slog.Bool("grpc_tls", grpcTLS != nil), slog.String("check_timeout", cfg.Check.Timeout.String()),
 		slog.Int("local_cache_size", cfg.Cache.Size))
 	logger.Info("listening", attrs...)
 	if cfg.OnListening != nil {
@@ -187,7 +209,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 	startReloads(bgCtx, &bg, cfg, policies, rules, logger, m)
 
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(httpLn) }() // Serve closes httpLn
+	if httpTLS != nil {
+		httpSrv.TLSConfig = httpTLS
+		go func() { httpDone <- httpSrv.ServeTLS(httpLn, "", "") }() // ServeTLS closes httpLn
+	} else {
+		go func() { httpDone <- httpSrv.Serve(httpLn) }() // Serve closes httpLn
+	}
 	grpcDone := make(chan error, 1)
 	if grpcSrv != nil {
 		go func() { grpcDone <- grpcSrv.Serve(grpcLn) }()

@@ -37,6 +37,7 @@ func RedisOptions(r settings.Redis, t settings.TLS, obs redis.Observer, logger *
 		if opts.Password, err = readPassword(r.PasswordFile); err != nil {
 			return redis.Options{}, err
 		}
+		warnPassword(r.PasswordFile, t.On(), logger)
 		// Each new connection reads the file again (rotation).
 		file, user := r.PasswordFile, r.Username
 		opts.Credentials = func() (string, string, error) {
@@ -45,6 +46,23 @@ func RedisOptions(r settings.Redis, t settings.TLS, obs redis.Observer, logger *
 		}
 	}
 	return opts, nil
+}
+
+// warnPassword warns when the password file is readable by others than
+// its owner, and when the password is to be sent without TLS (AUTH in
+// clear text on the network).
+func warnPassword(file string, tls bool, logger *slog.Logger) {
+	if logger == nil {
+		return
+	}
+	if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		logger.Warn("Redis password file is readable by others than its owner",
+			slog.String("file", file), slog.String("mode", fi.Mode().Perm().String()))
+	}
+	if !tls {
+		logger.Warn("the Redis password is sent over plain TCP: anyone on the path can read it; turn on --redis-tls",
+			slog.String("file", file))
+	}
 }
 
 // readPassword returns the first line of file, without its line end (LF or
@@ -64,12 +82,21 @@ func readPassword(file string) (string, error) {
 // OpenStore builds the store r and t select (the memory store when r names
 // no Redis) and returns it with the functions that check its readiness (nil
 // for memory) and close it. obs and logger are as for RedisOptions.
+// A memory store holds at most memory.DefaultMaxKeys keys.
 func OpenStore(ctx context.Context, r settings.Redis, t settings.TLS, obs redis.Observer, logger *slog.Logger) (st tollgate.Store, ready func(context.Context) error, closeFn func() error, err error) {
-	if err := (settings.Settings{Redis: r, TLS: t}).ValidateStore(); err != nil {
+	return openStore(ctx, settings.Settings{Redis: r, TLS: t, Memory: settings.Default().Memory}, obs, logger)
+}
+
+// openStore is OpenStore for the store s selects, a memory store capped at
+// s.Memory.MaxKeys; obs, when it is a memory.Observer too, is told of its
+// evictions.
+func openStore(ctx context.Context, s settings.Settings, obs redis.Observer, logger *slog.Logger) (st tollgate.Store, ready func(context.Context) error, closeFn func() error, err error) {
+	r, t := s.Redis, s.TLS
+	if err := s.ValidateStore(); err != nil {
 		return nil, nil, nil, err
 	}
 	if r.Kind() == "memory" {
-		m := memory.New(memory.Options{})
+		m := memory.New(memoryOptions(s.Memory, obs))
 		return m, nil, m.Close, nil
 	}
 	opts, err := RedisOptions(r, t, obs, logger)
@@ -81,4 +108,14 @@ func OpenStore(ctx context.Context, r settings.Redis, t settings.TLS, obs redis.
 		return nil, nil, nil, err
 	}
 	return rs, rs.Ready, rs.Close, nil
+}
+
+// memoryOptions are the options of a memory store under m, with obs told of
+// evictions when it is a memory.Observer.
+func memoryOptions(m settings.Memory, obs any) memory.Options {
+	o := memory.Options{MaxKeys: m.MaxKeys}
+	if mo, ok := obs.(memory.Observer); ok && mo != nil {
+		o.Observer = mo
+	}
+	return o
 }

@@ -100,9 +100,10 @@ type degradedResult struct {
 
 // apiError is a failure to answer with; it never reaches the Limiter.
 type apiError struct {
-	status  int
-	code    Code
-	message string
+	status    int
+	code      Code
+	message   string
+	challenge string // the WWW-Authenticate header, if any
 }
 
 func badRequest(code Code, format string, args ...any) *apiError {
@@ -244,6 +245,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err er
 }
 
 func writeAPIError(w http.ResponseWriter, e *apiError) {
+	if e.challenge != "" {
+		w.Header().Set("WWW-Authenticate", e.challenge)
+	}
 	writeError(w, e.status, e.code, e.message)
 }
 

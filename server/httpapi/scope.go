@@ -152,6 +152,14 @@ func forbidden(format string, args ...any) *apiError {
 	return &apiError{status: 403, code: CodeForbidden, message: fmt.Sprintf(format, args...)}
 }
 
+// outOfScope is forbidden for a token's scope: with the challenge of RFC
+// 6750, section 3.1.
+func outOfScope(format string, args ...any) *apiError {
+	e := forbidden(format, args...)
+	e.challenge = `Bearer realm="tollgate", error="insufficient_scope"`
+	return e
+}
+
 // permit checks that a request of op naming policyName ("" for inline
 // limits) is within the server's settings and the request's scope, before
 // the policy is looked up.
@@ -165,11 +173,11 @@ func (h *handler) permit(ctx context.Context, op Ops, policyName string) *apiErr
 	}
 	switch {
 	case s.Ops&op == 0:
-		return forbidden("this token may not call %s", opName(op))
+		return outOfScope("this token may not call %s", opName(op))
 	case policyName == "" && !s.Inline:
-		return forbidden("this token may not use inline limits: name a policy")
+		return outOfScope("this token may not use inline limits: name a policy")
 	case policyName != "" && !s.AllowsPolicy(policyName):
-		return forbidden("this token may not use policy %.64q", policyName)
+		return outOfScope("this token may not use policy %.64q", policyName)
 	}
 	return nil
 }

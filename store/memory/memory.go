@@ -6,9 +6,21 @@
 // Redis, reads change nothing; state that has become empty is dropped at
 // the key's next write, or by the sweeper (Options.SweepInterval), as Redis
 // drops expired keys.
+//
+// # Bounded memory
+//
+// The store holds at most Options.MaxKeys keys (DefaultMaxKeys), so a
+// client that sends ever new keys cannot exhaust the process's memory. At
+// the cap, a new key first drops the keys whose usage has gone, then evicts
+// live keys, those nearest their reset first, and reports them to
+// Options.Observer. An eviction forgets usage: an evicted key starts again
+// from 0, so the store can only under-count, never over-count, and does so
+// for the keys that were nearest their reset (whose usage was about to go
+// anyway).
 package memory
 
 import (
+	"cmp"
 	"context"
 	"hash/maphash"
 	"math"
@@ -24,6 +36,23 @@ import (
 // Options.SweepInterval is 0.
 const DefaultSweepInterval = time.Minute
 
+// DefaultMaxKeys is the key cap when Options.MaxKeys is 0: half a million
+// keys, which hold the store under 350 MiB of heap when each key has one
+// limit and a short log. Measured with TestMemoryPerKey (go test -run
+// MemoryPerKey -v ./store/memory): a key with one sliding-log limit and one
+// entry takes about 230 bytes with a 64-byte key (110 MiB at the cap) and
+// 680 bytes with a key of the longest, tollgate.DefaultMaxKeyLen = 512
+// bytes (325 MiB). A key's sliding log adds 16 bytes per entry (at most
+// tollgate.Options.MaxLogEntries), and each more limit of a key its own
+// state, so a store of keys with long logs takes more: lower the cap for
+// them.
+const DefaultMaxKeys = 500_000
+
+// evictFraction: a shard at its cap evicts 1/evictFraction of its keys at
+// once, so that the scan an eviction costs is paid once per that many new
+// keys.
+const evictFraction = 16
+
 const shardCount = 64
 
 // Options configures a Store. The zero value is ready to use.
@@ -35,16 +64,38 @@ type Options struct {
 	// state has become empty (every unit has left its window). 0 means
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
+	// MaxKeys caps the keys held, so that a client sending ever new keys
+	// cannot exhaust memory. A new key past the cap first drops the keys
+	// whose state has become empty, then, if that is not enough, evicts
+	// live keys: those closest to becoming empty (nearest their reset)
+	// first, 1/16 of a shard at a time (the keys are spread over 64
+	// shards, each capped at MaxKeys/64, rounded up). An evicted key's
+	// usage is forgotten: the store then under-counts it, never
+	// over-counts, and only for the keys nearest their reset. 0 means
+	// DefaultMaxKeys; negative, no cap.
+	MaxKeys int
+	// Observer, if not nil, is told of the live keys evicted at the cap
+	// (not of empty ones dropped). *metrics.Metrics implements it.
+	Observer Observer
+}
+
+// Observer is told of evictions, for metrics. Evicted must be safe for
+// concurrent use and fast.
+type Observer interface {
+	// Evicted reports n keys with live usage forgotten at the key cap.
+	Evicted(n int)
 }
 
 // Store is an in-memory tollgate.Store, safe for concurrent use. Keys are
 // spread over shards, each with its own lock, so calls on different keys
 // rarely contend. Call Close to stop its sweeper.
 type Store struct {
-	now     func() time.Time
-	seed    maphash.Seed
-	shards  [shardCount]shard
-	started time.Time // origin of the shards' monotonic readings
+	now      func() time.Time
+	perShard int // the key cap of each shard; 0: none
+	observer Observer
+	seed     maphash.Seed
+	shards   [shardCount]shard
+	started  time.Time // origin of the shards' monotonic readings
 
 	stop chan struct{}
 	done chan struct{}
@@ -84,12 +135,20 @@ func New(opts Options) *Store {
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = DefaultSweepInterval
 	}
+	switch {
+	case opts.MaxKeys == 0:
+		opts.MaxKeys = DefaultMaxKeys
+	case opts.MaxKeys < 0:
+		opts.MaxKeys = 0
+	}
 	s := &Store{
-		now:     opts.Now,
-		seed:    maphash.MakeSeed(),
-		started: time.Now(),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		perShard: (opts.MaxKeys + shardCount - 1) / shardCount,
+		observer: opts.Observer,
+		now:      opts.Now,
+		seed:     maphash.MakeSeed(),
+		started:  time.Now(),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	for i := range s.shards {
 		s.shards[i].keys = make(map[string]*keyState)
@@ -124,9 +183,43 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision
 	case k.idleAt(nowUS) <= nowUS:
 		delete(sh.keys, req.Key)
 	case sh.keys[req.Key] == nil:
+		if s.perShard > 0 && len(sh.keys) >= s.perShard {
+			if n := sh.evict(s.perShard, nowUS); n > 0 && s.observer != nil {
+				s.observer.Evicted(n)
+			}
+		}
 		sh.keys[req.Key] = k
 	}
 	return d, nil
+}
+
+// evict makes room in a shard at its cap, at now: it drops the keys whose
+// state has become empty and, if fewer than cap/evictFraction went, evicts
+// the live keys nearest to becoming empty (lowest idleAt) until that many
+// are free. It returns the number of live keys evicted. sh.mu must be held.
+func (sh *shard) evict(limit int, now int64) int {
+	target := limit - max(1, limit/evictFraction)
+	type cand struct {
+		key    string
+		idleAt int64
+	}
+	live := make([]cand, 0, len(sh.keys))
+	for key, k := range sh.keys {
+		if at := k.idleAt(now); at <= now {
+			delete(sh.keys, key)
+		} else {
+			live = append(live, cand{key, at})
+		}
+	}
+	n := len(sh.keys) - target
+	if n <= 0 {
+		return 0
+	}
+	slices.SortFunc(live, func(a, b cand) int { return cmp.Compare(a.idleAt, b.idleAt) })
+	for _, c := range live[:n] {
+		delete(sh.keys, c.key)
+	}
+	return n
 }
 
 // do applies req at now, the steps of the Redis script in its order, and
@@ -263,6 +356,18 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 	defer sh.mu.Unlock()
 	delete(sh.keys, key)
 	return nil
+}
+
+// Keys returns the number of keys held.
+func (s *Store) Keys() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.keys)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // Len returns the number of states held: one per key, algorithm and window

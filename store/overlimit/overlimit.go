@@ -8,7 +8,7 @@
 // and Limit with at least the denied cost is denied again. The Store keeps
 // each such denial, keyed by the key and the whole Limit (units, window and
 // algorithm), in a bounded table that forgets the least recently used entry
-// when full. A request it answers gets Allowed false, the Limit, Used and
+// when full (per shard of the table; see Store). A request it answers gets Allowed false, the Limit, Used and
 // Remaining of the remembered denial, and RetryAfter and ResetAfter reduced
 // by the time since. For a request of a larger cost than the remembered one
 // the RetryAfter is a lower bound: its retry finds out the rest from the
@@ -41,6 +41,7 @@ package overlimit
 
 import (
 	"context"
+	"hash/maphash"
 	"sync"
 	"time"
 
@@ -79,16 +80,33 @@ type Options struct {
 // Store is a tollgate.Store that answers repeated denials of another Store
 // itself, as described in the package documentation. It is safe for
 // concurrent use.
+//
+// The table is split into shards by key, each with its own lock and its
+// own least-recently-used order, so that lookups of different keys rarely
+// contend: one shard when Size is below shardMinSize (an exact LRU), else
+// shardCount shards of Size/shardCount entries (rounded up) each. A lookup
+// is two map lookups, whatever the number of limits remembered for its key.
 type Store struct {
 	next     tollgate.Store
-	size     int
 	maxAge   time.Duration
 	now      func() time.Time
 	observer Observer
+	seed     maphash.Seed
+	shards   []shard
+}
 
+// Sharding of the table.
+const (
+	shardCount   = 16
+	shardMinSize = 1024
+)
+
+// shard is a part of the table: its keys' entries, in an LRU ring.
+type shard struct {
 	mu    sync.Mutex
-	byKey map[string]*entry // the key's first entry; more follow in sibling
-	lru   entry             // sentinel of the ring of entries, most recent first
+	size  int
+	byKey map[string]map[tollgate.Limit]*entry // key → limit → entry
+	lru   entry                                // sentinel of the ring of entries, most recent first
 	n     int
 	gen   uint64 // bumped when a key is forgotten
 }
@@ -101,7 +119,6 @@ type entry struct {
 	res        tollgate.Result // the denial
 	at         time.Time       // when the request was sent
 	until      time.Time       // when the entry stops answering
-	sibling    *entry          // the next entry of the same key (another Limit)
 	prev, next *entry          // in the LRU ring
 }
 
@@ -109,20 +126,37 @@ type entry struct {
 func New(next tollgate.Store, opts Options) *Store {
 	s := &Store{
 		next:     next,
-		size:     opts.Size,
 		maxAge:   max(0, opts.MaxAge),
 		now:      opts.Now,
 		observer: opts.Observer,
-		byKey:    make(map[string]*entry),
+		seed:     maphash.MakeSeed(),
 	}
-	if s.size <= 0 {
-		s.size = DefaultSize
+	size := opts.Size
+	if size <= 0 {
+		size = DefaultSize
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.lru.prev, s.lru.next = &s.lru, &s.lru
+	n := 1
+	if size >= shardMinSize {
+		n = shardCount
+	}
+	s.shards = make([]shard, n)
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.size = (size + n - 1) / n
+		sh.byKey = make(map[string]map[tollgate.Limit]*entry)
+		sh.lru.prev, sh.lru.next = &sh.lru, &sh.lru
+	}
 	return s
+}
+
+func (s *Store) shard(key string) *shard {
+	if len(s.shards) == 1 {
+		return &s.shards[0]
+	}
+	return &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
 }
 
 // Do implements tollgate.Store. A Consume or Peek that a remembered denial
@@ -169,31 +203,37 @@ func (s *Store) Reset(ctx context.Context, key string) error {
 // Len returns the number of denials remembered, expired ones included until
 // they are looked up or pushed out.
 func (s *Store) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += sh.n
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // lookup returns the remembered denial that covers req at now, if any, and
 // otherwise the generation to remember the store's answer under.
 func (s *Store) lookup(req tollgate.Request, now time.Time) (tollgate.Result, uint64, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.find(req.Key, req.Limits[0])
+	sh := s.shard(req.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.byKey[req.Key][req.Limits[0]]
 	if e == nil {
-		return tollgate.Result{}, s.gen, false
+		return tollgate.Result{}, sh.gen, false
 	}
 	if !now.Before(e.until) {
-		s.remove(e)
-		return tollgate.Result{}, s.gen, false
+		sh.remove(e)
+		return tollgate.Result{}, sh.gen, false
 	}
 	if req.Cost < e.cost || req.ID != "" {
 		// A smaller cost may fit; a request with an id may repeat an
 		// allowed one, which only the store knows.
-		return tollgate.Result{}, s.gen, false
+		return tollgate.Result{}, sh.gen, false
 	}
-	s.unlink(e)
-	s.pushFront(e)
+	sh.unlink(e)
+	sh.pushFront(e)
 	elapsed := max(0, now.Sub(e.at))
 	res := e.res
 	res.RetryAfter = max(0, res.RetryAfter-elapsed)
@@ -202,83 +242,73 @@ func (s *Store) lookup(req tollgate.Request, now time.Time) (tollgate.Result, ui
 }
 
 // remember keeps the store's denial res of req, sent at now, unless a key
-// was forgotten since generation gen (the denial may predate a refund).
+// of its shard was forgotten since generation gen (the denial may predate a
+// refund).
 func (s *Store) remember(req tollgate.Request, res tollgate.Result, now time.Time, gen uint64) {
 	until := now.Add(res.RetryAfter)
 	if s.maxAge > 0 {
 		until = now.Add(min(res.RetryAfter, s.maxAge))
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gen != gen {
+	sh := s.shard(req.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.gen != gen {
 		return
 	}
-	if e := s.find(req.Key, req.Limits[0]); e != nil {
+	lim := req.Limits[0]
+	if e := sh.byKey[req.Key][lim]; e != nil {
 		// The newest denial replaces the old one.
 		e.cost, e.res, e.at, e.until = req.Cost, res, now, until
-		s.unlink(e)
-		s.pushFront(e)
+		sh.unlink(e)
+		sh.pushFront(e)
 		return
 	}
-	e := &entry{key: req.Key, lim: req.Limits[0], cost: req.Cost, res: res, at: now, until: until}
-	e.sibling = s.byKey[req.Key]
-	s.byKey[req.Key] = e
-	s.pushFront(e)
-	s.n++
-	for s.n > s.size {
-		s.remove(s.lru.prev)
+	e := &entry{key: req.Key, lim: lim, cost: req.Cost, res: res, at: now, until: until}
+	byLim := sh.byKey[req.Key]
+	if byLim == nil {
+		byLim = make(map[tollgate.Limit]*entry, 1)
+		sh.byKey[req.Key] = byLim
+	}
+	byLim[lim] = e
+	sh.pushFront(e)
+	sh.n++
+	for sh.n > sh.size {
+		sh.remove(sh.lru.prev)
 	}
 }
 
 // forget removes every entry of key and stops denials in flight from being
 // remembered.
 func (s *Store) forget(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.gen++
-	for e := s.byKey[key]; e != nil; e = e.sibling {
-		s.unlink(e)
-		s.n--
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.gen++
+	for _, e := range sh.byKey[key] {
+		sh.unlink(e)
+		sh.n--
 	}
-	delete(s.byKey, key)
+	delete(sh.byKey, key)
 }
 
-// find returns the entry of key and lim, or nil. s.mu must be held.
-func (s *Store) find(key string, lim tollgate.Limit) *entry {
-	for e := s.byKey[key]; e != nil; e = e.sibling {
-		if e.lim == lim {
-			return e
-		}
-	}
-	return nil
-}
-
-// remove deletes e from the table. s.mu must be held.
-func (s *Store) remove(e *entry) {
-	s.unlink(e)
-	s.n--
-	first := s.byKey[e.key]
-	switch {
-	case first == e && e.sibling == nil:
-		delete(s.byKey, e.key)
-	case first == e:
-		s.byKey[e.key] = e.sibling
-	default:
-		p := first
-		for p.sibling != e {
-			p = p.sibling
-		}
-		p.sibling = e.sibling
+// remove deletes e from the table. sh.mu must be held.
+func (sh *shard) remove(e *entry) {
+	sh.unlink(e)
+	sh.n--
+	byLim := sh.byKey[e.key]
+	delete(byLim, e.lim)
+	if len(byLim) == 0 {
+		delete(sh.byKey, e.key)
 	}
 }
 
-func (s *Store) unlink(e *entry) {
+func (sh *shard) unlink(e *entry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
 }
 
-func (s *Store) pushFront(e *entry) {
-	e.prev, e.next = &s.lru, s.lru.next
-	s.lru.next.prev = e
-	s.lru.next = e
+func (sh *shard) pushFront(e *entry) {
+	e.prev, e.next = &sh.lru, sh.lru.next
+	sh.lru.next.prev = e
+	sh.lru.next = e
 }
