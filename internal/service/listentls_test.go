@@ -94,8 +94,8 @@ func TestServeMutualTLS(t *testing.T) {
 	cfg := testConfig()
 	cfg.Listen.CertFile = filepath.Join(dir, "cert.pem")
 	cfg.Listen.KeyFile = filepath.Join(dir, "key.pem")
-	writeAtomic(t, cfg.Listen.CertFile, string(srvCert))
-	writeAtomic(t, cfg.Listen.KeyFile, string(srvKey))
+	testutil.WriteAtomic(t, cfg.Listen.CertFile, string(srvCert))
+	testutil.WriteAtomic(t, cfg.Listen.KeyFile, string(srvKey))
 	cfg.Listen.ClientCAFile = testutil.WriteTemp(t, dir, "ca.pem", string(ca.pem))
 	cfg.GRPC.Listen = "127.0.0.1:0"
 	cfg.GRPC.EnvoyConfig = testutil.WriteTemp(t, dir, "envoy.yaml", testEnvoy)
@@ -152,8 +152,8 @@ func TestServeMutualTLS(t *testing.T) {
 
 	// Renewal: a new certificate, written over the old one, is served.
 	newCert, newKey := ca.issue(t, 101, false)
-	writeAtomic(t, cfg.Listen.KeyFile, string(newKey))
-	writeAtomic(t, cfg.Listen.CertFile, string(newCert))
+	testutil.WriteAtomic(t, cfg.Listen.KeyFile, string(newKey))
+	testutil.WriteAtomic(t, cfg.Listen.CertFile, string(newCert))
 	deadline := time.Now().Add(testutil.Wait)
 	for {
 		code, serial, err := consume(withCert)
@@ -175,8 +175,8 @@ func TestCertReloaderKeepsOldOnError(t *testing.T) {
 	ca := newTestCA(t)
 	cert, key := ca.issue(t, 7, false)
 	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	writeAtomic(t, certFile, string(cert))
-	writeAtomic(t, keyFile, string(key))
+	testutil.WriteAtomic(t, certFile, string(cert))
+	testutil.WriteAtomic(t, keyFile, string(key))
 	var logs testutil.SyncBuffer
 	r, err := newCertReloader(certFile, keyFile, "", nil, NewLogger(&logs, slog.LevelInfo))
 	if err != nil {
@@ -184,7 +184,7 @@ func TestCertReloaderKeepsOldOnError(t *testing.T) {
 	}
 	now := time.Now()
 	r.now = func() time.Time { return now }
-	writeAtomic(t, certFile, "not a certificate")
+	testutil.WriteAtomic(t, certFile, "not a certificate")
 	now = now.Add(2 * certCheckInterval)
 	if got := r.current().Certificates[0]; got.Leaf == nil || got.Leaf.SerialNumber.Int64() != 7 {
 		t.Errorf("after a broken file: %v, want the previous certificate", got.Leaf)
