@@ -18,6 +18,12 @@ import (
 // closes the circuit.
 var ErrCircuitOpen = errors.New("redis: circuit open: this hash slot's node keeps failing")
 
+// ErrOverloaded is wrapped (with tollgate.ErrUnavailable) by calls refused at
+// once because Options.MaxInFlight calls of the Store are still running:
+// calls that gave up on an unresponsive node finish in the background, and
+// their number is bounded.
+var ErrOverloaded = errors.New("redis: too many calls still running")
+
 // Defaults of the health options.
 const (
 	DefaultBreakAfter      = time.Second
@@ -26,6 +32,8 @@ const (
 	DefaultTopologyRefresh = 30 * time.Second
 	DefaultConnTimeout     = 2 * time.Second
 	DefaultWaitTimeout     = 100 * time.Millisecond
+	// DefaultMaxInFlight is Options.MaxInFlight when 0.
+	DefaultMaxInFlight = 10_000
 	// MaxWaiting is how many calls of one Store may wait for replicas at
 	// once (Options.WaitReplicas).
 	MaxWaiting = 64
@@ -97,16 +105,17 @@ const (
 	KindAuth               // credentials refused: WRONGPASS, NOAUTH, or none to give
 	KindConn               // the connection failed (refused, reset, unreachable)
 	KindOther              // any other reply error
+	KindOverloaded         // too many calls still running (ErrOverloaded)
 	numKinds
 )
 
 var kindLabels = [numKinds]string{"", "circuit_open", "not_replicated", "timeout", "canceled", "moved", "ask",
-	"clusterdown", "tryagain", "loading", "readonly", "masterdown", "noscript", "closed", "auth", "conn", "other"}
+	"clusterdown", "tryagain", "loading", "readonly", "masterdown", "noscript", "closed", "auth", "conn", "other", "overloaded"}
 
 // String returns the kind's label: "" for KindNone, else "circuit_open",
 // "not_replicated", "timeout", "canceled", "moved", "ask", "clusterdown",
 // "tryagain", "loading", "readonly", "masterdown", "noscript", "closed",
-// "auth", "conn" or "other".
+// "auth", "conn", "other" or "overloaded".
 func (k Kind) String() string {
 	if k < numKinds {
 		return kindLabels[k]
@@ -142,6 +151,8 @@ func KindOf(err error) Kind {
 		return KindCircuitOpen
 	case errors.Is(err, ErrNotReplicated):
 		return KindNotReplicated
+	case errors.Is(err, ErrOverloaded):
+		return KindOverloaded
 	case errors.Is(err, context.DeadlineExceeded):
 		return KindTimeout
 	case errors.Is(err, context.Canceled):

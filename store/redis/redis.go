@@ -170,6 +170,12 @@ type Options struct {
 	NoRequestIDs bool
 	// Logger receives warnings (insecure TLS); nil discards.
 	Logger *slog.Logger
+	// MaxInFlight bounds the calls of the Store running at once, counting
+	// those whose callers gave up on a node that stopped answering (they
+	// end in the background, each in a goroutine of its own, when the
+	// connection is torn down): past it a call fails at once with
+	// ErrOverloaded. 0 means DefaultMaxInFlight; negative also means it.
+	MaxInFlight int
 	// Now is the clock of the store's own bookkeeping: the circuit
 	// breaker, healing, and the backoffs of waiting for replicas. It is
 	// read when a call starts and when it ends. Nil means time.Now. It does

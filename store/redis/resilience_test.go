@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tollgate/tollgate"
+	"github.com/tollgate/tollgate/internal/faultproxy"
 	"github.com/tollgate/tollgate/store/redis"
 )
 
@@ -187,5 +190,72 @@ func TestWaitWithoutReplicas(t *testing.T) {
 		if !errors.Is(err, redis.ErrNotReplicated) || i == 50 {
 			t.Fatalf("call %d: %v; want success once the missing replica is known", i, err)
 		}
+	}
+}
+
+// A node that stops answering (black-holed, not closed) leaves the calls
+// that gave up on it running in the background; at most MaxInFlight of
+// them, so goroutines do not pile up, and past it calls fail at once with
+// ErrOverloaded. Once the node answers again the store serves.
+func TestBlackHoleGoroutinesBounded(t *testing.T) {
+	ctx := context.Background()
+	proxy, err := faultproxy.New("127.0.0.1:0", standalone.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	const maxInFlight = 16
+	s := open(t, redis.Options{Addrs: []string{proxy.Addr()}, MaxInFlight: maxInFlight,
+		AttemptTimeout: 50 * time.Millisecond, Retries: -1, BreakAfter: -1, HealAfter: -1})
+	lim := tollgate.New(s, tollgate.Options{})
+	if _, err := lim.Consume(ctx, t.Name(), 1, tollgate.PerHour(1000)); err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.SetMode(faultproxy.Forward)
+	proxy.SetMode(faultproxy.BlackHole)
+	base := runtime.NumGoroutine()
+	var overloaded, failed atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 64 { // 64 callers × 10 calls, each within 100 ms
+		wg.Go(func() {
+			for i := range 10 {
+				cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+				_, err := lim.Consume(cctx, fmt.Sprint(t.Name(), w, i), 1, tollgate.PerHour(1000))
+				cancel()
+				switch {
+				case errors.Is(err, redis.ErrOverloaded):
+					overloaded.Add(1)
+				case err != nil:
+					failed.Add(1)
+				default:
+					t.Errorf("a call through the black hole succeeded")
+				}
+			}
+		})
+	}
+	wg.Wait()
+	left := runtime.NumGoroutine()
+	t.Logf("black hole: %d calls failed at their deadline, %d at once (overloaded); goroutines %d before, %d after every call returned (MaxInFlight %d)",
+		failed.Load(), overloaded.Load(), base, left, maxInFlight)
+	if overloaded.Load() == 0 {
+		t.Error("no call was refused: the bound was never reached")
+	}
+	// What is left must not grow with the 640 calls: at most the bound,
+	// plus the client's own goroutines for its connections.
+	if left > base+maxInFlight+60 {
+		t.Errorf("%d goroutines left behind, want at most %d + %d + 60", left, base, maxInFlight)
+	}
+	proxy.SetMode(faultproxy.Forward)
+	for end := time.Now().Add(15 * time.Second); ; {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := lim.Consume(cctx, t.Name(), 1, tollgate.PerHour(1000))
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("not serving after the black hole: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -1,10 +1,12 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	cryptorand "crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -23,6 +25,9 @@ type retryPolicy struct {
 	// between, when set, runs after a failed attempt that is retried,
 	// before the backoff.
 	between func(ctx context.Context, err error)
+	// inFlight holds a token per attempt still running, its caller gone or
+	// not (Options.MaxInFlight); nil means no bound.
+	inFlight chan struct{}
 }
 
 func newRetryPolicy(o Options) retryPolicy {
@@ -36,6 +41,7 @@ func newRetryPolicy(o Options) retryPolicy {
 	if p.backoff <= 0 {
 		p.backoff = DefaultRetryBackoff
 	}
+	p.inFlight = make(chan struct{}, cmp.Or(max(o.MaxInFlight, 0), DefaultMaxInFlight))
 	return p
 }
 
@@ -50,7 +56,7 @@ func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Obse
 			timeout = min(timeout, time.Until(dl)/2)
 		}
 		actx, cancel := context.WithTimeout(ctx, timeout)
-		v, err := bounded(actx, call)
+		v, err := bounded(actx, p.inFlight, call)
 		cancel()
 		// Refused credentials may have been rotated since the connection
 		// asked for them: a connection refused so ran nothing, and asking
@@ -82,14 +88,28 @@ func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Obse
 // first. The client can block a caller past its context: a node that stops
 // answering (black-holed, not closed) fills its connection's pipeline, and
 // new calls wait for room until the connection is torn down. The call then
-// finishes in the background and its result is dropped.
-func bounded[T any](ctx context.Context, call func(context.Context) (T, error)) (T, error) {
+// finishes in the background and its result is dropped. Each call holds a
+// token of inFlight (nil: no bound) until it really ends, so that calls left
+// behind on an unresponsive node are at most its capacity: past it, a call
+// fails at once with ErrOverloaded.
+func bounded[T any](ctx context.Context, inFlight chan struct{}, call func(context.Context) (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
 	}
+	var zero T
+	if inFlight != nil {
+		select {
+		case inFlight <- struct{}{}:
+		default:
+			return zero, fmt.Errorf("%w: %d calls still running", ErrOverloaded, cap(inFlight))
+		}
+	}
 	done := make(chan result, 1)
 	go func() {
+		if inFlight != nil {
+			defer func() { <-inFlight }()
+		}
 		v, err := call(ctx)
 		done <- result{v, err}
 	}()
@@ -97,7 +117,6 @@ func bounded[T any](ctx context.Context, call func(context.Context) (T, error)) 
 	case r := <-done:
 		return r.v, r.err
 	case <-ctx.Done():
-		var zero T
 		return zero, ctx.Err()
 	}
 }

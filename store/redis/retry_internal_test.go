@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,12 +82,48 @@ func TestBoundedAttempt(t *testing.T) {
 	defer cancel()
 	release := make(chan struct{})
 	defer close(release)
-	_, err := bounded(ctx, func(context.Context) (int, error) {
+	_, err := bounded(ctx, nil, func(context.Context) (int, error) {
 		<-release // ignores its context, as a client waiting for pipeline room does
 		return 1, nil
 	})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want the deadline", err)
+	}
+}
+
+// Calls left running past their callers hold their tokens until they end:
+// past the bound, calls fail at once, and as many goroutines as tokens are
+// left behind at most.
+func TestBoundedInFlight(t *testing.T) {
+	const limit = 5
+	inFlight := make(chan struct{}, limit)
+	release := make(chan struct{})
+	stuck := func(context.Context) (int, error) { <-release; return 1, nil }
+	base := runtime.NumGoroutine()
+	for i := range 3 * limit {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		_, err := bounded(ctx, inFlight, stuck)
+		cancel()
+		want := context.DeadlineExceeded
+		if i >= limit {
+			want = ErrOverloaded
+		}
+		if !errors.Is(err, want) {
+			t.Fatalf("call %d: %v, want %v", i, err, want)
+		}
+	}
+	if n := runtime.NumGoroutine(); n > base+limit {
+		t.Errorf("%d goroutines left, want at most %d more than %d", n, limit, base)
+	}
+	if got := KindOf(fmt.Errorf("x: %w", ErrOverloaded)); got != KindOverloaded || !got.Unavailable() {
+		t.Errorf("kind %v", got)
+	}
+	close(release) // the stuck calls end and give their tokens back
+	for end := time.Now().Add(5 * time.Second); len(inFlight) > 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	if v, err := bounded(context.Background(), inFlight, func(context.Context) (int, error) { return 2, nil }); v != 2 || err != nil {
+		t.Errorf("after the stuck calls ended: %v, %v", v, err)
 	}
 }
 
