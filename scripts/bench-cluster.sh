@@ -6,6 +6,12 @@
 #
 #   scripts/bench-cluster.sh start   # prints the seed address when ready
 #   scripts/bench-cluster.sh stop    # stops the nodes, removes their data
+#   scripts/bench-cluster.sh callgrind SCRIPT.lua N ARGV...
+#       # instructions per EVALSHA of SCRIPT (3 keys: …:s …:d …:l3600000000,
+#       # each {tag}:__rand_int__ of 1,000, then ARGV) in a standalone
+#       # redis-server under valgrind's callgrind, from runs of N and 3N calls
+#       # (8 clients, pipelined 16 deep): a figure that other load on the
+#       # machine does not move. Needs valgrind.
 #
 # The nodes' files live in ${BENCH_DIR:-/tmp/tollgate-bench-cluster}.
 set -euo pipefail
@@ -74,11 +80,46 @@ CONF
 	echo "${hosts[0]}:$port"
 }
 
+# callgrind SCRIPT N ARGV...: see the header.
+callgrind() {
+	local lua=$1 n=$2
+	shift 2
+	local host=127.0.0.21 cport=${BENCH_CALLGRIND_PORT:-7480} out
+	out=$(mktemp -d)
+	run() {
+		local calls=$1
+		shift
+		valgrind --tool=callgrind --callgrind-out-file="$out/cg.%p" redis-server --port "$cport" --bind $host --save "" --appendonly no >/dev/null 2>&1 &
+		local vpid=$!
+		for _ in $(seq 100); do
+			redis-cli -h $host -p "$cport" ping >/dev/null 2>&1 && break
+			sleep 0.2
+		done
+		local sha
+		sha=$(redis-cli -h $host -p "$cport" script load "$(cat "$lua")")
+		redis-benchmark -h $host -p "$cport" -n "$calls" -c 8 -r 1000 -P 16 EVALSHA "$sha" 3 \
+			"k{tag}:__rand_int__:s" "k{tag}:__rand_int__:d" "k{tag}:__rand_int__:l3600000000" "$@" >/dev/null 2>&1
+		redis-cli -h $host -p "$cport" shutdown nosave >/dev/null 2>&1 || true
+		wait $vpid || true
+		awk '/^(summary|totals):/{print $2; exit}' "$out"/cg.*
+		rm -f "$out"/cg.*
+	}
+	local a b
+	a=$(run "$n" "$@")
+	b=$(run $((3 * n)) "$@")
+	rmdir "$out"
+	echo "$(basename "$lua"): $(((b - a) / (2 * n))) instructions per call"
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
+callgrind)
+	shift
+	callgrind "$@"
+	;;
 *)
-	echo "usage: $0 start|stop" >&2
+	echo "usage: $0 start|stop|callgrind SCRIPT N ARGV..." >&2
 	exit 2
 	;;
 esac

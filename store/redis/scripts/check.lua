@@ -84,15 +84,16 @@ local walk = true -- log_view walks a log for the retry time of a deny
 
 -- Load every limit's fields with one HMGET: L.f[j] names field j of
 -- limit L, L.v[j] holds its value (nil when missing).
-local fields = {l = {'t', 's', 'n'}, w = {'s', 'c', 'p'}, g = {'l', 't'}}
+local fields = {l = 'tsn', w = 'scp', g = 'lt'} -- one letter a field
 local lims, names = {}, {}
 for i = 1, n do
   local a = ARGV[5 + 3 * i]
   a = (a == '0' and 'l') or (a == '1' and 'w') or 'g'
   local L = {a = a, units = tonumber(ARGV[6 + 3 * i]), window = tonumber(ARGV[7 + 3 * i]), log = KEYS[2 + i], f = {}, v = {}}
   local p = a .. ARGV[7 + 3 * i] .. ':' -- the window as sent: decimal µs
-  for j, f in ipairs(fields[a]) do
-    L.f[j] = p .. f
+  local fs = fields[a]
+  for j = 1, #fs do
+    L.f[j] = p .. string.sub(fs, j, j)
     names[#names + 1] = L.f[j]
   end
   lims[i] = L
@@ -109,7 +110,7 @@ local function sliding_log()
   local function log_load(L)
     L.total, L.seq, L.newest = L.v[1] or 0, L.v[2] or 0, L.v[3]
     L.cutoff = now - L.window
-    L.gone, L.expired = 0, {}
+    L.gone, L.expired = 0, nil
     if not L.newest or L.newest <= L.cutoff then
       -- Every entry is at most newest: all have left the window.
       L.gone, L.all = L.total, true
@@ -147,16 +148,16 @@ local function sliding_log()
     if L.all or not L.v[1] then
       redis.call('DEL', L.log) -- also a log left without its total
       L.total, L.newest = 0, nil
-    elseif #L.expired > 0 then
+    elseif L.expired and #L.expired > 0 then
       redis.call('ZREMRANGEBYSCORE', L.log, '-inf', L.cutoff)
       L.total = L.total - L.gone
     end
-    L.gone, L.expired, L.all = 0, {}, false
+    L.gone, L.expired, L.all = 0, nil, false
   end
 
   local function log_add(L, at, c)
     L.seq = L.seq + 1
-    redis.call('ZADD', L.log, at, d(c) .. ':' .. d(L.seq))
+    redis.call('ZADD', L.log, at, string.format('%d:%d', c, L.seq))
   end
 
   local function log_consume(L)
