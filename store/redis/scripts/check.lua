@@ -32,9 +32,10 @@
 -- after writing: a log lives until its newest entry leaves the window, the
 -- hash as long as its longest-lived limit and at least as long as its logs,
 -- the ids for the dedupe window. A TTL only grows, and when it must, it
--- gets an eighth more than needed (see keep), so that most writes of a busy
--- key read TTLs instead of writing them; idle state may so outlive its
--- window by an eighth. Each limit's state is also judged by time alone, so
+-- gets an eighth more than needed, at most a second (see keep), so that
+-- most writes of a busy key read TTLs instead of writing them; idle state
+-- may so outlive its window by up to a second. Each limit's state is also
+-- judged by time alone, so
 -- a field that outlives its TTL-less key never counts. Mirrors store/memory
 -- step for step, floats in the same order, so both stores agree to the
 -- bit. Numbers go to redis.call as Lua numbers, which Redis formats with
@@ -54,14 +55,15 @@ local function d(x) return string.format('%d', x) end
 
 -- keep makes key live at least life µs more (as a TTL rounded up to the
 -- millisecond, plus one). A TTL only grows, and one that must grow gets an
--- eighth more than needed, so that the next writes of a busy key only read
--- it (PTTL) instead of writing it, which its replicas would repeat. Returns
--- the life the key now has, µs.
+-- eighth more than needed, at most a second, so that the next writes of a
+-- busy key only read it (PTTL) instead of writing it, which its replicas
+-- would repeat; a long window's state still goes a second after it ends.
+-- Returns the life the key now has, µs.
 local function keep(key, life)
   local need = math.ceil(life / 1000) + 1
   local ttl = redis.call('PTTL', key)
   if ttl < need then
-    ttl = need + math.floor(need / 8)
+    ttl = need + math.min(math.floor(need / 8), 1000)
     redis.call('PEXPIRE', key, ttl)
   end
   return (ttl - 1) * 1000
