@@ -60,6 +60,11 @@ type HTTP struct {
 	// false makes the service policies-only: every request must name a
 	// policy of --config (403 otherwise). Default true.
 	InlineLimits bool `flag:"inline-limits" usage:"allow inline limits in requests; false: callers may only name the policies of --config"`
+	// H2C also serves HTTP/2 without TLS (h2c, with prior knowledge)
+	// beside HTTP/1.1, so that a gateway can send many checks over one
+	// connection at once; false serves HTTP/1.1 only there. Default true.
+	// With TLS, HTTP/2 is negotiated as usual.
+	H2C bool `flag:"http-h2c" usage:"also serve HTTP/2 without TLS (h2c, prior knowledge) beside HTTP/1.1"`
 }
 
 // GRPC is the Envoy rate limit service's listener and rules.
@@ -283,7 +288,7 @@ const (
 // flag, variable or file.
 func Default() Settings {
 	return Settings{
-		HTTP: HTTP{Listen: DefaultListen, InlineLimits: true},
+		HTTP: HTTP{Listen: DefaultListen, InlineLimits: true, H2C: true},
 		GRPC: GRPC{MaxRecvBytes: DefaultGRPCMaxRecvBytes, MaxConcurrentStreams: DefaultGRPCMaxConcurrentStreams,
 			KeepaliveMinTime: DefaultGRPCKeepaliveMinTime, MaxDescriptors: DefaultGRPCMaxDescriptors},
 		Check:  Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},

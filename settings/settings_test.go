@@ -18,7 +18,7 @@ import (
 func TestFields(t *testing.T) {
 	s := settings.Default()
 	want := []string{
-		"config", "listen", "api-token-file", "admin-token-file", "inline-limits", "grpc-listen", "envoy-config",
+		"config", "listen", "api-token-file", "admin-token-file", "inline-limits", "http-h2c", "grpc-listen", "envoy-config",
 		"grpc-max-recv-bytes", "grpc-max-concurrent-streams", "grpc-keepalive-min-time", "grpc-reflection", "grpc-max-descriptors",
 		"redis", "redis-cluster", "redis-username", "redis-password-file", "redis-address-map",
 		"redis-dial-timeout", "redis-conn-timeout", "redis-attempt-timeout", "redis-retries",

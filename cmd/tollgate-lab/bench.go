@@ -44,6 +44,8 @@ type benchConfig struct {
 	HTTP, GRPC string
 	// TokenFile is a file of bearer tokens for HTTP; the first is sent.
 	TokenFile string
+	// H2C speaks HTTP/2 without TLS to HTTP.
+	H2C bool
 	// GRPCDomain and GRPCDescriptorKey shape the gRPC requests.
 	GRPCDomain, GRPCDescriptorKey string
 	// AllowRemote lets targets off loopback be loaded.
@@ -159,6 +161,7 @@ only what its command line names.`,
 	cfg.Store = settings.Default()
 	cfg.Store.AddFlags(f, "Redis", "TLS")
 	f.StringVar(&cfg.HTTP, "http", "", "benchmark a running service's HTTP API at this base `URL` (http://127.0.0.1:8080)")
+	f.BoolVar(&cfg.H2C, "http-h2c", false, "speak HTTP/2 without TLS to --http (every caller over one connection) instead of HTTP/1.1")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "`file` of bearer tokens (as serve's --api-token-file); the first is sent with --http")
 	f.StringVar(&cfg.GRPC, "grpc", "", "benchmark a running service's Envoy rate limit service at `HOST:PORT`")
 	f.StringVar(&cfg.GRPCDomain, "grpc-domain", bench.DefaultDomain, "rate limit `domain` of the --grpc requests")
@@ -403,7 +406,7 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		opts := bench.HTTPOptions{Conns: cfg.Load.Concurrency, Limits: limits}
+		opts := bench.HTTPOptions{Conns: cfg.Load.Concurrency, Limits: limits, H2C: cfg.H2C}
 		if len(toks) > 0 {
 			opts.Token = toks[0]
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -112,6 +113,29 @@ func TestBenchCommandHTTP(t *testing.T) {
 	m := benchJSON(t, out)
 	if m["allowed"] != 20.0 || m["denied"] != 80.0 || m["target"] != "http" {
 		t.Errorf("allowed %v, denied %v, target %v; want 20, 80, http", m["allowed"], m["denied"], m["target"])
+	}
+
+	// --http-h2c: HTTP/2 without TLS, which this server only speaks when
+	// told to; a server that does not refuses every check.
+	h2 := httptest.NewUnstartedServer(httpapi.New(tollgate.New(st, tollgate.Options{}), httpapi.Options{}))
+	h2.Config.Protocols = new(http.Protocols)
+	h2.Config.Protocols.SetHTTP1(true)
+	h2.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2.Start()
+	defer h2.Close()
+	out, _, err = runBenchCmd(t, "--http", h2.URL, "--http-h2c", "--count", "100", "--keys", "2", "--limit", "10", "--window", "1m", "--concurrency", "4", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := benchJSON(t, out); m["allowed"] != 20.0 || m["denied"] != 80.0 || m["errors"] != 0.0 {
+		t.Errorf("h2c: allowed %v, denied %v, errors %v; want 20, 80, 0", m["allowed"], m["denied"], m["errors"])
+	}
+	out, _, err = runBenchCmd(t, "--http", srv.URL, "--http-h2c", "--count", "20", "--keys", "2", "--limit", "10", "--window", "1m", "--concurrency", "2", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := benchJSON(t, out); m["errors"] != 20.0 {
+		t.Errorf("h2c to an HTTP/1.1 server: errors %v, want all 20", m["errors"])
 	}
 }
 

@@ -106,6 +106,10 @@ type HTTPOptions struct {
 	// Limits, when not empty, are sent as the inline "limits" list instead
 	// of the one limit.
 	Limits []tollgate.Limit
+	// H2C speaks HTTP/2 without TLS (prior knowledge) to an http:// URL:
+	// every caller's checks share one connection; false uses HTTP/1.1,
+	// a connection per caller.
+	H2C bool
 }
 
 // NewHTTP returns the target of the service whose base URL is base
@@ -130,6 +134,10 @@ func NewHTTP(base string, limit tollgate.Limit, opts HTTPOptions) (*HTTP, error)
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
+	}
+	if opts.H2C {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
 	}
 	var limits []byte
 	if len(opts.Limits) > 0 {

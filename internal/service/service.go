@@ -172,7 +172,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		Protocols:         new(http.Protocols),
 	}
+	httpSrv.Protocols.SetHTTP1(true)
+	httpSrv.Protocols.SetHTTP2(true) // over TLS, when it is on
+	httpSrv.Protocols.SetUnencryptedHTTP2(cfg.HTTP.H2C)
 	var grpcSrv *grpc.Server
 	var health interface{ Shutdown() }
 	if grpcLn != nil {
