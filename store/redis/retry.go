@@ -62,7 +62,7 @@ func retryDo[T any](ctx context.Context, p retryPolicy, retryable bool, obs Obse
 		// asked for them: a connection refused so ran nothing, and asking
 		// again once is safe for every call.
 		again := attempt == 0 && authFailed(err)
-		if err == nil || attempt >= p.retries || ctx.Err() != nil || !again && (!retryable || !transient(err)) {
+		if err == nil || attempt >= p.retries || ctx.Err() != nil || !again && (!retryable || !(transient(err) || stray(err))) {
 			return v, err
 		}
 		obs.Retry(KindOf(err).String())
@@ -119,6 +119,14 @@ func bounded[T any](ctx context.Context, inFlight chan struct{}, call func(conte
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
+}
+
+// stray reports whether err ended a call that its caller did not end (the
+// caller checks its own context first): a client this store closed, after
+// swapping in a new one, cancels the dials and calls still waiting on it.
+// Such a call may be retried like a transient failure, on the new client.
+func stray(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, rueidis.ErrClosing)
 }
 
 // transient reports whether err may pass by itself: the connection failed
