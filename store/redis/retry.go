@@ -121,13 +121,12 @@ func bounded[T any](ctx context.Context, inFlight chan struct{}, call func(conte
 	}
 }
 
-// stray reports whether err ended a call that its caller did not end (the
-// caller checks its own context first): a client this store closed, after
-// swapping in a new one, cancels the dials and calls still waiting on it.
-// Such a call may be retried like a transient failure, on the new client.
-func stray(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, rueidis.ErrClosing)
-}
+// stray reports whether err is a cancellation its caller did not ask for
+// (the caller checks its own context first): a client this store retired
+// and closed, after swapping in a new one, cancels the dials its waiting
+// calls depend on. Such a call may be retried like a transient failure, on
+// the new client. (ErrClosing is not: the store itself may be closing.)
+func stray(err error) bool { return errors.Is(err, context.Canceled) }
 
 // transient reports whether err may pass by itself: the connection failed
 // or timed out, or the cluster was changing. Redirects (MOVED, ASK) are

@@ -56,6 +56,9 @@ func TestRetryPolicy(t *testing.T) {
 		{"not retryable", 2, io.EOF, false, 1, true},
 		{"not transient", 2, errors.New("ERR"), true, 3, false}, // plain errors are network-like
 		{"closing", 2, rueidis.ErrClosing, true, 1, true},
+		// A cancellation the caller did not ask for: a retired client's.
+		{"canceled under a live context", 2, context.Canceled, true, 3, false},
+		{"canceled, not retryable", 2, context.Canceled, false, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			call, calls := failing(tc.fails, tc.err)
