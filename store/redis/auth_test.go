@@ -1,7 +1,6 @@
 package redis_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,26 +12,9 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/testcluster"
+	"github.com/tollgate/tollgate/internal/testutil"
 	"github.com/tollgate/tollgate/store/redis"
 )
-
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // A password rotated on an ACL-protected Cluster under load (new password
 // added, the store's source rewritten, the old one removed, every client
@@ -52,7 +34,7 @@ func TestCredentialRotation(t *testing.T) {
 	var current atomic.Value // the "file": what the next connection reads
 	current.Store(oldPass)
 	var asked atomic.Int64
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	s := open(t, redis.Options{
 		Addrs:   c.Addrs()[:3],
 		Cluster: true,

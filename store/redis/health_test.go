@@ -164,14 +164,7 @@ func TestHealSwapsClient(t *testing.T) {
 	s := open(t, redis.Options{Addrs: []string{standalone.Addr}, Observer: obs, Now: clk.Now})
 	before := s.Client()
 	s.HealNow("persistent_errors")
-	select {
-	case r := <-obs.reasons:
-		if r != "persistent_errors" {
-			t.Errorf("reason %q", r)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no heal")
-	}
+	obs.waitHeal(t, "persistent_errors")
 	if s.Client() == before {
 		t.Fatal("client not replaced")
 	}
@@ -188,13 +181,19 @@ func TestHealSwapsClient(t *testing.T) {
 	}
 	clk.Advance(10 * time.Second) // past 30 s and its jitter (at most 7.5 s)
 	s.HealNow("persistent_errors")
+	obs.waitHeal(t, "persistent_errors")
+}
+
+// waitHeal waits, at most 10 s, for a heal and checks its reason.
+func (o *healObserver) waitHeal(t *testing.T, reason string) {
+	t.Helper()
 	select {
-	case r := <-obs.reasons:
-		if r != "persistent_errors" {
-			t.Errorf("reason %q", r)
+	case r := <-o.reasons:
+		if r != reason {
+			t.Errorf("heal reason %q, want %q", r, reason)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("no heal after the interval")
+		t.Fatal("no heal")
 	}
 }
 
