@@ -452,10 +452,21 @@ func (s *Store) locateSoon(lost string) {
 
 // relocate, after a failed attempt that is retried, runs a round of
 // questions when the attempt did not reach its node, so that the retry
-// goes to the rebuilt client if the slot moved.
+// goes to the rebuilt client if the slot moved. The caller waits for the
+// round until its deadline, not longer: a round that asks and rebuilds
+// may take longer than a call may.
 func (s *Store) relocate(ctx context.Context, err error) {
-	if lostNode(err) {
-		s.locate(ctx, refusedAddr(err), true)
+	if !lostNode(err) {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.locate(context.WithoutCancel(ctx), refusedAddr(err), true)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }
 

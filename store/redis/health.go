@@ -35,7 +35,7 @@ const (
 	// DefaultMaxInFlight is Options.MaxInFlight when 0.
 	DefaultMaxInFlight = 10_000
 	// MaxWaiting is how many calls of one Store may wait for replicas at
-	// once (Options.WaitReplicas).
+	// once outside the group commit (Options.WaitReplicas).
 	MaxWaiting = 64
 	// replicaCheckEvery paces the counting of a master's replicas while
 	// they are fewer than Options.WaitReplicas.

@@ -156,9 +156,13 @@ type Options struct {
 	// The wait also ends, by the same rule, a little before the call's
 	// deadline, so that the answer comes in time.
 	//
-	// A waiting call holds a connection of its own (WAIT blocks the
-	// connection it runs on); at most MaxWaiting calls per Store wait at
-	// once, and the others queue until their deadline.
+	// The writes are group-committed: WAIT blocks the connection it runs
+	// on and acknowledges every write sent before it there, so the writes
+	// to one master queue while its batches wait, and each batch (its
+	// writes, then one WAIT) goes on one connection. A master has two
+	// batches on the wire at most. A write whose slot moved meanwhile runs
+	// alone, with a WAIT of its own, holding a connection; at most
+	// MaxWaiting of those run at once.
 	WaitTimeout time.Duration
 	// Observer receives resilience events (retries, fast failures, heals);
 	// nil means none.
@@ -202,6 +206,7 @@ type Store struct {
 	waitN     int64                // replicas a write waits for (0: none)
 	waitMS    int64                // and for how long at most
 	waiting   chan struct{}        // one token per call that may wait at once
+	commits   commits              // the group commit of waiting writes
 	waitOff   *[16384]atomic.Bool  // per slot: its master lacks the replicas
 	checking  sync.Map             // masters whose replicas are being counted
 	dialOff   *[16384]atomic.Int64 // per slot: no dedicated dial until (Unix ns)
@@ -339,7 +344,7 @@ func (s *Store) Do(ctx context.Context, req tollgate.Request) (tollgate.Decision
 	reply, err := guard(s, ctx, req.Key, retryable, func(ctx context.Context) ([]int64, error) {
 		if s.waitN > 0 && req.Op != tollgate.OpPeek {
 			if sl := s.slotOf(req.Key); !s.waitOff[sl].Load() {
-				return s.execAndWait(ctx, sl, keys, args)
+				return s.commit(ctx, sl, keys, args)
 			}
 		}
 		return s.check.Exec(ctx, s.c(), keys, args).AsIntSlice()

@@ -116,7 +116,10 @@ func TestAddressMap(t *testing.T) {
 	}
 }
 
-// With WaitReplicas every consume is followed by WAIT on its connection.
+// With WaitReplicas every consume is acknowledged by a WAIT after it on its
+// connection, and concurrent consumes share WAITs (the group commit): 64
+// callers making 640 consumes send fewer WAITs than consumes, and every
+// unit is counted once.
 func TestWaitReplicas(t *testing.T) {
 	ctx := context.Background()
 	waits := func() (n int64) {
@@ -134,16 +137,49 @@ func TestWaitReplicas(t *testing.T) {
 		}
 		return n
 	}
-	before := waits()
 	s := open(t, redis.Options{Addrs: cluster.Addrs(), Cluster: true, WaitReplicas: 1, WaitTimeout: time.Second})
 	lim := tollgate.New(s, tollgate.Options{})
-	for i := range 5 {
-		if res, err := lim.Consume(ctx, fmt.Sprint(t.Name(), i), 1, tollgate.PerHour(5)); err != nil || !res.Allowed {
-			t.Fatalf("consume: %+v, %v", res, err)
-		}
-	}
-	if got := waits() - before; got < 5 {
-		t.Errorf("%d WAITs for 5 consumes", got)
+	for _, tc := range []struct {
+		name           string
+		callers, each  int
+		wantFewerWaits bool
+	}{
+		{"one at a time", 1, 5, false},
+		{"64 at once", 64, 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := waits()
+			run := fmt.Sprint(t.Name(), time.Now().UnixNano()) // keys of this run alone (-count)
+			var wg sync.WaitGroup
+			for c := range tc.callers {
+				wg.Go(func() {
+					for i := range tc.each {
+						key := fmt.Sprint(run, c%8)
+						if res, err := lim.Consume(ctx, key, 1, tollgate.PerHour(1000)); err != nil || !res.Allowed {
+							t.Errorf("consume %d of caller %d: %+v, %v", i, c, res, err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			consumes := int64(tc.callers * tc.each)
+			got := waits() - before
+			t.Logf("%d WAITs for %d consumes", got, consumes)
+			if got == 0 || !tc.wantFewerWaits && got < consumes || tc.wantFewerWaits && got >= consumes {
+				t.Errorf("%d WAITs for %d consumes", got, consumes)
+			}
+			var used int64
+			for k := range min(tc.callers, 8) {
+				res, err := lim.Peek(ctx, fmt.Sprint(run, k), tollgate.PerHour(1000))
+				if err != nil {
+					t.Fatal(err)
+				}
+				used += res.Used
+			}
+			if used != consumes {
+				t.Errorf("%d units counted for %d consumes", used, consumes)
+			}
+		})
 	}
 }
 

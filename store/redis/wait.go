@@ -17,8 +17,10 @@ import (
 // a failover may lose it.
 var ErrNotReplicated = errors.New("redis: the write reached fewer replicas than WaitReplicas")
 
-// execAndWait runs algorithm a's script and WAIT on one connection, so that
-// WAIT counts the replicas that have this script's write.
+// execAndWait runs the script and WAIT on one connection, so that WAIT
+// counts the replicas that have this script's write. It is the way of the
+// writes the group commit (commit) cannot route: their slot moved, or the
+// slot map is not known.
 //
 // The connections come from rueidis's pool of dedicated connections, which
 // dials a new one whenever none is free; and one whose call outlives its
