@@ -45,7 +45,7 @@ const (
 	// pingEvery is how often an idle connection is pinged.
 	pingEvery = 500 * time.Millisecond
 	// followEvery paces a follower's questions; followFor bounds its life.
-	followEvery = 100 * time.Millisecond
+	followEvery = 50 * time.Millisecond
 	followFor   = 30 * time.Second
 	// followAsk bounds one round of questions: a node that holds them up
 	// (dead, black-holed) delays no answer from the others.
@@ -54,6 +54,12 @@ const (
 	// calls; refusedEvery, by calls refused by a node (a cheap, sure sign).
 	roundEvery   = 50 * time.Millisecond
 	refusedEvery = 10 * time.Millisecond
+	// patrolEvery paces the store's own look at the slot map, from every
+	// node, while no other round ran: a master that stopped answering is
+	// followed even when no connection of the client noticed (rueidis does
+	// not ping a connection that still waits for a reply, and one that has
+	// not been dialed yet is not pinged at all).
+	patrolEvery = time.Second
 	// After idleAfter without a call served, the first attempts take at
 	// most half their call's time, leaving time for a retry through a
 	// rebuilt client. servedEvery paces the notes of calls served.
@@ -91,6 +97,9 @@ type verdict struct {
 	stale bool
 	// lostBack: the lost node answered.
 	lostBack bool
+	// silent are the masters of the last map that the client sends to
+	// and that did not answer (set only when the round asked them all).
+	silent []string
 }
 
 // judge reads a round of answers. lost is the address of a node whose
@@ -237,6 +246,34 @@ func (s *Store) lostConn(addr string) {
 	}()
 }
 
+// patrol runs a round of questions every patrolEvery while no other round
+// ran, until the store closes, and follows each master that did not
+// answer as if its connection were lost: after a master went silent while
+// the service was idle, the follower, not the first request, finds its
+// replica promoted.
+func (s *Store) patrol() {
+	t := time.NewTicker(patrolEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		f := &s.follow
+		f.mu.Lock()
+		recent := f.running != nil || time.Since(f.lastEnd) < patrolEvery
+		f.mu.Unlock()
+		if recent {
+			continue
+		}
+		v, _ := s.locate(context.Background(), "", true)
+		for _, addr := range v.silent {
+			s.lostConn(addr)
+		}
+	}
+}
+
 func (f *follower) lastHas(addr string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -292,6 +329,17 @@ func (s *Store) locate(ctx context.Context, lost string, paced bool) (verdict, b
 		}
 	}
 	f.mu.Lock()
+	if !v.stale {
+		answered := map[string]bool{}
+		for _, a := range answers {
+			answered[a.node] = true
+		}
+		for addr := range known {
+			if f.last[addr] && !answered[addr] && addr != lost {
+				v.silent = append(v.silent, addr)
+			}
+		}
+	}
 	switch {
 	case v.good != nil:
 		f.last = v.good
@@ -436,6 +484,37 @@ func (f *follower) served(now time.Time) {
 // have changed meanwhile, unnoticed.
 func (f *follower) idle(now time.Time) bool {
 	return now.UnixNano()-f.lastOK.Load() > int64(idleAfter)
+}
+
+// catchUp runs before the first attempt of a call after an idle time,
+// while a node whose connection was lost is followed: it runs a round of
+// questions (or joins the one running), for at most half the call's time,
+// so that a replica promoted since the follower last asked gets the call,
+// not the lost node.
+func (s *Store) catchUp(ctx context.Context) {
+	var lost string
+	s.follow.lost.Range(func(addr, _ any) bool {
+		lost = addr.(string)
+		return false
+	})
+	if lost == "" {
+		return
+	}
+	wait := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/2))
+		defer cancel()
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.locate(context.WithoutCancel(ctx), lost, true)
+	}()
+	select {
+	case <-done:
+	case <-wait.Done():
+	}
 }
 
 // locateSoon starts a round in the background unless one runs or ran

@@ -307,6 +307,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		client.Close()
 		return nil, err
 	}
+	if s.cluster && s.healAfter >= 0 {
+		go s.patrol()
+	}
 	return s, nil
 }
 
@@ -485,6 +488,9 @@ func guard[T any](s *Store, ctx context.Context, key string, retryable bool, cal
 		// and the retry goes to the client rebuilt when it moved; after
 		// an idle time, an attempt leaves time for that retry.
 		p.between, p.split = s.relocate, s.follow.idle(start)
+		if p.split {
+			s.catchUp(ctx)
+		}
 	}
 	v, err := retryDo(ctx, p, retryable, s.obs, call)
 	end := s.now()

@@ -258,13 +258,10 @@ func (s *Scenario) Run(f Fault) (chaos.Fault, error) {
 	if err != nil {
 		return chaos.Fault{}, fmt.Errorf("%s: %w", f.Name, err)
 	}
-	if f.Healthy == nil {
-		f.Healthy = func() error { return s.c.WaitHealthy(s.ctx) }
+	healthy, err := s.waitHealthy(f.Name, f.Healthy)
+	if err != nil {
+		return chaos.Fault{}, err
 	}
-	if err := f.Healthy(); err != nil {
-		return chaos.Fault{}, fmt.Errorf("%s: cluster not healthy: %w", f.Name, err)
-	}
-	healthy := l.Mark("healthy", f.Name)
 	if f.Bound == CrashBound && healthy.Sub(at)+ClientLag > f.Bound {
 		// Redis itself promoted late (the notes measured 3.2–4.3 s; on two
 		// busy cores it can take longer): the clients are held to their own
@@ -508,4 +505,16 @@ func Sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// waitHealthy waits until the cluster is healthy (healthy, or nil for
+// WaitHealthy) and marks that moment in the load's timeline.
+func (s *Scenario) waitHealthy(name string, healthy func() error) (time.Time, error) {
+	if healthy == nil {
+		healthy = func() error { return s.c.WaitHealthy(s.ctx) }
+	}
+	if err := healthy(); err != nil {
+		return time.Time{}, fmt.Errorf("%s: cluster not healthy: %w", name, err)
+	}
+	return s.load.Mark("healthy", name), nil
 }

@@ -95,13 +95,10 @@ func (s *Scenario) RunIdle(f IdleFault) (chaos.Fault, error) {
 			return chaos.Fault{}, fmt.Errorf("%s: %w", f.Name, err)
 		}
 	}
-	if f.Healthy == nil {
-		f.Healthy = func() error { return s.c.WaitHealthy(s.ctx) }
+	healthy, err := s.waitHealthy(f.Name, f.Healthy)
+	if err != nil {
+		return chaos.Fault{}, err
 	}
-	if err := f.Healthy(); err != nil {
-		return chaos.Fault{}, fmt.Errorf("%s: cluster not healthy: %w", f.Name, err)
-	}
-	healthy := l.Mark("healthy", f.Name)
 	Sleep(s.ctx, f.Quiet)
 	if err := s.ctx.Err(); err != nil {
 		return chaos.Fault{}, fmt.Errorf("%s: %w", f.Name, err)
