@@ -262,7 +262,8 @@ func (s *Store) patrol() {
 		}
 		f := &s.follow
 		f.mu.Lock()
-		recent := f.running != nil || time.Since(f.lastEnd) < patrolEvery
+		// Half: the last patrol's round ended a little less than a tick ago.
+		recent := f.running != nil || time.Since(f.lastEnd) < patrolEvery/2
 		f.mu.Unlock()
 		if recent {
 			continue
