@@ -46,7 +46,7 @@ func Defs() []Def {
 		{"black-hole", "a master partitioned away until its replica takes over, then healed (bound node timeout + 3 s)", false, NeedsProxies, BlackHole},
 		{"stuck-moved", "connections that answer MOVED to their own address (bound 10 s)", true, NeedsProxies, StuckMoved},
 		{"port-change", "a master moves to another port (bound node timeout + 3 s)", true, NeedsProxies, PortChange},
-		{"address-move", "every node moves to a new address in turn, under load, until no seed is alive; then idle (no call may fail)", true, NeedsProxies, AddressMove},
+		{"address-move", "every node moves to a new address in turn, under load, until no seed is alive; then idle, then kill -9 of a master while idle (no call may fail)", true, NeedsProxies | NeedsProcesses, AddressMove},
 		{"idle-failover", "CLUSTER FAILOVER of each master while idle; then a sweep of all slots (no call may fail)", true, 0, IdleFailover},
 		{"idle-kill", "kill -9 of a master while idle, then its restart; a sweep of all slots after each (no call may fail)", false, NeedsProcesses, IdleKill},
 		{"idle-black-hole", "a master partitioned away while idle, then healed; a sweep of all slots after each (no call may fail)", false, NeedsProxies, IdleBlackHole},

@@ -142,7 +142,8 @@ func moveHost(i int) string { return net.IPv4(127, 0, 1, byte(10+i%240)).String(
 // masters one after another under load, then the replicas, until no
 // address the clients were given at start is alive; runs times (each run
 // moves every node again). No call may fail. Then the clients idle for
-// IdleFor and a sweep must not fail either.
+// IdleFor and a sweep must not fail either, nor the sweeps after a master
+// at its new address is killed while idle, and after its restart.
 func AddressMove(s *Scenario, runs int) error {
 	ps := s.Proxies()
 	if ps == nil {
@@ -178,6 +179,10 @@ func AddressMove(s *Scenario, runs int) error {
 			}
 		}
 	}
-	_, err := s.RunIdle(IdleFault{Name: "idle after every address changed", Quiet: IdleFor})
-	return err
+	if _, err := s.RunIdle(IdleFault{Name: "idle after every address changed", Quiet: IdleFor}); err != nil {
+		return err
+	}
+	// Then a crash while idle, of a master none of whose addresses the
+	// clients were given: its replica is found at its new address too.
+	return IdleKill(s, 1)
 }

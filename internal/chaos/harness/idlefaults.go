@@ -43,13 +43,13 @@ func IdleKill(s *Scenario, runs int) error {
 		}
 		master := sh.Master
 		if _, err := s.RunIdle(IdleFault{
-			Name:   fmt.Sprintf("run %d: idle through kill -9 of master %s and the promotion", run+1, master.Addr),
+			Name:   fmt.Sprintf("run %d: idle through kill -9 of master %s and the promotion", run+1, master.Announced()),
 			Inject: func() ([]string, error) { return nil, master.Kill() },
 		}); err != nil {
 			return err
 		}
 		if _, err := s.RunIdle(IdleFault{
-			Name:   fmt.Sprintf("run %d: idle through the restart of %s", run+1, master.Addr),
+			Name:   fmt.Sprintf("run %d: idle through the restart of %s", run+1, master.Announced()),
 			Inject: func() ([]string, error) { return nil, master.Restart(s.ctx) },
 		}); err != nil {
 			return err
