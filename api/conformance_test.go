@@ -375,6 +375,10 @@ func TestConformance(t *testing.T) {
 	}
 	notReady := func(context.Context) error { return errors.New("store down") }
 	big, _ := json.Marshal(map[string]any{"key": strings.Repeat("k", httpapi.DefaultMaxBodyBytes), "limit": 1, "window": "1s"})
+	// One check more than a batch takes: too_many_checks, which no
+	// example of readable size can show.
+	check := map[string]any{"key": "k", "op": "peek", "policy": "api-hourly"}
+	tooMany, _ := json.Marshal(map[string]any{"checks": slices.Repeat([]any{check}, httpapi.DefaultMaxBatchChecks+1)})
 	calls = append(calls,
 		call{name: "GET /healthz", method: "GET", path: "/healthz", auth: "none", status: 200},
 		call{name: "GET /readyz", method: "GET", path: "/readyz", auth: "none", status: 200},
@@ -386,6 +390,7 @@ func TestConformance(t *testing.T) {
 		call{name: "GET /v1/consume", method: "GET", path: "/v1/consume", status: 405},
 		call{name: "POST /healthz", method: "POST", path: "/healthz", status: 405, body: []byte("{}")},
 		call{name: "POST /v1/consume too large", method: "POST", path: "/v1/consume", body: big, status: 400},
+		call{name: "POST /v1/batch too many checks", method: "POST", path: "/v1/batch", body: tooMany, status: 400},
 	)
 	for _, cl := range calls {
 		t.Run(cl.name, func(t *testing.T) { c.run(t, cl) })

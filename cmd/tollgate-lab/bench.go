@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/bench"
 	"github.com/tollgate/tollgate/internal/service"
+	"github.com/tollgate/tollgate/server/httpapi"
 	"github.com/tollgate/tollgate/server/metrics"
 	"github.com/tollgate/tollgate/settings"
 )
@@ -46,6 +48,9 @@ type benchConfig struct {
 	TokenFile string
 	// H2C speaks HTTP/2 without TLS to HTTP.
 	H2C bool
+	// HTTPBatch is the checks per request of HTTP (one value), or the
+	// batch sizes of the extra rows of --compare=http (POST /v1/batch).
+	HTTPBatch []int
 	// GRPCDomain and GRPCDescriptorKey shape the gRPC requests.
 	GRPCDomain, GRPCDescriptorKey string
 	// AllowRemote lets targets off loopback be loaded.
@@ -94,6 +99,9 @@ Targets: the library in process over the memory store (default) or Redis
 service over HTTP (--http URL, POST /v1/consume with an inline limit) or
 gRPC (--grpc HOST:PORT, Envoy RLS; the service needs the rule that
 --print-envoy-config prints, and its limit applies, not --limit).
+--http-batch N sends N checks per HTTP request (POST /v1/batch) instead:
+figures stay per check (checks/s counts each), each check's latency is
+its request's, and each caller has N checks in flight.
 
 By default the load is closed-loop: each caller sends its next check when
 it has an answer, which measures saturated throughput. --rate N makes it
@@ -120,10 +128,11 @@ per unit), go-redis/redis_rate (GCRA), and redis-benchmark running
 Tollgate's own script by EVALSHA, unpipelined and 16 deep (the ceiling,
 when redis-benchmark is installed). --compare=http starts the service
 (as tollgate serve, with its defaults) on 127.0.0.1 on the same store and
-checks through its HTTP API. --compare=deny checks keys filled to their
-limit (the largest cost per window), every check denied: answered by the
-store (deny-store), then by the service's local over-limit cache
-(deny-cached, its ratios to deny-store). Entries: http, seed, redis_rate,
+checks through its HTTP API; with --http-batch N,M,… it adds a row
+http-batch-N per size, each through a service of its own. --compare=deny
+checks keys filled to their limit (the largest cost per window), every
+check denied: answered by the store (deny-store), then by the service's
+local over-limit cache (deny-cached, its ratios to deny-store). Entries: http, seed, redis_rate,
 redis-benchmark, deny, floor; groups: baselines, latency (floor and seed),
 all; comma-separated, with "=".
 Compare ratios from one invocation, not figures across runs: they move
@@ -141,6 +150,8 @@ only what its command line names.`,
   tollgate-lab bench --compare=http,deny
   tollgate-lab bench --redis-cluster 127.0.0.11:7000 --rate 8000 --compare=latency --duration 10s
   tollgate-lab bench --http http://127.0.0.1:8080 --cost 1-10 --limit 100 --window 1m --keys 1000
+  tollgate-lab bench --http http://127.0.0.1:8080 --http-batch 32
+  tollgate-lab bench --compare=http --http-batch 10,32 --duration 8s
   tollgate-lab bench --print-envoy-config > bench.yaml  # then: tollgate serve --grpc-listen 127.0.0.1:8081 --envoy-config bench.yaml
   tollgate-lab bench --grpc 127.0.0.1:8081 --json`,
 		Args: cobra.NoArgs,
@@ -162,6 +173,7 @@ only what its command line names.`,
 	cfg.Store.AddFlags(f, "Redis", "TLS")
 	f.StringVar(&cfg.HTTP, "http", "", "benchmark a running service's HTTP API at this base `URL` (http://127.0.0.1:8080)")
 	f.BoolVar(&cfg.H2C, "http-h2c", false, "speak HTTP/2 without TLS to --http (every caller over one connection) instead of HTTP/1.1")
+	f.IntSliceVar(&cfg.HTTPBatch, "http-batch", nil, "send `N` checks per HTTP request (POST /v1/batch, 1 to 100) with --http; with --compare=http, a row http-batch-N for each N of a comma-separated list")
 	f.StringVar(&cfg.TokenFile, "token-file", "", "`file` of bearer tokens (as serve's --api-token-file); the first is sent with --http")
 	f.StringVar(&cfg.GRPC, "grpc", "", "benchmark a running service's Envoy rate limit service at `HOST:PORT`")
 	f.StringVar(&cfg.GRPCDomain, "grpc-domain", bench.DefaultDomain, "rate limit `domain` of the --grpc requests")
@@ -255,6 +267,11 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 	if c.PrintEnvoyConfig {
 		return limit, cost, nil
 	}
+	for _, n := range c.HTTPBatch {
+		if n < 1 || n > httpapi.DefaultMaxBatchChecks {
+			return limit, cost, fmt.Errorf("--http-batch %d: want 1 to %d checks per request (the service's bound)", n, httpapi.DefaultMaxBatchChecks)
+		}
+	}
 	targets := 0
 	for _, set := range []bool{c.HTTP != "", c.GRPC != "", c.Store.Redis.Kind() != "memory"} {
 		if set {
@@ -266,6 +283,10 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 		return limit, cost, errors.New("--http, --grpc and --redis/--redis-cluster are mutually exclusive: give one target")
 	case c.TokenFile != "" && c.HTTP == "":
 		return limit, cost, errors.New("--token-file needs --http")
+	case len(c.HTTPBatch) > 0 && c.HTTP == "" && len(c.Compare) == 0:
+		return limit, cost, errors.New("--http-batch needs --http or --compare=http")
+	case len(c.HTTPBatch) > 1 && c.HTTP != "":
+		return limit, cost, errors.New("--http-batch with --http: one batch size (a list is for --compare=http)")
 	case len(c.Compare) > 0 && (c.HTTP != "" || c.GRPC != ""):
 		return limit, cost, errors.New("--compare needs the library target (--redis, --redis-cluster or the memory store), not --http or --grpc")
 	case c.GRPC == "" && cost.Max() > limit.Units:
@@ -275,6 +296,9 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 		entries, err := bench.ParseEntries(c.Compare)
 		if err != nil {
 			return limit, cost, fmt.Errorf("--compare: %w", err)
+		}
+		if len(c.HTTPBatch) > 0 && !slices.Contains(entries, bench.EntryHTTP) {
+			return limit, cost, errors.New("--http-batch needs --http or --compare=http")
 		}
 		for _, e := range entries {
 			if bench.NeedsRedis(e) && c.Store.Redis.Kind() == "memory" {
@@ -352,10 +376,11 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 			return err
 		}
 		cmp := bench.Comparison{Config: load, Entries: entries, Limit: limit, RedisBenchmark: cfg.RedisBenchmark,
-			HTTP: func(ctx context.Context) (bench.Target, func() error, error) {
-				return startBenchService(ctx, store, limit, load.Concurrency)
+			HTTP: func(ctx context.Context, batch int) (bench.Target, func() error, error) {
+				return startBenchService(ctx, store, limit, load.Concurrency, batch)
 			},
-			Deny: func(cached bool) *tollgate.Limiter { return benchServiceLimiter(store, cached) },
+			HTTPBatches: cfg.compareBatches(),
+			Deny:        func(cached bool) *tollgate.Limiter { return benchServiceLimiter(store, cached) },
 		}
 		if cfg.Store.Redis.Kind() != "memory" {
 			if cmp.Redis, err = service.RedisOptions(cfg.Store.Redis, cfg.Store.TLS, nil, nil); err != nil {
@@ -407,6 +432,9 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 			return nil, nil, nil, err
 		}
 		opts := bench.HTTPOptions{Conns: cfg.Load.Concurrency, Limits: limits, H2C: cfg.H2C}
+		if len(cfg.HTTPBatch) == 1 {
+			opts.Batch = cfg.HTTPBatch[0]
+		}
 		if len(toks) > 0 {
 			opts.Token = toks[0]
 		}
@@ -451,11 +479,24 @@ func openBenchTarget(ctx context.Context, cfg benchConfig, limit tollgate.Limit,
 	return bench.Library{Limiter: tollgate.New(st, tollgate.Options{}), Limit: limit, Limits: limits}, st, closeStore, nil
 }
 
+// compareBatches returns the batch sizes of --compare=http's extra rows:
+// --http-batch without 1 (the http row) and repeats.
+func (c benchConfig) compareBatches() []int {
+	var out []int
+	for _, n := range c.HTTPBatch {
+		if n > 1 && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // startBenchService starts the service in process (service.Run, with
 // serve's defaults) on store, listening on a free port of 127.0.0.1, and
 // returns the Target of its HTTP API, checking limit over conns
-// connections, and a function that stops it. The store is not closed.
-func startBenchService(ctx context.Context, store tollgate.Store, limit tollgate.Limit, conns int) (bench.Target, func() error, error) {
+// connections with batch checks per request, and a function that stops
+// it. The store is not closed.
+func startBenchService(ctx context.Context, store tollgate.Store, limit tollgate.Limit, conns, batch int) (bench.Target, func() error, error) {
 	cfg := service.Config{Settings: settings.Default(), Store: store}
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	listening := make(chan net.Addr, 1)
@@ -474,7 +515,7 @@ func startBenchService(ctx context.Context, store tollgate.Store, limit tollgate
 		cancel()
 		return <-done
 	}
-	h, err := bench.NewHTTP("http://"+addr.String(), limit, bench.HTTPOptions{Conns: conns})
+	h, err := bench.NewHTTP("http://"+addr.String(), limit, bench.HTTPOptions{Conns: conns, Batch: batch})
 	if err != nil {
 		return nil, nil, errors.Join(err, stop())
 	}

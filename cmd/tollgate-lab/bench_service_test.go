@@ -39,7 +39,7 @@ func BenchmarkServiceHTTP(b *testing.B) {
 		st = r
 	}
 	limit := tollgate.Limit{Units: 1_000_000_000, Window: time.Hour}
-	target, stop, err := startBenchService(ctx, st, limit, 64)
+	target, stop, err := startBenchService(ctx, st, limit, 64, 1)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -241,7 +241,7 @@ func TestStartBenchService(t *testing.T) {
 	st := memory.New(memory.Options{})
 	defer st.Close()
 	limit := tollgate.Limit{Units: 2, Window: time.Minute}
-	target, stop, err := startBenchService(t.Context(), st, limit, 2)
+	target, stop, err := startBenchService(t.Context(), st, limit, 2, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

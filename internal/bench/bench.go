@@ -22,6 +22,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,22 @@ type Target interface {
 	// Check consumes cost units of key if they fit, and reports whether
 	// they did. An error means the check had no answer.
 	Check(ctx context.Context, key string, cost int64) (allowed bool, err error)
+}
+
+// A BatchTarget is a Target that answers several checks per call, as one
+// request (the HTTP target with HTTPOptions.Batch). Run has each caller
+// send BatchSize checks at a time through CheckBatch, and counts each
+// check: figures per second are checks, not calls, and each check's
+// latency is its call's.
+type BatchTarget interface {
+	Target
+	// BatchSize is the most checks CheckBatch is given at once; 1 or less
+	// makes Run use Check.
+	BatchSize() int
+	// CheckBatch checks keys[i] at costs[i] for every i and sets
+	// allowed[i] and errs[i] to each check's outcome, as Check would
+	// return them.
+	CheckBatch(ctx context.Context, keys []string, costs []int64, allowed []bool, errs []error)
 }
 
 // A Resetter is a Target that can forget a key. Run resets the keys it used
@@ -220,21 +237,42 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 	}
 	due := func(i int64) time.Time { return scheduled(start, interval, i) }
 	var next atomic.Int64 // open loop: the next check to send
+	size := 1             // checks per call
+	batch, _ := t.(BatchTarget)
+	if batch != nil {
+		size = max(batch.BatchSize(), 1)
+	}
 	for i := range workers {
 		w := &worker{}
 		workers[i] = w
 		wg.Go(func() {
-			var timer *time.Timer
+			var (
+				timer   *time.Timer
+				bkeys   = make([]string, size)
+				bcosts  = make([]int64, size)
+				allowed = make([]bool, size)
+				errs    = make([]error, size)
+			)
 			for runCtx.Err() == nil {
-				if cfg.Count > 0 && issued.Add(1) > cfg.Count {
-					countHit.Store(true)
-					return
-				}
-				var at time.Time // when the check is due; zero in closed loop
-				if cfg.Rate > 0 {
-					if at = due(next.Add(1) - 1); at.Sub(start) >= cfg.Duration {
+				n := int64(size) // checks of this call
+				if cfg.Count > 0 {
+					end := issued.Add(n)
+					if end-n >= cfg.Count {
+						countHit.Store(true)
 						return
 					}
+					n = min(n, cfg.Count-(end-n)) // the last call may carry fewer
+				}
+				var (
+					at   time.Time // when the call is due; zero in closed loop
+					slot int64     // open loop: its first check's number
+				)
+				if cfg.Rate > 0 {
+					slot = next.Add(n) - n
+					if due(slot).Sub(start) >= cfg.Duration {
+						return
+					}
+					at = due(slot + n - 1) // a batch goes when its last check is due
 					if wait := time.Until(at); wait > 0 {
 						if timer == nil {
 							timer = time.NewTimer(wait)
@@ -249,28 +287,27 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 						}
 					}
 				}
-				key := keys[rand.IntN(len(keys))]
-				cost := cfg.Cost.Draw()
+				for j := range n {
+					bkeys[j] = keys[rand.IntN(len(keys))]
+					bcosts[j] = cfg.Cost.Draw()
+				}
 				cctx, ccancel := context.WithTimeout(checkBase, cfg.CheckTimeout)
 				t0 := time.Now()
-				if !at.IsZero() {
-					t0 = at // measured from its scheduled start
+				if size == 1 {
+					allowed[0], errs[0] = t.Check(cctx, bkeys[0], bcosts[0])
+				} else {
+					batch.CheckBatch(cctx, bkeys[:n], bcosts[:n], allowed[:n], errs[:n])
 				}
-				allowed, err := t.Check(cctx, key, cost)
-				elapsed := time.Since(t0)
+				end := time.Now()
 				ccancel()
-				switch {
-				case err != nil:
-					w.errors++
-					w.addError(err)
-				case allowed:
-					w.allowed++
-					w.hist.Record(elapsed)
-				default:
-					w.denied++
-					w.hist.Record(elapsed)
+				for j := range n {
+					elapsed := end.Sub(t0)
+					if cfg.Rate > 0 {
+						elapsed = end.Sub(due(slot + j)) // from its own scheduled start
+					}
+					w.record(allowed[j], errs[j], elapsed)
 				}
-				done.Add(1)
+				done.Add(n)
 			}
 		})
 	}
@@ -346,12 +383,30 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 		row.StoppedBy = StoppedByDuration
 	}
 
+	if size > 1 {
+		row.Note = fmt.Sprintf("%d checks per request; a check's latency is its request's", size)
+	}
 	if r, ok := t.(Resetter); ok && !cfg.KeepKeys {
 		if n, err := resetKeys(checkBase, r, keys, cfg.Concurrency); err != nil {
-			row.Note = fmt.Sprintf("%d of %d keys not reset: %v", n, len(keys), err)
+			row.Note = strings.TrimPrefix(row.Note+"; ", "; ") + fmt.Sprintf("%d of %d keys not reset: %v", n, len(keys), err)
 		}
 	}
 	return row, nil
+}
+
+// record tallies one check's outcome.
+func (w *worker) record(allowed bool, err error, elapsed time.Duration) {
+	switch {
+	case err != nil:
+		w.errors++
+		w.addError(err)
+	case allowed:
+		w.allowed++
+		w.hist.Record(elapsed)
+	default:
+		w.denied++
+		w.hist.Record(elapsed)
+	}
 }
 
 func (w *worker) addError(err error) {

@@ -30,7 +30,8 @@ const (
 // Entries of a comparison (Comparison.Entries): what runs after Tollgate.
 const (
 	// EntryHTTP: the HTTP API of a service on Tollgate's store
-	// (Comparison.HTTP), row NameHTTP.
+	// (Comparison.HTTP), row NameHTTP, then a row HTTPBatchName(n) for
+	// each of Comparison.HTTPBatches.
 	EntryHTTP = "http"
 	// EntrySeed, EntryRedisRate: the baselines on the same Redis, rows
 	// NameSeed and NameRedisRate.
@@ -49,6 +50,10 @@ const (
 	// store's options (Floor), row NameFloor.
 	EntryFloor = "floor"
 )
+
+// HTTPBatchName names the row of the HTTP API with n checks per request
+// (POST /v1/batch): "http-batch-N".
+func HTTPBatchName(n int) string { return NameHTTP + "-batch-" + strconv.Itoa(n) }
 
 // Groups of entries ParseEntries knows.
 const (
@@ -111,7 +116,9 @@ func NeedsRedis(entry string) bool {
 //   - floor: one trivial round trip per check (Floor), on a client with the
 //     store's options: what no check on Redis can beat;
 //   - http: the same checks through a service's HTTP API on the same store
-//     (HTTP), as `tollgate serve` answers them;
+//     (HTTP), as `tollgate serve` answers them; then http-batch-N, the
+//     same with N checks per request (POST /v1/batch), for each N of
+//     HTTPBatches;
 //   - seed: the seed's pattern on the same client library and options
 //     (Seed), which only knows the sliding log;
 //   - redis_rate: go-redis/redis_rate (RedisRate), which only knows GCRA;
@@ -140,9 +147,13 @@ type Comparison struct {
 	// Limit is Tollgate's limit; the baselines get its Units and Window.
 	Limit tollgate.Limit
 	// HTTP, for EntryHTTP, starts a service on Tollgate's store and returns
-	// the Target of its HTTP API (checking Limit) and a function that
-	// stops it. Without it the row is skipped.
-	HTTP func(ctx context.Context) (Target, func() error, error)
+	// the Target of its HTTP API (checking Limit, batch checks per
+	// request) and a function that stops it. Without it the rows are
+	// skipped.
+	HTTP func(ctx context.Context, batch int) (Target, func() error, error)
+	// HTTPBatches are the batch sizes (above 1) of the rows EntryHTTP runs
+	// after NameHTTP's, each through a service of its own.
+	HTTPBatches []int
 	// Deny, for EntryDeny, returns a Limiter on Tollgate's store wrapped as
 	// the service wraps it, with the service's local over-limit cache when
 	// cached. Without it the rows are skipped.
@@ -234,12 +245,20 @@ func (c Comparison) Run(ctx context.Context, tollgateTarget Target) ([]Row, erro
 				return f, f.Close, nil
 			})
 		case EntryHTTP:
-			err = runTarget(NameHTTP, func() (Target, func() error, error) {
-				if c.HTTP == nil {
-					return nil, nil, errors.New("no service to start")
+			for _, n := range append([]int{1}, c.HTTPBatches...) {
+				name := NameHTTP
+				if n > 1 {
+					name = HTTPBatchName(n)
 				}
-				return c.HTTP(ctx)
-			})
+				if err = runTarget(name, func() (Target, func() error, error) {
+					if c.HTTP == nil {
+						return nil, nil, errors.New("no service to start")
+					}
+					return c.HTTP(ctx, n)
+				}); err != nil {
+					break
+				}
+			}
 		case EntrySeed:
 			err = runTarget(NameSeed, func() (Target, func() error, error) {
 				s, err := NewSeed(c.Redis, c.Limit)

@@ -107,9 +107,9 @@ func TestCompareEntriesMemory(t *testing.T) {
 		Config:  bench.Config{Keys: 20, Count: 500, Duration: 20 * time.Second, Concurrency: 4},
 		Entries: []string{"deny", "http"},
 		Limit:   limit,
-		HTTP: func(context.Context) (bench.Target, func() error, error) {
+		HTTP: func(_ context.Context, batch int) (bench.Target, func() error, error) {
 			srv := httptest.NewServer(httpapi.New(lim, httpapi.Options{}))
-			h, err := bench.NewHTTP(srv.URL, limit, bench.HTTPOptions{Conns: 4})
+			h, err := bench.NewHTTP(srv.URL, limit, bench.HTTPOptions{Conns: 4, Batch: batch})
 			if err != nil {
 				srv.Close()
 				return nil, nil, err

@@ -84,8 +84,14 @@ func (l Library) Reset(ctx context.Context, key string) error { return l.Limiter
 // an inline limit, over keep-alive connections. 200 is allowed, 429 denied;
 // any other answer is an error of kind "http_<status>_<code>" (the error
 // body's code, when there is one). It is a Resetter: POST /v1/reset.
+//
+// With HTTPOptions.Batch above 1 it is a BatchTarget: each request is a
+// POST /v1/batch of Batch such checks, each with its own answer.
 type HTTP struct {
 	url string
+	// batchURL is POST /v1/batch's, and batch the checks per request.
+	batchURL string
+	batch    int
 	// resetURL is POST /v1/reset's, for Reset.
 	resetURL string
 	limit    tollgate.Limit
@@ -110,6 +116,10 @@ type HTTPOptions struct {
 	// every caller's checks share one connection; false uses HTTP/1.1,
 	// a connection per caller.
 	H2C bool
+	// Batch, above 1, sends Batch checks per request, by POST /v1/batch
+	// (the service takes at most httpapi.DefaultMaxBatchChecks unless
+	// configured otherwise); 0 or 1 sends each by POST /v1/consume.
+	Batch int
 }
 
 // NewHTTP returns the target of the service whose base URL is base
@@ -152,8 +162,13 @@ func NewHTTP(base string, limit tollgate.Limit, opts HTTPOptions) (*HTTP, error)
 		}
 		limits, _ = json.Marshal(items) // plain strings and ints: cannot fail
 	}
+	if opts.Batch < 0 {
+		return nil, fmt.Errorf("--http-batch %d: want 1 or more checks per request", opts.Batch)
+	}
 	return &HTTP{
 		limits:   limits,
+		batch:    max(opts.Batch, 1),
+		batchURL: strings.TrimSuffix(u.String(), "/") + "/v1/batch",
 		url:      strings.TrimSuffix(u.String(), "/") + "/v1/consume",
 		resetURL: strings.TrimSuffix(u.String(), "/") + "/v1/reset",
 		limit:    limit,
@@ -167,34 +182,35 @@ func NewHTTP(base string, limit tollgate.Limit, opts HTTPOptions) (*HTTP, error)
 	}, nil
 }
 
-// Check implements Target.
-func (h *HTTP) Check(ctx context.Context, key string, cost int64) (bool, error) {
-	body := make([]byte, 0, 128+len(key))
-	body = append(body, `{"key":`...)
+// appendCheck appends the body of a consume of key at cost to b.
+func (h *HTTP) appendCheck(b []byte, key string, cost int64) ([]byte, error) {
+	b = append(b, `{"key":`...)
 	k, err := json.Marshal(key)
 	if err != nil {
-		return false, err
+		return b, err
 	}
-	body = append(body, k...)
-	body = append(body, `,"cost":`...)
-	body = strconv.AppendInt(body, cost, 10)
+	b = append(b, k...)
+	b = append(b, `,"cost":`...)
+	b = strconv.AppendInt(b, cost, 10)
 	if h.limits != nil {
-		body = append(body, `,"limits":`...)
-		body = append(body, h.limits...)
-		body = append(body, '}')
-	} else {
-		body = append(body, `,"limit":`...)
-		body = strconv.AppendInt(body, h.limit.Units, 10)
-		body = append(body, `,"window":"`...)
-		body = append(body, h.limit.Window.String()...)
-		body = append(body, `","algorithm":"`...)
-		body = append(body, h.limit.Algorithm.String()...)
-		body = append(body, `"}`...)
+		b = append(b, `,"limits":`...)
+		b = append(b, h.limits...)
+		return append(b, '}'), nil
 	}
+	b = append(b, `,"limit":`...)
+	b = strconv.AppendInt(b, h.limit.Units, 10)
+	b = append(b, `,"window":"`...)
+	b = append(b, h.limit.Window.String()...)
+	b = append(b, `","algorithm":"`...)
+	b = append(b, h.limit.Algorithm.String()...)
+	return append(b, `"}`...), nil
+}
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url, bytes.NewReader(body))
+// post sends body to url and returns the answer; errors are the check's.
+func (h *HTTP) post(ctx context.Context, url string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if h.token != "" {
@@ -203,9 +219,22 @@ func (h *HTTP) Check(ctx context.Context, key string, cost int64) (bool, error) 
 	resp, err := h.client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return false, err
+			return nil, err
 		}
-		return false, &KindError{Kind: "conn", Err: err}
+		return nil, &KindError{Kind: "conn", Err: err}
+	}
+	return resp, nil
+}
+
+// Check implements Target.
+func (h *HTTP) Check(ctx context.Context, key string, cost int64) (bool, error) {
+	body, err := h.appendCheck(make([]byte, 0, 128+len(key)), key, cost)
+	if err != nil {
+		return false, err
+	}
+	resp, err := h.post(ctx, h.url, body)
+	if err != nil {
+		return false, err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -217,14 +246,82 @@ func (h *HTTP) Check(ctx context.Context, key string, cost int64) (bool, error) 
 		return resp.StatusCode == http.StatusOK, nil
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	return false, statusError(resp.Status, resp.StatusCode, msg)
+}
+
+// statusError is the error of an answer of status code (text status) that
+// is not a decision, of kind "http_<code>_<error code>".
+func statusError(status string, code int, body []byte) error {
 	var e struct {
 		Error struct{ Code, Message string }
 	}
-	kind := "http_" + strconv.Itoa(resp.StatusCode)
-	if json.Unmarshal(msg, &e) == nil && e.Error.Code != "" {
+	kind := "http_" + strconv.Itoa(code)
+	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
 		kind += "_" + e.Error.Code
 	}
-	return false, &KindError{Kind: kind, Err: fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))}
+	return &KindError{Kind: kind, Err: fmt.Errorf("%s: %s", status, bytes.TrimSpace(body))}
+}
+
+// BatchSize implements BatchTarget: HTTPOptions.Batch, at least 1.
+func (h *HTTP) BatchSize() int { return h.batch }
+
+// CheckBatch implements BatchTarget: one POST /v1/batch of every check.
+// Each result of 200 is allowed and 429 denied; any other is an error of
+// kind "http_<status>_<code>", as for Check. A batch answered other than
+// 200, or not at all, is each check's error.
+func (h *HTTP) CheckBatch(ctx context.Context, keys []string, costs []int64, allowed []bool, errs []error) {
+	fail := func(err error) {
+		for i := range keys {
+			allowed[i], errs[i] = false, err
+		}
+	}
+	body := make([]byte, 0, 16+len(keys)*(96+len(h.limits)))
+	body = append(body, `{"checks":[`...)
+	for i, key := range keys {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		var err error
+		if body, err = h.appendCheck(body, key, costs[i]); err != nil {
+			fail(err)
+			return
+		}
+	}
+	body = append(body, "]}"...)
+	resp, err := h.post(ctx, h.batchURL, body)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		fail(statusError(resp.Status, resp.StatusCode, msg))
+		return
+	}
+	var answer struct {
+		Results []struct {
+			Status int             `json:"status"`
+			Body   json.RawMessage `json:"body"`
+		} `json:"results"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+		fail(&KindError{Kind: "conn", Err: fmt.Errorf("batch answer: %w", err)})
+		return
+	}
+	_, _ = io.Copy(io.Discard, resp.Body) // to the end, so that the connection is reused
+	if len(answer.Results) != len(keys) {
+		fail(&KindError{Kind: "http_bad_batch", Err: fmt.Errorf("%d results for %d checks", len(answer.Results), len(keys))})
+		return
+	}
+	for i, r := range answer.Results {
+		switch r.Status {
+		case http.StatusOK, http.StatusTooManyRequests:
+			allowed[i], errs[i] = r.Status == http.StatusOK, nil
+		default:
+			allowed[i], errs[i] = false, statusError(strconv.Itoa(r.Status)+" "+http.StatusText(r.Status), r.Status, r.Body)
+		}
+	}
 }
 
 // Reset implements Resetter: POST /v1/reset of the inline key (with an

@@ -52,6 +52,16 @@ var (
 // decode reads exactly one JSON object from the body into v, whose fields
 // (with exactly these names) are fields.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any, fields ...string) *apiError {
+	raw, e := h.readBody(w, r)
+	if e != nil {
+		return e
+	}
+	return decodeObject(raw, v, "request body", fields...)
+}
+
+// readBody reads exactly one JSON value from the body, of at most maxBody
+// bytes.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request) (json.RawMessage, *apiError) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.maxBody))
 	var raw json.RawMessage
 	err := dec.Decode(&raw)
@@ -60,23 +70,28 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any, fields .
 		if _, err = dec.Token(); err == io.EOF {
 			err = nil
 		} else if !tooLarge(err) {
-			return badRequest(CodeInvalidJSON, "unexpected data after the JSON object")
+			return nil, badRequest(CodeInvalidJSON, "unexpected data after the JSON object")
 		}
 	}
 	switch {
 	case err == nil:
+		return raw, nil
 	case tooLarge(err):
-		return badRequest(CodeBodyTooLarge, "request body larger than %d bytes", h.maxBody)
+		return nil, badRequest(CodeBodyTooLarge, "request body larger than %d bytes", h.maxBody)
 	case errors.Is(err, io.EOF):
-		return badRequest(CodeInvalidJSON, "empty request body")
+		return nil, badRequest(CodeInvalidJSON, "empty request body")
 	default:
-		return badRequest(CodeInvalidJSON, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+		return nil, badRequest(CodeInvalidJSON, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
+}
 
+// decodeObject decodes raw, which must be a JSON object (what names it in
+// errors) of no names but fields, into v.
+func decodeObject(raw json.RawMessage, v any, what string, fields ...string) *apiError {
 	// encoding/json matches names case-insensitively; the API does not.
 	var names map[string]json.RawMessage
 	if json.Unmarshal(raw, &names) != nil || names == nil {
-		return badRequest(CodeInvalidJSON, "request body must be a JSON object")
+		return badRequest(CodeInvalidJSON, "%s must be a JSON object", what)
 	}
 	for name := range names {
 		if !slices.Contains(fields, name) {
@@ -86,7 +101,7 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any, fields .
 
 	strict := json.NewDecoder(bytes.NewReader(raw))
 	strict.DisallowUnknownFields()
-	err = strict.Decode(v)
+	err := strict.Decode(v)
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case err == nil:

@@ -6,6 +6,7 @@
 //	POST /v1/peek     {"key",         "policy" | "limit","window","algorithm"? | "limits"} → result; 200 allowed, 429 denied
 //	POST /v1/refund   {"key","cost"?, "policy" | "limit","window","algorithm"? | "limits"} → result; always 200
 //	POST /v1/reset    {"key","policy"?}                                          → {}; 200
+//	POST /v1/batch    {"checks":[consume or peek body, "op"?, …]}                → {"results":[{"status","body"}, …]}; 200 (see Batches)
 //	GET  /healthz                                                                → {"status":"ok"}; 200
 //	GET  /readyz                                                                 → {"status":"ok"}; 200, or 503 error
 //	GET  /metrics                                                                → Options.Metrics' answer; 404 without it
@@ -95,6 +96,37 @@
 // visible ASCII characters, else a new random one. Log records about a
 // request carry it as request_id; RequestID returns it from the request's
 // context.
+//
+// # Batches
+//
+// POST /v1/batch {"checks":[C, …]} answers 1 to Options.MaxBatchChecks
+// (DefaultMaxBatchChecks) checks in one request. Each C is a /v1/consume
+// body, or with "op":"peek" a /v1/peek body ("op" "consume", absent or
+// null, is a consume), and is answered as that endpoint would answer it:
+//
+//	{"results":[{"status":200,"body":{"allowed":true,…}},
+//	            {"status":429,"body":{"allowed":false,…}},
+//	            {"status":503,"body":{"error":{"code":"unavailable",…}}},
+//	            {"status":200,"body":{…},"degraded":"local-fallback"}]}
+//
+// one result per check, in the order of the checks, each with the status
+// and body of its own endpoint and "degraded", the Tollgate-Degraded header
+// it would have had. The batch itself answers 200 whatever its checks'
+// answers; it carries no RateLimit, RateLimit-Policy or Retry-After header
+// (they are per check: read the bodies). The checks run concurrently (at
+// most 32 at once), so that a Redis client pipelines them: their order of
+// application to one key is not defined, and a request_id repeated on one
+// key within a batch is invalid_request_id.
+//
+// A batch is refused as a whole, and nothing is checked or recorded, when
+// any of its checks is: every check is validated first (its syntax, then
+// every check's scope, then its policy and the Limiter's checks of its key,
+// cost, limits and request_id). The error is the one its endpoint would
+// answer, with a message starting "checks[I]: ": 400, or 403 when any check
+// is outside the token's scope (OpsCheck, the policy, inline limits). More
+// than MaxBatchChecks checks is 400 too_many_checks; none is 400
+// invalid_json. The body limit (Options.MaxBodyBytes) is the batch's.
+// Consumes of a batch are observed one by one, as on /v1/consume.
 //
 // # Authentication
 //
@@ -227,6 +259,9 @@ type Options struct {
 	// Metrics, if not nil, serves GET /metrics, without a token like
 	// /healthz (for example a Prometheus handler). Nil: /metrics is 404.
 	Metrics http.Handler
+	// MaxBatchChecks is the most checks one POST /v1/batch may carry; 0
+	// (or less) means DefaultMaxBatchChecks.
+	MaxBatchChecks int
 }
 
 type handler struct {
@@ -240,6 +275,8 @@ type handler struct {
 	routes   map[string]route
 	fallback *tollgate.Limiter // for fail_local policies; may be nil
 	noInline bool              // Options.PoliciesOnly
+	maxBatch int               // Options.MaxBatchChecks
+	dry      *tollgate.Limiter // validates a batch's checks (newDryLimiter)
 }
 
 type route struct {
@@ -262,6 +299,11 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		noInline: opts.PoliciesOnly,
 		observer: opts.Observer,
 		fallback: opts.Fallback,
+		maxBatch: opts.MaxBatchChecks,
+		dry:      newDryLimiter(),
+	}
+	if h.maxBatch <= 0 {
+		h.maxBatch = DefaultMaxBatchChecks
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -282,6 +324,7 @@ func New(l *tollgate.Limiter, opts Options) http.Handler {
 		"/v1/peek":    post(h.peek),
 		"/v1/refund":  post(h.refund),
 		"/v1/reset":   reset,
+		"/v1/batch":   post(h.batch),
 		"/healthz":    get(h.healthz),
 		"/readyz":     get(h.readyz),
 		PathOpenAPI:   get(h.openAPI),
@@ -391,6 +434,11 @@ func (h *handler) consume(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	h.runConsume(w, r, req, cost, t)
+}
+
+// runConsume answers a resolved consume (of /v1/consume or a batch).
+func (h *handler) runConsume(w http.ResponseWriter, r *http.Request, req limitRequest, cost int64, t target) {
 	var (
 		d   tollgate.Decision
 		err error
@@ -416,6 +464,11 @@ func (h *handler) peek(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	h.runPeek(w, r, t)
+}
+
+// runPeek answers a resolved peek (of /v1/peek or a batch).
+func (h *handler) runPeek(w http.ResponseWriter, r *http.Request, t target) {
 	d, err := h.apply(w, r, t, func(l *tollgate.Limiter) (tollgate.Decision, error) {
 		return l.PeekAll(r.Context(), t.key, t.limits...)
 	})

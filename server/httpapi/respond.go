@@ -44,6 +44,9 @@ const (
 	// CodeInvalidRequestID (400): a consume's request_id is longer than
 	// tollgate.MaxRequestIDLen bytes.
 	CodeInvalidRequestID Code = "invalid_request_id"
+	// CodeTooManyChecks (400): a batch of more checks than
+	// Options.MaxBatchChecks.
+	CodeTooManyChecks Code = "too_many_checks"
 	// CodeUnauthorized (401): a /v1/ request without a valid bearer token,
 	// when tokens are required.
 	CodeUnauthorized Code = "unauthorized"
@@ -193,9 +196,8 @@ func (h *handler) observe(op tollgate.Op, t target, result string) {
 // badInput reports whether err is the Limiter's refusal of bad input (a
 // 400), which is not a check.
 func badInput(err error) bool {
-	return errors.Is(err, tollgate.ErrInvalidKey) || errors.Is(err, tollgate.ErrInvalidCost) ||
-		errors.Is(err, tollgate.ErrInvalidLimit) || errors.Is(err, tollgate.ErrCostExceedsLimit) ||
-		errors.Is(err, tollgate.ErrInvalidRequestID)
+	_, ok := inputCode(err)
+	return ok
 }
 
 // degrade answers a fail_open policy's request that the store could not
@@ -215,19 +217,11 @@ func (h *handler) degrade(w http.ResponseWriter, r *http.Request, op tollgate.Op
 
 // fail maps a Limiter error to a response by its sentinel.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err error) {
-	var code Code
-	switch {
-	case errors.Is(err, tollgate.ErrInvalidKey):
-		code = CodeInvalidKey
-	case errors.Is(err, tollgate.ErrInvalidCost):
-		code = CodeInvalidCost
-	case errors.Is(err, tollgate.ErrInvalidLimit):
-		code = CodeInvalidLimit
-	case errors.Is(err, tollgate.ErrCostExceedsLimit):
-		code = CodeCostExceedsLimit
-	case errors.Is(err, tollgate.ErrInvalidRequestID):
-		code = CodeInvalidRequestID
-	case errors.Is(err, tollgate.ErrUnavailable):
+	if code, ok := inputCode(err); ok {
+		writeError(w, http.StatusBadRequest, code, strings.TrimPrefix(err.Error(), "tollgate: "))
+		return
+	}
+	if errors.Is(err, tollgate.ErrUnavailable) {
 		// A client that went away is not a store failure worth a warning.
 		level := slog.LevelWarn
 		if r.Context().Err() != nil {
@@ -236,12 +230,27 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, op string, err er
 		h.logAt(r, level, "store unavailable", slog.String("op", op), slog.Any("error", err))
 		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "store unavailable")
 		return
-	default:
-		h.logAt(r, slog.LevelError, "unexpected error", slog.String("op", op), slog.Any("error", err))
-		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
-		return
 	}
-	writeError(w, http.StatusBadRequest, code, strings.TrimPrefix(err.Error(), "tollgate: "))
+	h.logAt(r, slog.LevelError, "unexpected error", slog.String("op", op), slog.Any("error", err))
+	writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+}
+
+// inputCode returns the code of the Limiter's refusal of bad input (a
+// 400), and whether err is one.
+func inputCode(err error) (Code, bool) {
+	switch {
+	case errors.Is(err, tollgate.ErrInvalidKey):
+		return CodeInvalidKey, true
+	case errors.Is(err, tollgate.ErrInvalidCost):
+		return CodeInvalidCost, true
+	case errors.Is(err, tollgate.ErrInvalidLimit):
+		return CodeInvalidLimit, true
+	case errors.Is(err, tollgate.ErrCostExceedsLimit):
+		return CodeCostExceedsLimit, true
+	case errors.Is(err, tollgate.ErrInvalidRequestID):
+		return CodeInvalidRequestID, true
+	}
+	return "", false
 }
 
 func writeAPIError(w http.ResponseWriter, e *apiError) {

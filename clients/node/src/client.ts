@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
+import { batchBody, batchResults, type BatchCheck } from './batch.js';
 import {
   TollgateAuth,
   TollgateBadRequest,
@@ -188,7 +189,7 @@ export interface TollgateOptions {
 /** The default per-attempt timeout, in milliseconds. */
 export const DEFAULT_TIMEOUT_MS = 1000;
 
-type Op = 'consume' | 'peek' | 'refund' | 'reset';
+type Op = 'consume' | 'peek' | 'refund' | 'reset' | 'batch';
 
 /**
  * A client of the Tollgate HTTP API (`tollgate serve`).
@@ -287,16 +288,39 @@ export class Tollgate {
     await this.#call('reset', body, randomUUID(), req.signal, 2);
   }
 
+  /**
+   * Runs 1 to 100 consumes and peeks (`op: 'peek'`) in one request and
+   * returns each one's answer in order: a Result, or the TollgateError its
+   * own call would have thrown (a 5xx answer is an Uncounted `unreachable`
+   * result with `failureMode: 'open'`). Throws, with nothing recorded, when
+   * the service refuses the batch (one invalid check: TollgateBadRequest;
+   * one check outside the token's scope: TollgateAuth). Retried once like
+   * consume, each consume with its request id, so none counts twice.
+   */
+  async batch(checks: BatchCheck[], options: { signal?: AbortSignal } = {}): Promise<Array<Result | TollgateError>> {
+    const { body, limits } = batchBody(checks, checkKey, checkCost, target, limitOf, randomUUID);
+    const id = randomUUID();
+    let answer;
+    try {
+      answer = await this.#call('batch', body, id, options.signal, 2);
+    } catch (err) {
+      if (err instanceof TollgateUnavailable && this.failureMode === 'open' && !options.signal?.aborted) {
+        return limits.map((limit) => unreachable(limit, err.requestId ?? id, err));
+      }
+      throw err;
+    }
+    return batchResults(answer.json, limits, requestIdOf(answer.res, id), this.failureMode, {
+      counted: countedFrom, unreachable, errorOf: (status, json) => errorFrom('batch', status, json, requestIdOf(answer.res, id)),
+    });
+  }
+
   async #check(op: Op, body: object, id: string, signal: AbortSignal | undefined, limit: number | null): Promise<Result> {
     let answer;
     try {
       answer = await this.#call(op, body, id, signal, 2);
     } catch (err) {
       if (err instanceof TollgateUnavailable && this.failureMode === 'open' && !signal?.aborted) {
-        return {
-          allowed: true, limit, used: null, remaining: null, retryAfterMs: 0, resetAfterMs: null,
-          shadowDenied: false, degraded: 'unreachable', headers: {}, requestId: err.requestId ?? id, error: err,
-        };
+        return unreachable(limit, err.requestId ?? id, err);
       }
       throw err;
     }
@@ -344,7 +368,8 @@ export class Tollgate {
       }
       if (res.status === 200 || res.status === 429) {
         const json = parseJSON(text);
-        if (json === undefined || (op !== 'reset' && typeof json.allowed !== 'boolean')) {
+        const shape = op === 'batch' ? Array.isArray(json?.results) : op === 'reset' || typeof json?.allowed === 'boolean';
+        if (json === undefined || !shape) {
           throw new TollgateError(`tollgate ${op}: unexpected answer ${res.status}: ${text.slice(0, 200)}`,
             { status: res.status, requestId: id });
         }
@@ -362,24 +387,42 @@ export class Tollgate {
 
 /** The error a non-2xx, non-429 answer stands for. */
 function errorOf(op: Op, res: Response, text: string, id: string): TollgateError {
-  const json = parseJSON(text);
+  return errorFrom(op, res.status, parseJSON(text), requestIdOf(res, id));
+}
+
+/** The error an answer of status with the body json stands for. */
+function errorFrom(op: Op, status: number, json: Record<string, unknown> | undefined, requestId: string): TollgateError {
   const e = json?.error as { code?: unknown; message?: unknown } | undefined;
   const code = typeof e?.code === 'string' ? (e.code as ErrorCode) : undefined;
-  const message = `tollgate ${op}: ${res.status} ${code ?? ''}${typeof e?.message === 'string' ? ': ' + e.message : ''}`;
-  const details = { status: res.status, code, requestId: requestIdOf(res, id) };
-  if (res.status === 400) {
+  const message = `tollgate ${op}: ${status} ${code ?? ''}${typeof e?.message === 'string' ? ': ' + e.message : ''}`;
+  const details = { status, code, requestId };
+  if (status === 400) {
     return new TollgateBadRequest(message, details);
   }
-  if (res.status === 401 || res.status === 403) {
+  if (status === 401 || status === 403) {
     return new TollgateAuth(message, details);
   }
-  if (res.status >= 500) {
+  if (status >= 500) {
     return new TollgateUnavailable(message, details);
   }
   return new TollgateError(message, details);
 }
 
+/** The result of a request let through because the service could not answer. */
+function unreachable(limit: number | null, requestId: string, error: TollgateError): Uncounted {
+  return {
+    allowed: true, limit, used: null, remaining: null, retryAfterMs: 0, resetAfterMs: null,
+    shadowDenied: false, degraded: 'unreachable', headers: {}, requestId, error,
+  };
+}
+
 function counted(res: Response, json: Record<string, unknown>, id?: string): Counted {
+  return countedFrom(json, headersOf(res), res.headers.get('tollgate-degraded'), requestIdOf(res, id ?? ''));
+}
+
+/** A Counted of a result body, the headers it came with and its Tollgate-Degraded. */
+function countedFrom(json: Record<string, unknown>, headers: RateLimitHeaders, degraded: string | null | undefined,
+  requestId: string): Counted {
   return {
     allowed: json.allowed === true,
     limit: num(json.limit),
@@ -388,9 +431,9 @@ function counted(res: Response, json: Record<string, unknown>, id?: string): Cou
     retryAfterMs: num(json.retry_after_ms),
     resetAfterMs: num(json.reset_after_ms),
     shadowDenied: json.shadow_denied === true,
-    degraded: res.headers.get('tollgate-degraded') === 'local-fallback' ? 'local-fallback' : null,
-    headers: headersOf(res),
-    requestId: requestIdOf(res, id ?? ''),
+    degraded: degraded === 'local-fallback' ? 'local-fallback' : null,
+    headers,
+    requestId,
     ...(Array.isArray(json.limits) ? { limits: json.limits.map(limitResult) } : {}),
   };
 }

@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'unknown_policy'
   | 'cost_exceeds_limit'
   | 'invalid_request_id'
+  | 'too_many_checks'
   | 'unauthorized'
   | 'forbidden'
   | 'method_not_allowed'

@@ -22,6 +22,7 @@ export {
   type TollgateOptions,
   type Uncounted,
 } from './client.js';
+export { type BatchCheck } from './batch.js';
 export {
   TollgateAuth,
   TollgateBadRequest,
