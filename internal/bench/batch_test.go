@@ -176,15 +176,9 @@ func TestCompareHTTPBatches(t *testing.T) {
 		Entries:     []string{"http"},
 		Limit:       limit,
 		HTTPBatches: []int{3, 10},
-		HTTP: func(_ context.Context, batch int) (bench.Target, func() error, error) {
+		HTTP: func(ctx context.Context, batch int) (bench.Target, func() error, error) {
 			batches = append(batches, batch)
-			srv := httptest.NewServer(httpapi.New(lim, httpapi.Options{}))
-			h, err := bench.NewHTTP(srv.URL, limit, bench.HTTPOptions{Conns: 4, Batch: batch})
-			if err != nil {
-				srv.Close()
-				return nil, nil, err
-			}
-			return h, func() error { h.Close(); srv.Close(); return nil }, nil
+			return httpEntry(lim, limit)(ctx, batch)
 		},
 	}
 	rows, err := cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit})

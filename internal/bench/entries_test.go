@@ -107,16 +107,8 @@ func TestCompareEntriesMemory(t *testing.T) {
 		Config:  bench.Config{Keys: 20, Count: 500, Duration: 20 * time.Second, Concurrency: 4},
 		Entries: []string{"deny", "http"},
 		Limit:   limit,
-		HTTP: func(_ context.Context, batch int) (bench.Target, func() error, error) {
-			srv := httptest.NewServer(httpapi.New(lim, httpapi.Options{}))
-			h, err := bench.NewHTTP(srv.URL, limit, bench.HTTPOptions{Conns: 4, Batch: batch})
-			if err != nil {
-				srv.Close()
-				return nil, nil, err
-			}
-			return h, func() error { h.Close(); srv.Close(); return nil }, nil
-		},
-		Deny: denyLimiter(st),
+		HTTP:    httpEntry(lim, limit),
+		Deny:    denyLimiter(st),
 	}
 	rows, err := cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit})
 	if err != nil {
@@ -203,5 +195,19 @@ func TestCompareDenyShortWindow(t *testing.T) {
 		if row.Allowed > 0 == strings.Contains(row.Note, "every check denied") {
 			t.Errorf("%s: allowed %d, note %q", row.Name, row.Allowed, row.Note)
 		}
+	}
+}
+
+// httpEntry serves lim's HTTP API on loopback for a Comparison's http
+// entries, each with its batch size.
+func httpEntry(lim *tollgate.Limiter, limit tollgate.Limit) func(context.Context, int) (bench.Target, func() error, error) {
+	return func(_ context.Context, batch int) (bench.Target, func() error, error) {
+		srv := httptest.NewServer(httpapi.New(lim, httpapi.Options{}))
+		h, err := bench.NewHTTP(srv.URL, limit, bench.HTTPOptions{Conns: 4, Batch: batch})
+		if err != nil {
+			srv.Close()
+			return nil, nil, err
+		}
+		return h, func() error { h.Close(); srv.Close(); return nil }, nil
 	}
 }
