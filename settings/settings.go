@@ -65,6 +65,9 @@ type HTTP struct {
 	// connection at once; false serves HTTP/1.1 only there. Default true.
 	// With TLS, HTTP/2 is negotiated as usual.
 	H2C bool `flag:"http-h2c" usage:"also serve HTTP/2 without TLS (h2c, prior knowledge) beside HTTP/1.1"`
+	// MaxBatchChecks is the most checks of one POST /v1/batch; it must be
+	// positive. Default DefaultMaxBatchChecks.
+	MaxBatchChecks int `flag:"http-max-batch-checks" usage:"most checks of one POST /v1/batch request (more is 400 too_many_checks)"`
 }
 
 // GRPC is the Envoy rate limit service's listener and rules.
@@ -264,7 +267,9 @@ type Log struct {
 
 // Defaults of the settings whose zero value is not usable.
 const (
-	DefaultListen          = "127.0.0.1:8080"
+	DefaultListen = "127.0.0.1:8080"
+	// DefaultMaxBatchChecks is httpapi.DefaultMaxBatchChecks.
+	DefaultMaxBatchChecks  = 100
 	DefaultCheckTimeout    = 100 * time.Millisecond
 	DefaultReloadInterval  = 5 * time.Second
 	DefaultShutdownTimeout = 10 * time.Second
@@ -288,7 +293,7 @@ const (
 // flag, variable or file.
 func Default() Settings {
 	return Settings{
-		HTTP: HTTP{Listen: DefaultListen, InlineLimits: true, H2C: true},
+		HTTP: HTTP{Listen: DefaultListen, InlineLimits: true, H2C: true, MaxBatchChecks: DefaultMaxBatchChecks},
 		GRPC: GRPC{MaxRecvBytes: DefaultGRPCMaxRecvBytes, MaxConcurrentStreams: DefaultGRPCMaxConcurrentStreams,
 			KeepaliveMinTime: DefaultGRPCKeepaliveMinTime, MaxDescriptors: DefaultGRPCMaxDescriptors},
 		Check:  Check{Timeout: DefaultCheckTimeout, ReloadInterval: DefaultReloadInterval, ShutdownTimeout: DefaultShutdownTimeout},
@@ -370,6 +375,9 @@ func (h HTTP) validate() *Error {
 	}
 	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
 		return fieldError("listen", -1, "%s %q: want HOST:PORT", setting("listen"), h.Listen)
+	}
+	if h.MaxBatchChecks <= 0 {
+		return fieldError("http-max-batch-checks", -1, "%s %d: must be positive", setting("http-max-batch-checks"), h.MaxBatchChecks)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 func TestFields(t *testing.T) {
 	s := settings.Default()
 	want := []string{
-		"config", "listen", "api-token-file", "admin-token-file", "inline-limits", "http-h2c", "grpc-listen", "envoy-config",
+		"config", "listen", "api-token-file", "admin-token-file", "inline-limits", "http-h2c", "http-max-batch-checks", "grpc-listen", "envoy-config",
 		"grpc-max-recv-bytes", "grpc-max-concurrent-streams", "grpc-keepalive-min-time", "grpc-reflection", "grpc-max-descriptors",
 		"redis", "redis-cluster", "redis-username", "redis-password-file", "redis-address-map",
 		"redis-dial-timeout", "redis-conn-timeout", "redis-attempt-timeout", "redis-retries",
@@ -110,6 +110,7 @@ func TestValidate(t *testing.T) {
 		{func(s *settings.Settings) { s.GRPC.MaxDescriptors = 0 }, "grpc-max-descriptors", "--grpc-max-descriptors 0: must be positive"},
 		{func(s *settings.Settings) { s.GRPC.KeepaliveMinTime = 0 }, "grpc-keepalive-min-time", "must be positive"},
 		{func(s *settings.Settings) { s.Memory.MaxKeys = 0 }, "memory-max-keys", "--memory-max-keys 0: must be positive"},
+		{func(s *settings.Settings) { s.HTTP.MaxBatchChecks = 0 }, "http-max-batch-checks", "--http-max-batch-checks 0: must be positive"},
 		{func(s *settings.Settings) { s.Listen.CertFile = "c.pem" }, "tls-cert-file", "--tls-cert-file needs --tls-key-file"},
 		{func(s *settings.Settings) { s.Listen.ClientCAFile = "ca.pem" }, "tls-client-ca-file", "--tls-client-ca-file needs --tls-cert-file"},
 		{func(s *settings.Settings) { s.Listen.GRPCKeyFile = "k.pem" }, "grpc-tls-key-file", "--grpc-tls-key-file needs --grpc-tls-cert-file"},

@@ -151,6 +151,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (err error) {
 		ScopedAPITokens:   apiTokens,
 		ScopedAdminTokens: adminTokens,
 		PoliciesOnly:      !cfg.HTTP.InlineLimits,
+		MaxBatchChecks:    cfg.HTTP.MaxBatchChecks,
 		Observer:          m,
 		Metrics:           m.Handler(),
 		Fallback:          tollgate.New(fallback, tollgate.Options{}),
