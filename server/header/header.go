@@ -42,6 +42,14 @@ const (
 	RetryAfter      = "Retry-After"
 )
 
+// The fields' keys in an http.Header (Go's canonical form): set by key,
+// not by Header.Set, so that no answer pays to canonicalize them again.
+const (
+	keyRateLimit       = "Ratelimit"
+	keyRateLimitPolicy = "Ratelimit-Policy"
+	keyRetryAfter      = "Retry-After"
+)
+
 // Degraded is the header field that marks an answer given without the
 // store, by the HTTP API and the middleware; its values are
 // DegradedStoreUnavailable and DegradedLocalFallback.
@@ -69,7 +77,7 @@ const MaxInteger = 999_999_999_999_999
 func Set(h http.Header, name string, lim tollgate.Limit, res tollgate.Result, denied bool) {
 	retry := ceilSeconds(res.RetryAfter)
 	if denied {
-		h.Set(RetryAfter, strconv.FormatInt(retry, 10))
+		h[keyRetryAfter] = oneValue(strconv.FormatInt(retry, 10))
 	}
 	item, ok := sfString(name)
 	if !ok {
@@ -85,7 +93,7 @@ func Set(h http.Header, name string, lim tollgate.Limit, res tollgate.Result, de
 	default:
 		t = ceilSeconds(lim.Window)
 	}
-	h.Set(RateLimit, item+";r="+sfInt(res.Remaining)+";t="+sfInt(t))
+	h[keyRateLimit] = oneValue(item + ";r=" + sfInt(res.Remaining) + ";t=" + sfInt(t))
 }
 
 // SetAll sets the fields for d, the Decision of a policy called name over
@@ -97,7 +105,7 @@ func SetAll(h http.Header, name string, limits []tollgate.Limit, d tollgate.Deci
 		return
 	}
 	if denied {
-		h.Set(RetryAfter, strconv.FormatInt(ceilSeconds(d.RetryAfter), 10))
+		h[keyRetryAfter] = oneValue(strconv.FormatInt(ceilSeconds(d.RetryAfter), 10))
 	}
 	items, ok := limitItems(name, limits)
 	if !ok {
@@ -115,7 +123,7 @@ func SetAll(h http.Header, name string, limits []tollgate.Limit, d tollgate.Deci
 	default:
 		t = ceilSeconds(limits[i].Window)
 	}
-	h.Set(RateLimit, items[i]+";r="+sfInt(r.Remaining)+";t="+sfInt(t))
+	h[keyRateLimit] = oneValue(items[i] + ";r=" + sfInt(r.Remaining) + ";t=" + sfInt(t))
 }
 
 // SetPolicy sets only RateLimit-Policy, for an answer without a Result (for
@@ -161,7 +169,7 @@ func limitItems(name string, limits []tollgate.Limit) ([]string, bool) {
 
 // setPolicyItem sets RateLimit-Policy for the serialized name item.
 func setPolicyItem(h http.Header, item string, lim tollgate.Limit) {
-	h.Set(RateLimitPolicy, policyItem(item, lim))
+	h[keyRateLimitPolicy] = oneValue(policyItem(item, lim))
 }
 
 func setPolicyItems(h http.Header, items []string, limits []tollgate.Limit) {
@@ -169,7 +177,7 @@ func setPolicyItems(h http.Header, items []string, limits []tollgate.Limit) {
 	for i, item := range items {
 		v[i] = policyItem(item, limits[i])
 	}
-	h.Set(RateLimitPolicy, strings.Join(v, ", "))
+	h[keyRateLimitPolicy] = oneValue(strings.Join(v, ", "))
 }
 
 func policyItem(item string, lim tollgate.Limit) string {
@@ -236,3 +244,5 @@ func Ceil(d, unit time.Duration) int64 {
 
 // ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
 func ceilSeconds(d time.Duration) int64 { return Ceil(d, time.Second) }
+
+func oneValue(v string) []string { return []string{v} }

@@ -99,9 +99,8 @@ func decodeObject(raw json.RawMessage, v any, what string, fields ...string) *ap
 		}
 	}
 
-	strict := json.NewDecoder(bytes.NewReader(raw))
-	strict.DisallowUnknownFields()
-	err := strict.Decode(v)
+	// Every name is a field's, exactly: a plain decode is strict now.
+	err := json.Unmarshal(raw, v)
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case err == nil:
