@@ -213,6 +213,9 @@ local function sliding_log()
     end
     local top = redis.call('ZRANGE', L.log, -1, -1, 'WITHSCORES')
     L.newest = tonumber(top[2])
+    -- An empty log holds nothing, whatever the total said (a log that
+    -- expired by its TTL before the hash did).
+    if not L.newest then L.total = 0 end
   end
 
   -- Returns the state's remaining life in µs, or 0 once it is empty.
