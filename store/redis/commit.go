@@ -64,8 +64,8 @@ type commits struct {
 // commit runs algorithm a's script on the master of slot sl in the next
 // batch of its committer, and returns when WAIT acknowledged it.
 func (s *Store) commit(ctx context.Context, sl uint16, keys, args []string) ([]int64, error) {
-	if s.now().UnixNano() < s.dialOff[sl].Load() {
-		return nil, fmt.Errorf("%w: its master refused a connection just now", ErrCircuitOpen)
+	if err := s.dialsOff(sl); err != nil {
+		return nil, err
 	}
 	addr, err := s.ownerOf(ctx, sl)
 	if err != nil {

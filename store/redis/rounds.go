@@ -102,6 +102,13 @@ func (s *Store) catchUp(ctx context.Context) {
 		wait, cancel = context.WithDeadline(ctx, dl.Add(-time.Until(dl)/2))
 		defer cancel()
 	}
+	s.locateUntil(wait, lost)
+}
+
+// locateUntil runs a round of questions (locate, paced) in the background
+// and waits for it until ctx ends, not longer: a round that asks and
+// rebuilds may take longer than a call may.
+func (s *Store) locateUntil(ctx context.Context, lost string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -109,7 +116,7 @@ func (s *Store) catchUp(ctx context.Context) {
 	}()
 	select {
 	case <-done:
-	case <-wait.Done():
+	case <-ctx.Done():
 	}
 }
 
@@ -128,19 +135,9 @@ func (s *Store) locateSoon(lost string) {
 // relocate, after a failed attempt that is retried, runs a round of
 // questions when the attempt did not reach its node, so that the retry
 // goes to the rebuilt client if the slot moved. The caller waits for the
-// round until its deadline, not longer: a round that asks and rebuilds
-// may take longer than a call may.
+// round until its deadline.
 func (s *Store) relocate(ctx context.Context, err error) {
-	if !lostNode(err) {
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.locate(context.WithoutCancel(ctx), refusedAddr(err), true)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if lostNode(err) {
+		s.locateUntil(ctx, refusedAddr(err))
 	}
 }

@@ -34,8 +34,8 @@ var ErrNotReplicated = errors.New("redis: the write reached fewer replicas than 
 // each: after a connection error, the calls of all that master's slots
 // fail fast for dialBackoff.
 func (s *Store) execAndWait(ctx context.Context, sl uint16, keys, args []string) ([]int64, error) {
-	if s.now().UnixNano() < s.dialOff[sl].Load() {
-		return nil, fmt.Errorf("%w: its master refused a connection just now", ErrCircuitOpen)
+	if err := s.dialsOff(sl); err != nil {
+		return nil, err
 	}
 	select {
 	case s.waiting <- struct{}{}:
@@ -84,6 +84,15 @@ func (s *Store) execAndWait(ctx context.Context, sl uint16, keys, args []string)
 		go s.backOffDials(sl)
 	}
 	return reply, err
+}
+
+// dialsOff returns ErrCircuitOpen while the calls of sl's master fail fast
+// (backOffDials), nil otherwise.
+func (s *Store) dialsOff(sl uint16) error {
+	if s.now().UnixNano() < s.dialOff[sl].Load() {
+		return fmt.Errorf("%w: its master refused a connection just now", ErrCircuitOpen)
+	}
+	return nil
 }
 
 // backOffDials makes the calls of all the slots of sl's master fail fast
