@@ -22,11 +22,7 @@ type Server struct {
 // (default DefaultStandaloneHost), with the same port, directory and binary
 // options as Start, and returns once it serves. Cluster options are ignored.
 func StartStandalone(ctx context.Context, opt Options) (*Server, error) {
-	o, err := opt.normalize(true)
-	if err != nil {
-		return nil, err
-	}
-	bin, dir, owned, err := prepare(o)
+	o, bin, dir, owned, err := prepare(opt, true)
 	if err != nil {
 		return nil, err
 	}

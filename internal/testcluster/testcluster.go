@@ -189,18 +189,20 @@ func (o Options) normalize(standalone bool) (Options, error) {
 	return o, nil
 }
 
-// prepare resolves the binary and the directory shared by Start and
-// StartStandalone.
-func prepare(o Options) (bin, dir string, owned bool, err error) {
-	bin, err = exec.LookPath(o.RedisServer)
-	if err != nil {
-		return "", "", false, fmt.Errorf("%w: %w", ErrNoServer, err)
+// prepare normalizes opt and resolves the binary and the directory, for
+// Start and StartStandalone.
+func prepare(opt Options, standalone bool) (o Options, bin, dir string, owned bool, err error) {
+	if o, err = opt.normalize(standalone); err != nil {
+		return o, "", "", false, err
+	}
+	if bin, err = exec.LookPath(o.RedisServer); err != nil {
+		return o, "", "", false, fmt.Errorf("%w: %w", ErrNoServer, err)
 	}
 	if o.Dir != "" {
-		return bin, o.Dir, false, os.MkdirAll(o.Dir, 0o755)
+		return o, bin, o.Dir, false, os.MkdirAll(o.Dir, 0o755)
 	}
 	dir, err = os.MkdirTemp("", "testcluster-")
-	return bin, dir, true, err
+	return o, bin, dir, true, err
 }
 
 // launch starts one node per host, all on one port, and waits until each
@@ -297,11 +299,7 @@ type Cluster struct {
 // deadline Start gives up after DefaultTimeout. Cancelling ctx after Start
 // returns does not affect the cluster: call Stop.
 func Start(ctx context.Context, opt Options) (*Cluster, error) {
-	o, err := opt.normalize(false)
-	if err != nil {
-		return nil, err
-	}
-	bin, dir, owned, err := prepare(o)
+	o, bin, dir, owned, err := prepare(opt, false)
 	if err != nil {
 		return nil, err
 	}
