@@ -32,11 +32,11 @@
 -- after writing: a log lives until its newest entry leaves the window, the
 -- hash as long as its longest-lived limit and at least as long as its logs,
 -- the ids for the dedupe window. A TTL only grows, and when it must, it
--- gets an eighth more than needed, at most a second (see keep), so that
--- most writes of a busy key read TTLs instead of writing them; idle state
--- may so outlive its window by up to a second. Each limit's state is also
--- judged by time alone, so
--- a field that outlives its TTL-less key never counts. Mirrors store/memory
+-- gets headroom, at most a second (see keep), so that most writes of a
+-- busy key read TTLs instead of writing them and callers whose clocks lag
+-- still find it; idle state may so outlive its window by up to a second.
+-- Each limit's state is also judged by time alone, so a field that
+-- outlives its TTL-less key never counts. Mirrors store/memory
 -- step for step, floats in the same order, so both stores agree to the
 -- bit. Numbers go to redis.call as Lua numbers, which Redis formats with
 -- %.17g (exact for integers below 2^53: times, costs, totals, TTLs);
@@ -55,15 +55,20 @@ local function d(x) return string.format('%d', x) end
 
 -- keep makes key live at least life µs more (as a TTL rounded up to the
 -- millisecond, plus one). A TTL only grows, and one that must grow gets an
--- eighth more than needed, at most a second, so that the next writes of a
--- busy key only read it (PTTL) instead of writing it, which its replicas
--- would repeat; a long window's state still goes a second after it ends.
--- Returns the life the key now has, µs.
+-- eighth more than needed, at least an eighth of the longest window
+-- (headroom, set once the limits are known), at most a second. So the next
+-- writes of a busy key only read it (PTTL) instead of writing it, which its
+-- replicas would repeat; and a caller whose clock is behind the writer's
+-- by less than the headroom still finds the state the writer kept, even
+-- where the writer's clock gave it microseconds to live. A long window's
+-- state still goes a second after it ends. Returns the life the key now
+-- has, µs.
+local headroom
 local function keep(key, life)
   local need = math.ceil(life / 1000) + 1
   local ttl = redis.call('PTTL', key)
   if ttl < need then
-    ttl = need + math.min(math.floor(need / 8), 1000)
+    ttl = need + math.min(math.max(math.floor(need / 8), headroom), 1000)
     redis.call('PEXPIRE', key, ttl)
   end
   return (ttl - 1) * 1000
@@ -87,7 +92,7 @@ local walk = true -- log_view walks a log for the retry time of a deny
 -- Load every limit's fields with one HMGET: L.f[j] names field j of
 -- limit L, L.v[j] holds its value (nil when missing).
 local fields = {l = 'tsn', w = 'scp', g = 'lt'} -- one letter a field
-local lims, names = {}, {}
+local lims, names, longest = {}, {}, 0
 for i = 1, n do
   local a = ARGV[5 + 3 * i]
   a = (a == '0' and 'l') or (a == '1' and 'w') or 'g'
@@ -99,7 +104,9 @@ for i = 1, n do
     names[#names + 1] = L.f[j]
   end
   lims[i] = L
+  longest = math.max(longest, L.window)
 end
+headroom = math.floor(longest / 8000)
 local vals = redis.call('HMGET', KEYS[1], unpack(names))
 local off = 0
 for _, L in ipairs(lims) do
@@ -140,6 +147,16 @@ local function sliding_log()
           end
         end
         from = from + 32
+      end
+      if retry == 0 and freed < used then
+        -- The log ran out first: it holds only freed units in the window,
+        -- and the rest of its total went with entries that were lost
+        -- (evicted, or expired for a caller whose clock is behind their
+        -- writer's by more than keep's headroom). Count what it holds, so
+        -- that lost units never deny, nor advise a wait of nothing; the
+        -- next write stores the mended total.
+        L.total = L.total - (used - freed)
+        return log_view(L)
       end
     end
     if used > 0 then reset = L.newest + L.window - now end
