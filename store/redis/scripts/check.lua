@@ -38,9 +38,11 @@
 -- Each limit's state is also judged by time alone, so a field that
 -- outlives its TTL-less key never counts. Mirrors store/memory
 -- step for step, floats in the same order, so both stores agree to the
--- bit. Numbers go to redis.call as Lua numbers, which Redis formats with
--- %.17g (exact for integers below 2^53: times, costs, totals, TTLs);
--- members are built with %d, since Lua's own formatting keeps 14 digits.
+-- bit. Integers (times, costs, totals, TTLs, all below 2^53) go to
+-- redis.call as strings made with %d (d): Redis 7.0 formats a Lua number
+-- with snprintf's %.17g, whose multi-precision path cost about a tenth of
+-- the script's instructions, and Lua's own formatting keeps 14 digits.
+-- GCRA's level, a fraction, goes as a number: %.17g round-trips it.
 
 local op, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -69,7 +71,7 @@ local function keep(key, life)
   local ttl = redis.call('PTTL', key)
   if ttl < need then
     ttl = need + math.min(math.max(math.floor(need / 8), headroom), 1000)
-    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', key, d(ttl))
   end
   return (ttl - 1) * 1000
 end
@@ -124,7 +126,7 @@ local function sliding_log()
       -- Every entry is at most newest: all have left the window.
       L.gone, L.all = L.total, true
     else
-      L.expired = redis.call('ZRANGEBYSCORE', L.log, '-inf', L.cutoff)
+      L.expired = redis.call('ZRANGEBYSCORE', L.log, '-inf', d(L.cutoff))
       for _, m in ipairs(L.expired) do L.gone = L.gone + cost_of(m) end
     end
   end
@@ -137,7 +139,7 @@ local function sliding_log()
       -- enough for check to fit.
       local need, freed, from = used + check - L.units, 0, 0
       while retry == 0 do
-        local page = redis.call('ZRANGEBYSCORE', L.log, '(' .. d(L.cutoff), '+inf', 'WITHSCORES', 'LIMIT', from, 32)
+        local page = redis.call('ZRANGEBYSCORE', L.log, '(' .. d(L.cutoff), '+inf', 'WITHSCORES', 'LIMIT', d(from), '32')
         if #page == 0 then break end
         for i = 1, #page, 2 do
           freed = freed + cost_of(page[i])
@@ -168,7 +170,7 @@ local function sliding_log()
       redis.call('DEL', L.log) -- also a log left without its total
       L.total, L.newest = 0, nil
     elseif L.expired and #L.expired > 0 then
-      redis.call('ZREMRANGEBYSCORE', L.log, '-inf', L.cutoff)
+      redis.call('ZREMRANGEBYSCORE', L.log, '-inf', d(L.cutoff))
       L.total = L.total - L.gone
     end
     L.gone, L.expired, L.all = 0, nil, false
@@ -176,7 +178,7 @@ local function sliding_log()
 
   local function log_add(L, at, c)
     L.seq = L.seq + 1
-    redis.call('ZADD', L.log, at, string.format('%d:%d', c, L.seq))
+    redis.call('ZADD', L.log, d(at), string.format('%d:%d', c, L.seq))
   end
 
   local function log_consume(L)
@@ -190,11 +192,11 @@ local function sliding_log()
     else
       -- Coalesce within slots of ceil(window / (bound - 1)) µs.
       local slot = math.floor((L.window + bound - 2) / (bound - 1))
-      local top = redis.call('ZRANGE', L.log, -1, -1, 'WITHSCORES')
+      local top = redis.call('ZRANGE', L.log, '-1', '-1', 'WITHSCORES')
       local tat = tonumber(top[2])
       local done = false
       if math.floor(tat / slot) ~= math.floor(now / slot) then
-        local all = redis.call('ZRANGE', L.log, 0, -1, 'WITHSCORES')
+        local all = redis.call('ZRANGE', L.log, '0', '-1', 'WITHSCORES')
         for i = #all - 3, 1, -2 do
           local at1, at2 = tonumber(all[i + 1]), tonumber(all[i + 3])
           if math.floor(at1 / slot) == math.floor(at2 / slot) then
@@ -228,7 +230,7 @@ local function sliding_log()
         L.total, r = L.total - c, r - c
       end
     end
-    local top = redis.call('ZRANGE', L.log, -1, -1, 'WITHSCORES')
+    local top = redis.call('ZRANGE', L.log, '-1', '-1', 'WITHSCORES')
     L.newest = tonumber(top[2])
     -- An empty log holds nothing, whatever the total said (a log that
     -- expired by its TTL before the hash did).
@@ -242,7 +244,7 @@ local function sliding_log()
       redis.call('HDEL', KEYS[1], L.f[1], L.f[2], L.f[3])
       return 0
     end
-    redis.call('HSET', KEYS[1], L.f[1], L.total, L.f[2], L.seq, L.f[3], L.newest)
+    redis.call('HSET', KEYS[1], L.f[1], d(L.total), L.f[2], d(L.seq), L.f[3], d(L.newest))
     -- The hash outlives the log: it gets at least the log's life.
     return keep(L.log, L.newest + L.window - now)
   end
@@ -308,7 +310,7 @@ local function sliding_window()
       redis.call('HDEL', KEYS[1], L.f[1], L.f[2], L.f[3])
       return 0
     end
-    redis.call('HSET', KEYS[1], L.f[1], L.start, L.f[2], L.curr, L.f[3], L.prev)
+    redis.call('HSET', KEYS[1], L.f[1], d(L.start), L.f[2], d(L.curr), L.f[3], d(L.prev))
     return idle - now
   end
   return {load = window_load, view = window_view, consume = window_consume, refund = window_refund, write = window_write}
@@ -346,7 +348,7 @@ local function gcra()
       redis.call('HDEL', KEYS[1], L.f[1], L.f[2])
       return 0
     end
-    redis.call('HSET', KEYS[1], L.f[1], L.level, L.f[2], L.at) -- %.17g: round-trips
+    redis.call('HSET', KEYS[1], L.f[1], L.level, L.f[2], d(L.at)) -- the level as %.17g: round-trips
     return L.at + drain_time(L.level, L.units, L.window) - now
   end
   return {load = gcra_load, view = gcra_view, consume = gcra_consume, refund = gcra_refund, write = gcra_write}
@@ -382,8 +384,8 @@ if member then
   if reply[1] == 1 then
     -- Record the id before any write; one already there within the
     -- dedupe window makes this a repeat, answered as a peek.
-    if redis.call('ZADD', KEYS[2], 'NX', now, member) == 0 then
-      if seen() then repeated = true else redis.call('ZADD', KEYS[2], now, member) end
+    if redis.call('ZADD', KEYS[2], 'NX', d(now), member) == 0 then
+      if seen() then repeated = true else redis.call('ZADD', KEYS[2], d(now), member) end
     end
   else
     repeated = seen()
@@ -410,8 +412,8 @@ if step then
   if step == 'refund' then
     redis.call('DEL', KEYS[2]) -- a refund ends deduplication
   elseif member then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - dedupe)
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(maxids + 1))
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', d(now - dedupe))
+    redis.call('ZREMRANGEBYRANK', KEYS[2], '0', d(-(maxids + 1)))
     keep(KEYS[2], dedupe)
   end
   -- The states as written; an allowed consume's answer advises no wait,
