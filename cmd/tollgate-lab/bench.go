@@ -73,6 +73,9 @@ type benchConfig struct {
 	// looks in PATH).
 	Compare        []string
 	RedisBenchmark string
+	// Rounds runs the comparison's rows in turn this many times
+	// (bench.Comparison.Rounds); 0 means once.
+	Rounds int
 
 	// JSON prints the report as JSON; Progress shows progress bars on
 	// stderr.
@@ -193,6 +196,7 @@ only what its command line names.`,
 	f.StringSliceVar(&cfg.Compare, "compare", nil, "also run, as ratios to Tollgate: alone, the seed's pattern, go-redis/redis_rate and redis-benchmark on the same Redis; "+
 		"=`LIST` of floor, http, seed, redis_rate, redis-benchmark, deny, baselines, latency, all")
 	f.Lookup("compare").NoOptDefVal = bench.GroupBaselines
+	f.IntVar(&cfg.Rounds, "rounds", 1, "with --compare, run the rows in turn `N` times, each for --duration/N (and --count/N), and merge each row's rounds, so that a slow spell of a shared machine falls on every row alike")
 	f.StringVar(&cfg.RedisBenchmark, "redis-benchmark", "", "redis-benchmark `binary` for --compare (default: from PATH; skipped when missing)")
 	f.BoolVar(&cfg.Load.KeepKeys, "keep-keys", false, "leave the keys' state in the store (by default the library, HTTP and baseline runs reset their keys)")
 	f.BoolVar(&cfg.JSON, "json", false, "print the report as one JSON object")
@@ -263,6 +267,10 @@ func (c benchConfig) validate() (tollgate.Limit, bench.Cost, error) {
 		return limit, cost, fmt.Errorf("--check-timeout %s: must be positive", l.CheckTimeout)
 	case l.Rate < 0 || l.Rate > bench.MaxRate || math.IsNaN(l.Rate):
 		return limit, cost, fmt.Errorf("--rate %v: want 0 (closed loop) to %d", l.Rate, int(bench.MaxRate))
+	case c.Rounds < 0 || c.Rounds > bench.MaxRounds:
+		return limit, cost, fmt.Errorf("--rounds %d: want 1 to %d", c.Rounds, bench.MaxRounds)
+	case c.Rounds > 1 && len(c.Compare) == 0:
+		return limit, cost, errors.New("--rounds needs --compare: it interleaves a comparison's rows")
 	}
 	if c.PrintEnvoyConfig {
 		return limit, cost, nil
@@ -375,7 +383,10 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		cmp := bench.Comparison{Config: load, Entries: entries, Limit: limit, RedisBenchmark: cfg.RedisBenchmark,
+		if cfg.Rounds > 1 {
+			report.Setup.Rounds = cfg.Rounds
+		}
+		cmp := bench.Comparison{Config: load, Entries: entries, Limit: limit, RedisBenchmark: cfg.RedisBenchmark, Rounds: cfg.Rounds,
 			HTTP: func(ctx context.Context, batch int) (bench.Target, func() error, error) {
 				return startBenchService(ctx, store, limit, load.Concurrency, batch)
 			},

@@ -40,12 +40,13 @@ const (
 	ProgressInterval = 100 * time.Millisecond
 )
 
-// Bounds of Config fields.
+// Bounds of Config fields, and of Comparison.Rounds.
 const (
 	MaxKeys        = 10_000_000
 	MaxConcurrency = 10_000
 	MaxDuration    = 24 * time.Hour
 	MaxRate        = 10_000_000 // checks/s
+	MaxRounds      = 100        // Comparison.Rounds
 )
 
 // A Target answers checks. Implementations must be safe for concurrent use.
@@ -374,6 +375,7 @@ func Run(ctx context.Context, name string, t Target, cfg Config) (Row, error) {
 		row.ServerCPU = srv / time.Duration(row.Checks)
 	}
 	row.P50, row.P90, row.P99, row.P999 = hist.Quantile(0.50), hist.Quantile(0.90), hist.Quantile(0.99), hist.Quantile(0.999)
+	row.hist = &hist
 	switch {
 	case ctx.Err() != nil:
 		row.StoppedBy = StoppedByInterrupt

@@ -164,6 +164,12 @@ type Comparison struct {
 	// CeilingTimeout bounds each redis-benchmark run; 0 means four times
 	// Tollgate's run, at least 30 s.
 	CeilingTimeout time.Duration
+	// Rounds, when above 1, runs the rows in turn that many times, each
+	// for Config.Duration/Rounds (and Config.Count/Rounds checks), and
+	// merges each row's rounds into one (mergeRounds): a slow spell of a
+	// shared machine then falls on every row alike, not on whichever row
+	// ran during it. 0 or 1 means one round.
+	Rounds int
 	// Status, when not nil, is told when each row starts (for a message
 	// where Progress cannot show one, as for redis-benchmark).
 	Status func(name string)
@@ -196,6 +202,34 @@ func (c Comparison) Run(ctx context.Context, tollgateTarget Target) ([]Row, erro
 	if entries, err = ParseEntries(entries); err != nil {
 		return nil, err
 	}
+	if c.Rounds < 0 || c.Rounds > MaxRounds {
+		return nil, fmt.Errorf("bench: rounds %d out of range [0, %d]", c.Rounds, MaxRounds)
+	}
+	rounds := max(c.Rounds, 1)
+	if rounds > 1 {
+		cfg.Duration /= time.Duration(rounds)
+		if cfg.Count > 0 {
+			cfg.Count = max(cfg.Count/int64(rounds), 1)
+		}
+	}
+	var all [][]Row
+	for range rounds {
+		rows, err := c.round(ctx, cfg, entries, tollgateTarget, status)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, rows)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	r := Report{Rows: mergeRounds(all)}
+	r.ComputeRatios()
+	return r.Rows, nil
+}
+
+// round runs Tollgate's row and then each entry's, once, with cfg's load.
+func (c Comparison) round(ctx context.Context, cfg Config, entries []string, tollgateTarget Target, status func(string)) ([]Row, error) {
 	freshPrefix := func(name string) string { return c.Config.KeyPrefix + name + "-" + runID() + "-" }
 	run := func(name string, t Target) (Row, error) {
 		status(name)
@@ -310,9 +344,7 @@ func (c Comparison) Run(ctx context.Context, tollgateTarget Target) ([]Row, erro
 			return nil, err
 		}
 	}
-	r := Report{Rows: rows}
-	r.ComputeRatios()
-	return r.Rows, nil
+	return rows, nil
 }
 
 // runCeiling runs redis-benchmark pipelined depth deep with Tollgate's

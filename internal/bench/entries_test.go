@@ -129,6 +129,42 @@ func TestCompareEntriesMemory(t *testing.T) {
 	}
 }
 
+// Rounds: the rows run in turn, each round a share of the count, and each
+// row's rounds add up to one row; a bound out of range is an error.
+func TestCompareRounds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	st := memory.New(memory.Options{})
+	defer st.Close()
+	lim := tollgate.New(st, tollgate.Options{})
+	limit := tollgate.Limit{Units: 1_000_000, Window: time.Hour}
+	cmp := bench.Comparison{
+		Config:  bench.Config{Keys: 20, Count: 600, Duration: 20 * time.Second, Concurrency: 4},
+		Entries: []string{"deny", "http"},
+		Limit:   limit,
+		HTTP:    httpEntry(lim, limit),
+		Deny:    denyLimiter(st),
+		Rounds:  3,
+	}
+	var started []string
+	cmp.Status = func(name string) { started = append(started, name) }
+	rows, err := cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEntryRows(t, rows, 600)
+	round := []string{bench.NameTollgate, bench.NameHTTP, bench.NameDenyStore, bench.NameDenyCached}
+	if want := slices.Concat(round, round, round); !slices.Equal(started, want) {
+		t.Errorf("rows started %v, want %v", started, want)
+	}
+	for _, n := range []int{-1, bench.MaxRounds + 1} {
+		cmp.Rounds = n
+		if _, err := cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit}); err == nil {
+			t.Errorf("rounds %d: want an error", n)
+		}
+	}
+}
+
 // The deny entry on a real Cluster, with a variable cost: keys are filled
 // to the largest cost, every check is denied, and nothing is left behind.
 func TestCompareDenyCluster(t *testing.T) {

@@ -58,6 +58,9 @@ type Row struct {
 	Skipped string
 	// Note is a remark on the row (keys not reset, …).
 	Note string
+	// hist holds the latencies the quantiles come from, for merging the
+	// rounds of a row (mergeRounds); nil for External rows.
+	hist *Histogram
 }
 
 // Setup describes what a Report ran.
@@ -82,6 +85,9 @@ type Setup struct {
 	// MaxChecks (0: none) and MaxDuration are the run's bounds.
 	MaxChecks   int64
 	MaxDuration time.Duration
+	// Rounds, above 1, is how many times a comparison ran its rows in
+	// turn, each round for a share of the bounds (Comparison.Rounds).
+	Rounds int
 }
 
 // Report is the result of `tollgate-lab bench`: one Row per run, Tollgate's
@@ -153,10 +159,14 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, ", cost %s, %d keys, %d callers, ", s.Cost, s.Keys, s.Concurrency)
 	}
 	if s.MaxChecks > 0 {
-		fmt.Fprintf(&b, "at most %s checks or %s\n\n", group(s.MaxChecks), shortDuration(s.MaxDuration))
+		fmt.Fprintf(&b, "at most %s checks or %s", group(s.MaxChecks), shortDuration(s.MaxDuration))
 	} else {
-		fmt.Fprintf(&b, "for %s\n\n", shortDuration(s.MaxDuration))
+		fmt.Fprintf(&b, "for %s", shortDuration(s.MaxDuration))
 	}
+	if s.Rounds > 1 {
+		fmt.Fprintf(&b, " a row, in %d rounds run in turn", s.Rounds)
+	}
+	b.WriteString("\n\n")
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	compare := len(r.Rows) > 1
@@ -384,6 +394,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Rate        float64  `json:"rate,omitempty"`
 		MaxChecks   int64    `json:"max_checks"`
 		MaxDuration float64  `json:"max_duration_sec"`
+		Rounds      int      `json:"rounds,omitempty"`
 	}
 	s := r.Setup
 	window := ""
@@ -396,7 +407,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Compare []rowJSON `json:"compare,omitempty"`
 	}{
 		setupJSON: setupJSON{s.Target, s.Store, s.Addr, s.Units, window, s.Algorithm, nil, s.Cost,
-			s.Keys, s.Concurrency, s.Rate, s.MaxChecks, s.MaxDuration.Seconds()},
+			s.Keys, s.Concurrency, s.Rate, s.MaxChecks, s.MaxDuration.Seconds(), s.Rounds},
 	}
 	for _, l := range s.Limits {
 		out.Limits = append(out.Limits, l.String())
