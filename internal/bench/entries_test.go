@@ -94,23 +94,30 @@ func checkEntryRows(t *testing.T, rows []bench.Row, checks int64) {
 	}
 }
 
-// The http and deny entries on the memory store: the service's handler on
-// loopback, and the over-limit cache over the store.
-func TestCompareEntriesMemory(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
+// memoryEntries returns a Comparison of the http and deny entries on a
+// memory store, count checks a row, and Tollgate's Target on that store.
+func memoryEntries(t *testing.T, count int64) (bench.Comparison, bench.Library) {
 	st := memory.New(memory.Options{})
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	lim := tollgate.New(st, tollgate.Options{})
 	limit := tollgate.Limit{Units: 1_000_000, Window: time.Hour}
 	cmp := bench.Comparison{
-		Config:  bench.Config{Keys: 20, Count: 500, Duration: 20 * time.Second, Concurrency: 4},
+		Config:  bench.Config{Keys: 20, Count: count, Duration: 20 * time.Second, Concurrency: 4},
 		Entries: []string{"deny", "http"},
 		Limit:   limit,
 		HTTP:    httpEntry(lim, limit),
 		Deny:    denyLimiter(st),
 	}
-	rows, err := cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit})
+	return cmp, bench.Library{Limiter: lim, Limit: limit}
+}
+
+// The http and deny entries on the memory store: the service's handler on
+// loopback, and the over-limit cache over the store.
+func TestCompareEntriesMemory(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmp, tg := memoryEntries(t, 500)
+	rows, err := cmp.Run(ctx, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +125,7 @@ func TestCompareEntriesMemory(t *testing.T) {
 
 	// Without the functions the rows are skipped, with the reason.
 	cmp.HTTP, cmp.Deny = nil, nil
-	rows, err = cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit})
+	rows, err = cmp.Run(ctx, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,21 +141,11 @@ func TestCompareEntriesMemory(t *testing.T) {
 func TestCompareRounds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	st := memory.New(memory.Options{})
-	defer st.Close()
-	lim := tollgate.New(st, tollgate.Options{})
-	limit := tollgate.Limit{Units: 1_000_000, Window: time.Hour}
-	cmp := bench.Comparison{
-		Config:  bench.Config{Keys: 20, Count: 600, Duration: 20 * time.Second, Concurrency: 4},
-		Entries: []string{"deny", "http"},
-		Limit:   limit,
-		HTTP:    httpEntry(lim, limit),
-		Deny:    denyLimiter(st),
-		Rounds:  3,
-	}
+	cmp, tg := memoryEntries(t, 600)
+	cmp.Rounds = 3
 	var started []string
 	cmp.Status = func(name string) { started = append(started, name) }
-	rows, err := cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit})
+	rows, err := cmp.Run(ctx, tg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +156,7 @@ func TestCompareRounds(t *testing.T) {
 	}
 	for _, n := range []int{-1, bench.MaxRounds + 1} {
 		cmp.Rounds = n
-		if _, err := cmp.Run(ctx, bench.Library{Limiter: lim, Limit: limit}); err == nil {
+		if _, err := cmp.Run(ctx, tg); err == nil {
 			t.Errorf("rounds %d: want an error", n)
 		}
 	}

@@ -10,6 +10,24 @@ import (
 	"github.com/tollgate/tollgate/store/redis"
 )
 
+// loseLog consumes 4 of a fresh key's 10 an hour, then deletes the key's
+// sliding log and leaves its hash, which still counts the 4.
+func loseLog(ctx context.Context, t *testing.T) (lim *tollgate.Limiter, key string, limit tollgate.Limit) {
+	t.Helper()
+	st := open(t, redis.Options{Addrs: []string{standalone.Addr}})
+	lim = tollgate.New(st, tollgate.Options{})
+	limit = tollgate.Limit{Units: 10, Window: time.Hour}
+	key = t.Name() + time.Now().String()
+	if _, err := lim.Consume(ctx, key, 4, limit); err != nil {
+		t.Fatal(err)
+	}
+	keys := st.Keys(tollgate.StoreKey("", key), limit)
+	if n, err := standalone.Do(ctx, "DEL", keys[len(keys)-1]); err != nil || n.(int64) != 1 {
+		t.Fatalf("DEL the log: %v %v", n, err)
+	}
+	return lim, key, limit
+}
+
 // A sliding log that is gone while its hash still holds a total (its TTL
 // ran out first, as after a failover to a node whose clock is ahead) holds
 // nothing: a refund then answers, and the key is empty, instead of the
@@ -17,18 +35,7 @@ import (
 func TestRefundAfterLogLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	st := open(t, redis.Options{Addrs: []string{standalone.Addr}})
-	lim := tollgate.New(st, tollgate.Options{})
-	limit := tollgate.Limit{Units: 10, Window: time.Hour}
-	key := t.Name() + time.Now().String()
-	if _, err := lim.Consume(ctx, key, 4, limit); err != nil {
-		t.Fatal(err)
-	}
-	keys := st.Keys(tollgate.StoreKey("", key), limit)
-	log := keys[len(keys)-1]
-	if n, err := standalone.Do(ctx, "DEL", log); err != nil || n.(int64) != 1 {
-		t.Fatalf("DEL %s: %v %v", log, n, err)
-	}
+	lim, key, limit := loseLog(ctx, t)
 	if _, err := lim.Refund(ctx, key, 1, limit); err != nil {
 		t.Fatalf("refund with the log gone: %v", err)
 	}
@@ -41,23 +48,13 @@ func TestRefundAfterLogLost(t *testing.T) {
 // A sliding log that is gone while its hash still counts it (evicted under
 // maxmemory, which picks keys one by one, or expired for a caller whose
 // clock is behind the writer's by more than the TTL's headroom) counts
-// nothing: its units are not counted for good, which would deny the key
-// part of its limit for as long as it stays busy, each deny advising a
-// wait of 1 µs.
+// only what it holds once its total would deny: the lost units must not be
+// counted for good, which would deny the key part of its limit for as
+// long as it stays busy, each deny advising a wait of 1 µs.
 func TestLogLostWhileCounted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	st := open(t, redis.Options{Addrs: []string{standalone.Addr}})
-	lim := tollgate.New(st, tollgate.Options{})
-	limit := tollgate.Limit{Units: 10, Window: time.Hour}
-	key := t.Name() + time.Now().String()
-	if _, err := lim.Consume(ctx, key, 4, limit); err != nil {
-		t.Fatal(err)
-	}
-	keys := st.Keys(tollgate.StoreKey("", key), limit)
-	if n, err := standalone.Do(ctx, "DEL", keys[len(keys)-1]); err != nil || n.(int64) != 1 {
-		t.Fatalf("DEL the log: %v %v", n, err)
-	}
+	lim, key, limit := loseLog(ctx, t)
 	if r, err := lim.Consume(ctx, key, 10, limit); err != nil || !r.Allowed || r.Used != 10 {
 		t.Fatalf("consume 10 with the log gone: %+v, %v; want allowed, used 10", r, err)
 	}
