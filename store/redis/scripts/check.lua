@@ -95,7 +95,7 @@ local walk = true -- log_view walks a log for the retry time of a deny
 -- for GCRA) name limit L's fields, L.v1, L.v2 and L.v3 hold their values
 -- (nil when missing). Plain fields of L, not tables of their own: every
 -- table or function a call makes costs Redis about 2,000 instructions
--- (callgrind), a tenth of a command.
+-- (callgrind), a fifth of what a redis.call costs.
 local lims, names, longest = {}, {}, 0
 for i = 1, n do
   local a = ARGV[5 + 3 * i]
