@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/tollgate/tollgate"
 	"github.com/tollgate/tollgate/internal/httpjson"
-	"github.com/tollgate/tollgate/server/observe"
 )
 
 // Batches: POST /v1/batch answers several consumes and peeks in one
@@ -240,12 +237,7 @@ func (h *handler) runCheck(r *http.Request, c batchCheck) (res batchResult) {
 		if p == nil {
 			return
 		}
-		h.log.LogAttrs(r.Context(), slog.LevelError, "panic serving a check of a batch: answered 500",
-			slog.String("path", r.URL.Path), slog.Any("panic", p), slog.String("stack", string(debug.Stack())),
-			slog.String("request_id", RequestID(r.Context())))
-		if po, ok := h.observer.(observe.PanicObserver); ok {
-			po.Panic(observe.ServerHTTP)
-		}
+		h.reportPanic(r, p, "panic serving a check of a batch: answered 500")
 		w = &itemWriter{hdr: http.Header{}}
 		writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
 		res = w.result()

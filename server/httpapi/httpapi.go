@@ -357,12 +357,7 @@ func (h *handler) recoverPanic(w *trackingWriter, r *http.Request) {
 	if p == http.ErrAbortHandler {
 		panic(p)
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelError, "panic serving a request: answered 500",
-		slog.String("path", r.URL.Path), slog.Any("panic", p), slog.String("stack", string(debug.Stack())),
-		slog.String("request_id", RequestID(r.Context())))
-	if po, ok := h.observer.(observe.PanicObserver); ok {
-		po.Panic(observe.ServerHTTP)
-	}
+	h.reportPanic(r, p, "panic serving a request: answered 500")
 	if w.wrote {
 		return
 	}
@@ -373,6 +368,17 @@ func (h *handler) recoverPanic(w *trackingWriter, r *http.Request) {
 		}
 	}
 	writeError(w, http.StatusInternalServerError, CodeInternal, "internal error")
+}
+
+// reportPanic logs a recovered panic p of r once at Error, with msg and
+// the stack, and tells the Observer if it is an observe.PanicObserver.
+func (h *handler) reportPanic(r *http.Request, p any, msg string) {
+	h.log.LogAttrs(r.Context(), slog.LevelError, msg,
+		slog.String("path", r.URL.Path), slog.Any("panic", p), slog.String("stack", string(debug.Stack())),
+		slog.String("request_id", RequestID(r.Context())))
+	if po, ok := h.observer.(observe.PanicObserver); ok {
+		po.Panic(observe.ServerHTTP)
+	}
 }
 
 // trackingWriter notes whether the answer has begun.

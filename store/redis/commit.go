@@ -61,7 +61,7 @@ type commits struct {
 	failed time.Time     // when asking last failed
 }
 
-// commit runs algorithm a's script on the master of slot sl in the next
+// commit runs the script on the master of slot sl in the next
 // batch of its committer, and returns when WAIT acknowledged it.
 func (s *Store) commit(ctx context.Context, sl uint16, keys, args []string) ([]int64, error) {
 	if err := s.dialsOff(sl); err != nil {
@@ -242,9 +242,9 @@ func (s *Store) flush(addr string, batch []*write) {
 	defer cancel()
 	cmds := make(rueidis.Commands, 0, len(live)+1)
 	for _, w := range live {
-		cmds = append(cmds, cl.B().Evalsha().Sha1(checkSHA).Numkeys(int64(len(w.keys))).Key(w.keys...).Arg(w.args...).Build())
+		cmds = append(cmds, checkCmd(cl.B(), false, w.keys, w.args))
 	}
-	res := cl.DoMulti(ctx, append(cmds, cl.B().Wait().Numreplicas(s.waitN).Timeout(waitMS).Build())...)
+	res := cl.DoMulti(ctx, append(cmds, s.waitCmd(cl.B(), waitMS))...)
 	// A node that never ran the script lacks it: those writes run as EVAL,
 	// in a batch of their own, with a WAIT of their own.
 	var again []*write
@@ -259,9 +259,9 @@ func (s *Store) flush(addr string, batch []*write) {
 	}
 	cmds = cmds[:0]
 	for _, w := range again {
-		cmds = append(cmds, cl.B().Eval().Script(checkLua).Numkeys(int64(len(w.keys))).Key(w.keys...).Arg(w.args...).Build())
+		cmds = append(cmds, checkCmd(cl.B(), true, w.keys, w.args))
 	}
-	res = cl.DoMulti(ctx, append(cmds, cl.B().Wait().Numreplicas(s.waitN).Timeout(waitMS).Build())...)
+	res = cl.DoMulti(ctx, append(cmds, s.waitCmd(cl.B(), waitMS))...)
 	s.answer(again, res, waitMS)
 }
 

@@ -48,12 +48,8 @@ func (s *Store) patrol() {
 			return
 		case <-t.C:
 		}
-		f := &s.follow
-		f.mu.Lock()
 		// Half: the last patrol's round ended a little less than a tick ago.
-		recent := f.running != nil || time.Since(f.lastEnd) < patrolEvery/2
-		f.mu.Unlock()
-		if recent {
+		if s.follow.busy(patrolEvery / 2) {
 			continue
 		}
 		v, _ := s.locate(context.Background(), "", true)
@@ -61,6 +57,13 @@ func (s *Store) patrol() {
 			s.lostConn(addr)
 		}
 	}
+}
+
+// busy reports whether a round runs, or ended less than d ago.
+func (f *follower) busy(d time.Duration) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running != nil || time.Since(f.lastEnd) < d
 }
 
 func (f *follower) lastHas(addr string) bool {
@@ -123,11 +126,7 @@ func (s *Store) locateUntil(ctx context.Context, lost string) {
 // locateSoon starts a round in the background unless one runs or ran
 // just now.
 func (s *Store) locateSoon(lost string) {
-	f := &s.follow
-	f.mu.Lock()
-	busy := f.running != nil || time.Since(f.lastEnd) < roundEvery
-	f.mu.Unlock()
-	if !busy {
+	if !s.follow.busy(roundEvery) {
 		go s.locate(context.Background(), lost, true)
 	}
 }

@@ -59,12 +59,9 @@ func (s *Store) execAndWait(ctx context.Context, sl uint16, keys, args []string)
 	defer cancel()
 	var reply []int64
 	err := s.c().Dedicated(func(dc rueidis.DedicatedClient) error {
-		wait := func() rueidis.Completed {
-			return dc.B().Wait().Numreplicas(s.waitN).Timeout(waitMS).Build()
-		}
-		res := dc.DoMulti(ctx, dc.B().Evalsha().Sha1(checkSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+		res := dc.DoMulti(ctx, checkCmd(dc.B(), false, keys, args), s.waitCmd(dc.B(), waitMS))
 		if rerr, ok := rueidis.IsRedisErr(res[0].Error()); ok && rerr.IsNoScript() {
-			res = dc.DoMulti(ctx, dc.B().Eval().Script(checkLua).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build(), wait())
+			res = dc.DoMulti(ctx, checkCmd(dc.B(), true, keys, args), s.waitCmd(dc.B(), waitMS))
 		}
 		var err error
 		if reply, err = res[0].AsIntSlice(); err != nil {
@@ -84,6 +81,20 @@ func (s *Store) execAndWait(ctx context.Context, sl uint16, keys, args []string)
 		go s.backOffDials(sl)
 	}
 	return reply, err
+}
+
+// checkCmd builds the call of check.lua on keys and args: EVALSHA, or with
+// text, EVAL, for a node that does not have the script yet.
+func checkCmd(b rueidis.Builder, text bool, keys, args []string) rueidis.Completed {
+	if text {
+		return b.Eval().Script(checkLua).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+	}
+	return b.Evalsha().Sha1(checkSHA).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
+}
+
+// waitCmd builds the WAIT that follows a waiting call's writes.
+func (s *Store) waitCmd(b rueidis.Builder, waitMS int64) rueidis.Completed {
+	return b.Wait().Numreplicas(s.waitN).Timeout(waitMS).Build()
 }
 
 // dialsOff returns ErrCircuitOpen while the calls of sl's master fail fast
